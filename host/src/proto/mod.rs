@@ -1,4 +1,5 @@
-//! Generated protobuf types and tonic services for the etcd v3 API.
+//! Generated protobuf types and tonic services: the etcd v3 API, plus `batonpb` (Baton's
+//! replicated-log format and member-to-member service).
 //!
 //! The sources are Baton's own `.proto` files under `host/proto/`, kept
 //! wire-identical to etcd (same packages, field numbers and method paths), so
@@ -11,6 +12,14 @@
 )]
 pub mod authpb {
     tonic::include_proto!("authpb");
+}
+
+#[allow(
+    clippy::allow_attributes_without_reason,
+    reason = "generated code: tonic emits bare allow attributes"
+)]
+pub mod batonpb {
+    tonic::include_proto!("batonpb");
 }
 
 #[allow(

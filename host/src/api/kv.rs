@@ -1,0 +1,113 @@
+//! etcd's `KV` service. Each method does the same four things: check the request's shape,
+//! hand it to the server (a proposal for writes, a read view for reads), turn a refusal into a
+//! gRPC status, and fill in the response header.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::api::kv_checks::{check_delete_range, check_put, check_range, check_txn};
+use crate::limits::TXN_OPS_MAX;
+use crate::mvcc;
+use crate::proto::batonpb::{LogReply, log_command, log_reply};
+use crate::proto::etcdserverpb::kv_server::Kv;
+use crate::proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
+};
+use crate::server::Server;
+
+pub struct KvService {
+    server: Arc<Server>,
+}
+
+impl KvService {
+    pub fn new(server: Arc<Server>) -> Self {
+        Self { server }
+    }
+
+    /// Completes a header that the state machine filled with only the revision.
+    fn finish_header(&self, header: Option<ResponseHeader>) -> Option<ResponseHeader> {
+        Some(self.server.header(header.map_or(0, |h| h.revision)))
+    }
+
+    async fn write(&self, op: log_command::Op) -> Result<log_reply::Result, Status> {
+        let LogReply { result } = self.server.propose(op).await?;
+        match result {
+            Some(log_reply::Result::Refused(r)) => Err(Status::new(tonic::Code::from(r.code), r.message)),
+            Some(other) => Ok(other),
+            None => Err(Status::internal("the state machine returned an empty reply")),
+        }
+    }
+}
+
+fn unexpected_reply() -> Status {
+    Status::internal("the state machine replied with the wrong kind of response")
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        let req = request.into_inner();
+        check_range(&req)?;
+        if !req.serializable {
+            self.server.linearize().await?;
+        }
+        let view = self.server.read_view()?;
+        let mut resp = mvcc::range(&view, &req)?;
+        resp.header = self.finish_header(resp.header);
+        Ok(Response::new(resp))
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let req = request.into_inner();
+        check_put(&req)?;
+        match self.write(log_command::Op::Put(req)).await? {
+            log_reply::Result::Put(mut resp) => {
+                resp.header = self.finish_header(resp.header);
+                Ok(Response::new(resp))
+            }
+            _ => Err(unexpected_reply()),
+        }
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let req = request.into_inner();
+        check_delete_range(&req)?;
+        match self.write(log_command::Op::DeleteRange(req)).await? {
+            log_reply::Result::DeleteRange(mut resp) => {
+                resp.header = self.finish_header(resp.header);
+                Ok(Response::new(resp))
+            }
+            _ => Err(unexpected_reply()),
+        }
+    }
+
+    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let req = request.into_inner();
+        check_txn(&req, TXN_OPS_MAX)?;
+        match self.write(log_command::Op::Txn(req)).await? {
+            log_reply::Result::Txn(mut resp) => {
+                resp.header = self.finish_header(resp.header);
+                Ok(Response::new(resp))
+            }
+            _ => Err(unexpected_reply()),
+        }
+    }
+
+    async fn compact(
+        &self,
+        request: Request<CompactionRequest>,
+    ) -> Result<Response<CompactionResponse>, Status> {
+        match self.write(log_command::Op::Compaction(request.into_inner())).await? {
+            log_reply::Result::Compaction(mut resp) => {
+                resp.header = self.finish_header(resp.header);
+                Ok(Response::new(resp))
+            }
+            _ => Err(unexpected_reply()),
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! The composition root: open storage, build Raft, bootstrap a new cluster if this data dir is
+//! fresh, serve clients and peers, and shut everything down together.
+
+pub mod config;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use redb::Database;
+use tokio::sync::watch;
+
+use crate::api;
+use crate::entry::Raft;
+use crate::limits::{CLIENT_REQUEST_BYTES_MAX, GRPC_OVERHEAD_BYTES, PEER_MESSAGE_BYTES_MAX, SNAPSHOT_LOGS_SINCE_LAST};
+use crate::proto::batonpb::raft_peer_server::RaftPeerServer;
+use crate::proto::etcdserverpb::cluster_server::ClusterServer;
+use crate::proto::etcdserverpb::kv_server::KvServer;
+use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use crate::raft::channels::PeerChannels;
+use crate::raft::network::PeerNetwork;
+use crate::raft::peer_service::PeerService;
+use crate::raft::{LogStore, StateMachine};
+use crate::server::Server;
+pub use config::NodeConfig;
+
+/// Runs a member until SIGINT/SIGTERM.
+pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
+    if config.initial_cluster.len() % 2 == 0 {
+        tracing::warn!(
+            members = config.initial_cluster.len(),
+            "an even number of members tolerates no more failures than one fewer; use 3 or 5"
+        );
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let member_id = config.member_id()?;
+    let cluster_id = config.cluster_id();
+
+    let log_store = LogStore::open(&config.data_dir.join("raft-log.redb")).context("opening the raft log")?;
+    let state_path = config.data_dir.join("state.redb");
+    let state_db = Arc::new(Database::create(&state_path).context("opening the state database")?);
+    let state_machine = StateMachine::open(state_db.clone(), config.data_dir.join("snapshot.bin"))
+        .context("opening the state machine")?;
+    let applied = state_machine.applied_index();
+
+    let channels = PeerChannels::default();
+    let raft_config = openraft::Config {
+        cluster_name: "baton".into(),
+        heartbeat_interval: config.heartbeat_interval_ms,
+        election_timeout_min: config.election_timeout_ms,
+        election_timeout_max: config.election_timeout_ms * 2,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(SNAPSHOT_LOGS_SINCE_LAST),
+        max_in_snapshot_log_to_keep: SNAPSHOT_LOGS_SINCE_LAST,
+        ..Default::default()
+    }
+    .validate()
+    .context("invalid raft timing")?;
+    let raft = Raft::new(
+        member_id,
+        Arc::new(raft_config),
+        PeerNetwork::new(channels.clone()),
+        log_store,
+        state_machine,
+    )
+    .await
+    .context("starting raft")?;
+    bootstrap_if_new(&raft, &config).await?;
+
+    let server = Arc::new(Server::new(raft.clone(), member_id, cluster_id, state_db, applied, channels));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let publisher = {
+        let server = server.clone();
+        let urls = config.advertise_client_urls.clone();
+        tokio::spawn(async move { server.publish_until_done(urls).await })
+    };
+    let mut tasks = Vec::new();
+    for url in &config.listen_peer_urls {
+        let addr = config::listen_addr(url)?;
+        let svc = RaftPeerServer::new(PeerService::new(raft.clone()))
+            .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
+        let router = tonic::transport::Server::builder().tcp_nodelay(true).add_service(svc);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for peers on {addr}"))?;
+        tasks.push(tokio::spawn(serve(router, listener, stop_rx.clone())));
+    }
+    for url in &config.listen_client_urls {
+        let addr = config::listen_addr(url)?;
+        let router = client_router(&server, &state_path);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for clients on {addr}"))?;
+        tasks.push(tokio::spawn(serve(router, listener, stop_rx.clone())));
+    }
+    tracing::info!(
+        name = %config.name, member_id = format!("{member_id:x}"), cluster_id = format!("{cluster_id:x}"),
+        clients = ?config.listen_client_urls, peers = ?config.listen_peer_urls, "baton member serving"
+    );
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    publisher.abort();
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    let _ = raft.shutdown().await;
+    Ok(())
+}
+
+fn client_router(server: &Arc<Server>, state_path: &std::path::Path) -> tonic::transport::server::Router {
+    // etcd accepts requests up to its limit plus gRPC framing; larger ones fail in gRPC itself.
+    let decode_max = CLIENT_REQUEST_BYTES_MAX + GRPC_OVERHEAD_BYTES;
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    drop(health_reporter);
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(
+            KvServer::new(api::kv::KvService::new(server.clone()))
+                .max_decoding_message_size(decode_max)
+                .max_encoding_message_size(usize::MAX),
+        )
+        .add_service(MaintenanceServer::new(api::maintenance::MaintenanceService::new(
+            server.clone(),
+            state_path.to_path_buf(),
+        )))
+        .add_service(ClusterServer::new(api::cluster::ClusterService::new(server.clone())))
+        .add_service(health_service)
+}
+
+async fn serve(
+    router: tonic::transport::server::Router,
+    listener: tokio::net::TcpListener,
+    mut stop: watch::Receiver<bool>,
+) {
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let shutdown = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    if let Err(e) = router.serve_with_incoming_shutdown(incoming, shutdown).await {
+        tracing::error!(error = %e, "gRPC server failed");
+    }
+}
+
+/// A fresh member (no log, no vote) initializes Raft with the founding membership. Every founding
+/// member does the same with identical input, so whichever runs first wins and the others find
+/// the cluster already formed — which openraft reports as an error we can ignore.
+async fn bootstrap_if_new(raft: &Raft, config: &NodeConfig) -> anyhow::Result<()> {
+    if raft.is_initialized().await.context("raft stopped during start-up")? {
+        tracing::info!("existing data dir: rejoining the cluster without bootstrapping");
+        return Ok(());
+    }
+    let members: BTreeMap<_, _> = config.founding_members().into_iter().collect();
+    match raft.initialize(members).await {
+        Ok(()) => tracing::info!("bootstrapped a new cluster"),
+        Err(e) => tracing::info!(reason = %e, "cluster already initialized by a peer"),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

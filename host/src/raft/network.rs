@@ -1,0 +1,149 @@
+//! The client half of member-to-member transport: openraft's `RaftNetworkV2` over the
+//! `batonpb.RaftPeer` gRPC service. openraft's messages travel as postcard bytes; snapshots are
+//! streamed in chunks so no single message exceeds the gRPC size limit.
+
+use std::future::Future;
+use std::io::Cursor;
+
+use openraft::OptionalSend;
+use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::transport::Channel;
+
+use crate::entry::{Member, MemberId, TypeConfig, codec};
+use crate::limits::SNAPSHOT_CHUNK_BYTES;
+use crate::proto::batonpb::raft_peer_client::RaftPeerClient;
+use crate::proto::batonpb::{RaftPayload, SnapshotChunk};
+use crate::raft::channels::PeerChannels;
+
+type Vote = openraft::alias::VoteOf<TypeConfig>;
+type Snapshot = openraft::alias::SnapshotOf<TypeConfig, Cursor<Vec<u8>>>;
+
+/// Builds one [`PeerLink`] per target member, sharing cached channels.
+#[derive(Clone)]
+pub struct PeerNetwork {
+    channels: PeerChannels,
+}
+
+impl PeerNetwork {
+    pub fn new(channels: PeerChannels) -> Self {
+        Self { channels }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
+    type Network = PeerLink;
+
+    async fn new_client(&mut self, target: MemberId, node: &Member) -> PeerLink {
+        let url = node.peer_urls.first().cloned().unwrap_or_default();
+        let client = self
+            .channels
+            .get(&url)
+            .map(RaftPeerClient::new)
+            .map_err(|e| format!("bad peer URL {url:?} for member {target:x}: {e}"));
+        PeerLink { client }
+    }
+}
+
+/// The connection to one peer.
+pub struct PeerLink {
+    client: Result<RaftPeerClient<Channel>, String>,
+}
+
+fn rpc_error(status: &tonic::Status) -> RPCError<TypeConfig> {
+    // Unavailable means we never reached the peer's Raft (down, or not listening yet).
+    if status.code() == tonic::Code::Unavailable {
+        RPCError::Unreachable(Unreachable::new(status))
+    } else {
+        RPCError::Network(NetworkError::new(status))
+    }
+}
+
+impl PeerLink {
+    fn client(&self) -> Result<RaftPeerClient<Channel>, RPCError<TypeConfig>> {
+        self.client
+            .clone()
+            .map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))
+    }
+
+    fn payload<T: Serialize>(value: &T, option: &RPCOption) -> Result<tonic::Request<RaftPayload>, RPCError<TypeConfig>> {
+        let data = codec::encode(value).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut request = tonic::Request::new(RaftPayload { data });
+        request.set_timeout(option.soft_ttl());
+        Ok(request)
+    }
+
+    fn decode<T: DeserializeOwned>(reply: tonic::Response<RaftPayload>) -> Result<T, RPCError<TypeConfig>> {
+        codec::decode(&reply.into_inner().data).map_err(|e| RPCError::Network(NetworkError::new(&e)))
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerLink {
+    type SnapshotData = Cursor<Vec<u8>>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let request = Self::payload(&rpc, &option)?;
+        let reply = self.client()?.append_entries(request).await.map_err(|s| rpc_error(&s))?;
+        Self::decode(reply)
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let request = Self::payload(&rpc, &option)?;
+        let reply = self.client()?.vote(request).await.map_err(|s| rpc_error(&s))?;
+        Self::decode(reply)
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let header = codec::encode(&(vote, &snapshot.meta))
+            .map_err(|e| StreamingError::from(RPCError::Network(NetworkError::new(&e))))?;
+        let data = snapshot.snapshot.into_inner();
+        let mut chunks = vec![SnapshotChunk {
+            header,
+            data: Vec::new(),
+        }];
+        chunks.extend(data.chunks(SNAPSHOT_CHUNK_BYTES).map(|piece| SnapshotChunk {
+            header: Vec::new(),
+            data: piece.to_vec(),
+        }));
+        let mut client = self.client()?;
+        let mut request = tonic::Request::new(tokio_stream::iter(chunks));
+        request.set_timeout(option.hard_ttl());
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            reply = client.install_snapshot(request) => {
+                let reply = reply.map_err(|s| rpc_error(&s))?;
+                Ok(Self::decode(reply)?)
+            }
+        }
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let request = Self::payload(&req, &option)?;
+        let reply = self.client()?.transfer_leader(request).await.map_err(|s| rpc_error(&s))?;
+        Self::decode(reply)
+    }
+}

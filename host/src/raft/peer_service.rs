@@ -1,0 +1,122 @@
+//! The server half of member-to-member transport: `batonpb.RaftPeer`. Raft messages go straight
+//! to openraft; forwarded writes and read-index requests are served only by the leader.
+
+use std::io::Cursor;
+
+use futures::StreamExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::entry::{Raft, TypeConfig, codec};
+use crate::proto::batonpb::raft_peer_server::RaftPeer;
+use crate::proto::batonpb::{
+    LogCommand, LogReply, PublishRequest, PublishResponse, RaftPayload, ReadIndexRequest,
+    ReadIndexResponse, SnapshotChunk,
+};
+use crate::raft::propose::{
+    LEADER_CHANGED, LeaderError, NOT_LEADER, propose_as_leader, publish_as_leader, read_index_as_leader,
+};
+
+type Vote = openraft::alias::VoteOf<TypeConfig>;
+type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
+
+pub struct PeerService {
+    raft: Raft,
+}
+
+impl PeerService {
+    pub fn new(raft: Raft) -> Self {
+        Self { raft }
+    }
+}
+
+fn decode<T: DeserializeOwned>(payload: &RaftPayload) -> Result<T, Status> {
+    codec::decode(&payload.data).map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Response<RaftPayload>, Status> {
+    codec::encode(value)
+        .map(|data| Response::new(RaftPayload { data }))
+        .map_err(|e| Status::internal(format!("cannot encode raft message: {e}")))
+}
+
+/// A Raft error means this member's Raft has stopped: the sender should treat it as down.
+fn raft_down(e: impl std::fmt::Display) -> Status {
+    Status::unavailable(format!("raft is not running on this member: {e}"))
+}
+
+/// Tells a forwarding member why the leader path failed, in a form it can act on.
+pub fn leader_error_status(e: LeaderError) -> Status {
+    match e {
+        LeaderError::NotLeader { .. } => Status::failed_precondition(NOT_LEADER),
+        LeaderError::Discarded => Status::unavailable(LEADER_CHANGED),
+        LeaderError::Unavailable(m) => Status::unavailable(m),
+    }
+}
+
+#[tonic::async_trait]
+impl RaftPeer for PeerService {
+    async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc = decode(request.get_ref())?;
+        let reply = self.raft.vote(rpc).await.map_err(raft_down)?;
+        encode(&reply)
+    }
+
+    async fn append_entries(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc = decode(request.get_ref())?;
+        let reply = self.raft.append_entries(rpc).await.map_err(raft_down)?;
+        encode(&reply)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let mut stream = request.into_inner();
+        let first = stream
+            .next()
+            .await
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
+        let (vote, meta): (Vote, SnapshotMeta) = codec::decode(&first.header)
+            .map_err(|e| Status::invalid_argument(format!("bad snapshot header: {e}")))?;
+        let mut data = first.data;
+        while let Some(chunk) = stream.next().await {
+            data.extend_from_slice(&chunk?.data);
+        }
+        let snapshot = openraft::alias::SnapshotOf::<TypeConfig, Cursor<Vec<u8>>> {
+            meta,
+            snapshot: Cursor::new(data),
+        };
+        let reply = self.raft.install_full_snapshot(vote, snapshot).await.map_err(raft_down)?;
+        encode(&reply)
+    }
+
+    async fn transfer_leader(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc = decode(request.get_ref())?;
+        let reply = self.raft.handle_transfer_leader(rpc).await.map_err(raft_down)?;
+        encode(&reply)
+    }
+
+    async fn forward(&self, request: Request<LogCommand>) -> Result<Response<LogReply>, Status> {
+        propose_as_leader(&self.raft, request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(leader_error_status)
+    }
+
+    async fn read_index(&self, _: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
+        read_index_as_leader(&self.raft)
+            .await
+            .map(|read_index| Response::new(ReadIndexResponse { read_index }))
+            .map_err(leader_error_status)
+    }
+
+    async fn publish(&self, request: Request<PublishRequest>) -> Result<Response<PublishResponse>, Status> {
+        let req = request.into_inner();
+        publish_as_leader(&self.raft, req.member_id, req.client_urls)
+            .await
+            .map(|()| Response::new(PublishResponse {}))
+            .map_err(leader_error_status)
+    }
+}

@@ -1,0 +1,87 @@
+//! Leader-side entry points shared by local clients and forwarded requests: proposing a command
+//! and obtaining a read index.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use openraft::ReadPolicy;
+use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
+
+use crate::entry::{Command, Member, MemberId, Raft};
+use crate::proto::batonpb::{LogCommand, LogReply};
+
+/// What a member answers when asked to act as leader while it is not; the asker retries with the
+/// member it now believes leads.
+pub const NOT_LEADER: &str = "baton: not the leader";
+/// etcd's message for a proposal lost to a leader change (outcome unknown).
+pub const LEADER_CHANGED: &str = "etcdserver: leader changed";
+
+/// Why the leader path could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaderError {
+    /// This member is not the leader; `leader` is who it believes leads, if anyone.
+    #[error("not the leader")]
+    NotLeader { leader: Option<(MemberId, Member)> },
+    /// The proposal's entry was discarded by a leader change: it may or may not have committed.
+    #[error("leader changed; the request's outcome is unknown")]
+    Discarded,
+    /// Raft lost its quorum or stopped; the request cannot complete now.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// The leader's clock in Unix milliseconds: stamped into commands so that time reaches the state
+/// machine only through the log.
+pub fn leader_time_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Proposes `cmd` through this member, which must be the leader, and waits until it is applied.
+pub async fn propose_as_leader(raft: &Raft, mut cmd: LogCommand) -> Result<LogReply, LeaderError> {
+    cmd.leader_time_ms = leader_time_ms();
+    match raft.client_write(Command(cmd)).await {
+        Ok(response) => Ok(response.data.0),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(LeaderError::NotLeader {
+            leader: f.leader_id.zip(f.leader_node),
+        }),
+        Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => Err(LeaderError::Discarded),
+        Err(e) => Err(LeaderError::Unavailable(e.to_string())),
+    }
+}
+
+/// Confirms leadership with a quorum (ReadIndex) and returns the log index a member must have
+/// applied before serving a read that reflects every write acknowledged so far.
+pub async fn read_index_as_leader(raft: &Raft) -> Result<u64, LeaderError> {
+    match raft.get_read_linearizer(ReadPolicy::ReadIndex).await {
+        Ok(linearizer) => Ok(linearizer.read_log_id().index()),
+        Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => Err(LeaderError::NotLeader {
+            leader: f.leader_id.zip(f.leader_node),
+        }),
+        Err(e) => Err(LeaderError::Unavailable(e.to_string())),
+    }
+}
+
+/// Records `client_urls` for member `id` in the replicated membership. Leader only.
+pub async fn publish_as_leader(raft: &Raft, id: MemberId, client_urls: Vec<String>) -> Result<(), LeaderError> {
+    let current = {
+        let metrics = raft.metrics();
+        let m = openraft::type_config::async_runtime::WatchReceiver::borrow_watched(&metrics);
+        m.membership_config.membership().get_node(&id).cloned()
+    };
+    let Some(mut member) = current else {
+        return Err(LeaderError::Unavailable(format!("member {id:x} is not in the membership")));
+    };
+    if member.client_urls == client_urls {
+        return Ok(());
+    }
+    member.client_urls = client_urls;
+    let change = openraft::ChangeMembers::SetNodes([(id, member)].into_iter().collect());
+    match raft.change_membership(change, false).await {
+        Ok(_) => Ok(()),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(LeaderError::NotLeader {
+            leader: f.leader_id.zip(f.leader_node),
+        }),
+        Err(e) => Err(LeaderError::Unavailable(e.to_string())),
+    }
+}

@@ -1,0 +1,250 @@
+//! openraft's state machine over the redb state database.
+//!
+//! Every batch of committed entries is applied in ONE redb write transaction that also records
+//! the last applied log id and membership (the `META` table), so data and bookkeeping can never
+//! disagree after a crash. Those commits are non-durable for speed: the Raft log is durable, and
+//! after a crash openraft replays from the last durable applied id. A durable commit is forced
+//! every `SM_DURABLE_EVERY_ENTRIES` entries and before a snapshot is taken, because openraft may
+//! purge the log up to a snapshot.
+
+use std::io::{self, Cursor};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::{Stream, TryStreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use redb::{Database, Durability, ReadableDatabase, WriteTransaction};
+use tokio::sync::watch;
+
+use crate::entry::{Reply, TypeConfig, codec};
+use crate::limits::SM_DURABLE_EVERY_ENTRIES;
+use crate::sm::command::apply_command;
+use crate::storage::schema::META;
+use crate::storage::snapshot::{restore_snapshot, write_snapshot};
+
+type LogId = openraft::alias::LogIdOf<TypeConfig>;
+type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
+type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
+type Snapshot = openraft::alias::SnapshotOf<TypeConfig, Cursor<Vec<u8>>>;
+
+const KEY_APPLIED: &str = "raft.applied";
+const KEY_MEMBERSHIP: &str = "raft.membership";
+
+/// The replicated state machine. Clones share the database (snapshot builders are clones).
+#[derive(Clone)]
+pub struct StateMachine {
+    db: Arc<Database>,
+    /// Last applied log index, published after each commit; linearizable reads wait on it.
+    applied: watch::Sender<u64>,
+    snapshot_path: PathBuf,
+    entries_since_durable: u64,
+}
+
+fn io_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+impl StateMachine {
+    pub fn open(db: Arc<Database>, snapshot_path: PathBuf) -> io::Result<Self> {
+        crate::storage::snapshot::init_schema(&db).map_err(io_err)?;
+        let sm = Self {
+            db,
+            applied: watch::Sender::new(0),
+            snapshot_path,
+            entries_since_durable: 0,
+        };
+        let (applied, _) = sm.read_applied()?;
+        sm.applied.send_replace(applied.map_or(0, |id| id.index));
+        Ok(sm)
+    }
+
+    pub fn db(&self) -> &Arc<Database> {
+        &self.db
+    }
+
+    /// A receiver of the last applied log index.
+    pub fn applied_index(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
+    fn read_applied(&self) -> io::Result<(Option<LogId>, StoredMembership)> {
+        let txn = self.db.begin_read().map_err(io_err)?;
+        let table = txn.open_table(META).map_err(io_err)?;
+        let applied = match table.get(KEY_APPLIED).map_err(io_err)? {
+            Some(raw) => Some(codec::decode(raw.value()).map_err(io_err)?),
+            None => None,
+        };
+        let membership = match table.get(KEY_MEMBERSHIP).map_err(io_err)? {
+            Some(raw) => codec::decode(raw.value()).map_err(io_err)?,
+            None => StoredMembership::default(),
+        };
+        Ok((applied, membership))
+    }
+
+    fn write_bookkeeping(
+        txn: &WriteTransaction,
+        applied: &LogId,
+        membership: Option<&StoredMembership>,
+    ) -> io::Result<()> {
+        let mut table = txn.open_table(META).map_err(io_err)?;
+        let bytes = codec::encode(applied).map_err(io_err)?;
+        table.insert(KEY_APPLIED, bytes.as_slice()).map_err(io_err)?;
+        if let Some(m) = membership {
+            let bytes = codec::encode(m).map_err(io_err)?;
+            table.insert(KEY_MEMBERSHIP, bytes.as_slice()).map_err(io_err)?;
+        }
+        Ok(())
+    }
+
+    /// Makes every earlier non-durable commit durable (an empty immediate commit fsyncs them).
+    fn make_durable(&mut self) -> io::Result<()> {
+        let txn = self.db.begin_write().map_err(io_err)?;
+        txn.commit().map_err(io_err)?;
+        self.entries_since_durable = 0;
+        Ok(())
+    }
+
+    fn load_snapshot_file(&self) -> io::Result<Option<Snapshot>> {
+        let bytes = match std::fs::read(&self.snapshot_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let (meta, data): (SnapshotMeta, Vec<u8>) = codec::decode(&bytes).map_err(io_err)?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Cursor::new(data),
+        }))
+    }
+
+    /// Keeps the newest snapshot on disk (write to a temporary file, fsync, rename) so it can be
+    /// sent to a member that fell behind the purged log.
+    fn save_snapshot_file(&self, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
+        let bytes = codec::encode(&(meta, data)).map_err(io_err)?;
+        let tmp = self.snapshot_path.with_extension("tmp");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &self.snapshot_path)
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    type SnapshotData = Cursor<Vec<u8>>;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        self.make_durable()?;
+        let txn = self.db.begin_read().map_err(io_err)?;
+        let (last_log_id, last_membership) = {
+            let table = txn.open_table(META).map_err(io_err)?;
+            let applied: Option<LogId> = match table.get(KEY_APPLIED).map_err(io_err)? {
+                Some(raw) => Some(codec::decode(raw.value()).map_err(io_err)?),
+                None => None,
+            };
+            let membership: StoredMembership = match table.get(KEY_MEMBERSHIP).map_err(io_err)? {
+                Some(raw) => codec::decode(raw.value()).map_err(io_err)?,
+                None => StoredMembership::default(),
+            };
+            (applied, membership)
+        };
+        let mut data = Vec::new();
+        write_snapshot(&txn, &mut data).map_err(io_err)?;
+        let meta = SnapshotMeta {
+            last_log_id,
+            last_membership,
+        };
+        self.save_snapshot_file(&meta, &data)?;
+        tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), "built snapshot");
+        Ok(Snapshot {
+            meta,
+            snapshot: Cursor::new(data),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = Cursor<Vec<u8>>;
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        self.read_applied()
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        let mut txn = self.db.begin_write().map_err(io_err)?;
+        txn.set_durability(Durability::None).map_err(io_err)?;
+        let mut replies = Vec::new();
+        let mut last_applied = None;
+        let mut membership = None;
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let reply = match &entry.payload {
+                EntryPayload::Blank => Reply::default(),
+                EntryPayload::Normal(cmd) => {
+                    let outcome = apply_command(&txn, &cmd.0).map_err(io_err)?;
+                    Reply(outcome.reply)
+                }
+                EntryPayload::Membership(m) => {
+                    membership = Some(StoredMembership::new(Some(entry.log_id.clone()), m.clone()));
+                    Reply::default()
+                }
+            };
+            last_applied = Some(entry.log_id.clone());
+            self.entries_since_durable += 1;
+            if let Some(responder) = responder {
+                replies.push((responder, reply));
+            }
+        }
+        let Some(last_applied) = last_applied else {
+            return Ok(());
+        };
+        Self::write_bookkeeping(&txn, &last_applied, membership.as_ref())?;
+        if membership.is_some() || self.entries_since_durable >= SM_DURABLE_EVERY_ENTRIES {
+            txn.set_durability(Durability::Immediate).map_err(io_err)?;
+            self.entries_since_durable = 0;
+        }
+        txn.commit().map_err(io_err)?;
+        // Only now, after the commit, may anyone observe the results.
+        self.applied.send_replace(last_applied.index);
+        for (responder, reply) in replies {
+            responder.send(reply);
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Self::SnapshotData,
+    ) -> Result<(), io::Error> {
+        let data = snapshot.into_inner();
+        restore_snapshot(&self.db, &mut Cursor::new(&data)).map_err(io_err)?;
+        // The snapshot's own META already holds these; writing them again from `meta` makes the
+        // installed state agree with what openraft believes it installed.
+        let txn = self.db.begin_write().map_err(io_err)?;
+        if let Some(applied) = &meta.last_log_id {
+            Self::write_bookkeeping(&txn, applied, Some(&meta.last_membership))?;
+        }
+        txn.commit().map_err(io_err)?;
+        self.entries_since_durable = 0;
+        self.save_snapshot_file(meta, &data)?;
+        self.applied
+            .send_replace(meta.last_log_id.as_ref().map_or(0, |id| id.index));
+        tracing::info!(last_log_id = ?meta.last_log_id, "installed snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        self.load_snapshot_file()
+    }
+}

@@ -1,0 +1,255 @@
+//! What the API layer calls: proposing writes (through this member if it leads, forwarded to the
+//! leader otherwise), linearizable read barriers, and the facts every response header carries.
+//!
+//! Every request is bounded by `REQUEST_TIMEOUT_MS`: without a leader a write fails with etcd's
+//! `etcdserver: no leader`, and one that cannot commit (a minority partition) with
+//! `etcdserver: request timed out`. Nothing waits forever.
+
+use openraft::type_config::async_runtime::WatchReceiver;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redb::{Database, ReadTransaction, ReadableDatabase};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tonic::Status;
+
+use crate::entry::{Member, MemberId, Raft};
+use crate::limits::{LEADER_POLL_MS, PUBLISH_RETRY_MS, REQUEST_TIMEOUT_MS};
+use crate::proto::batonpb::raft_peer_client::RaftPeerClient;
+use crate::proto::batonpb::{LogCommand, LogReply, PublishRequest, ReadIndexRequest, log_command};
+use crate::proto::etcdserverpb::ResponseHeader;
+use crate::raft::channels::PeerChannels;
+use crate::raft::propose::{
+    LEADER_CHANGED, LeaderError, NOT_LEADER, propose_as_leader, publish_as_leader, read_index_as_leader,
+};
+
+pub const NO_LEADER: &str = "etcdserver: no leader";
+pub const TIMED_OUT: &str = "etcdserver: request timed out";
+
+/// The member's view of the cluster, shared by every API service.
+pub struct Server {
+    raft: Raft,
+    member_id: MemberId,
+    cluster_id: u64,
+    db: Arc<Database>,
+    applied: watch::Receiver<u64>,
+    channels: PeerChannels,
+}
+
+/// Who to send leader-only work to, as of now.
+enum Route {
+    Local,
+    Remote(RaftPeerClient<tonic::transport::Channel>),
+    NoLeader,
+}
+
+impl Server {
+    pub fn new(
+        raft: Raft,
+        member_id: MemberId,
+        cluster_id: u64,
+        db: Arc<Database>,
+        applied: watch::Receiver<u64>,
+        channels: PeerChannels,
+    ) -> Self {
+        Self {
+            raft,
+            member_id,
+            cluster_id,
+            db,
+            applied,
+            channels,
+        }
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    pub fn member_id(&self) -> MemberId {
+        self.member_id
+    }
+
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
+    /// The response header etcd puts on every reply.
+    pub fn header(&self, revision: i64) -> ResponseHeader {
+        let term = self.raft.metrics().borrow_watched().current_term;
+        ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.member_id,
+            revision,
+            raft_term: term,
+        }
+    }
+
+    /// A consistent view of this member's applied state.
+    pub fn read_view(&self) -> Result<ReadTransaction, Status> {
+        self.db
+            .begin_read()
+            .map_err(|e| Status::internal(format!("cannot read the state database: {e}")))
+    }
+
+    /// Opens a read view of the state database, for maintenance (size, snapshots).
+    pub fn db(&self) -> &Arc<Database> {
+        &self.db
+    }
+
+    pub fn leader(&self) -> Option<MemberId> {
+        self.raft.metrics().borrow_watched().current_leader
+    }
+
+    fn member(&self, id: MemberId) -> Option<Member> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        m.membership_config.membership().get_node(&id).cloned()
+    }
+
+    fn route(&self) -> Route {
+        match self.leader() {
+            Some(id) if id == self.member_id => Route::Local,
+            Some(id) => {
+                let url = self.member(id).and_then(|m| m.peer_urls.first().cloned());
+                match url.map(|u| self.channels.get(&u)) {
+                    Some(Ok(ch)) => Route::Remote(RaftPeerClient::new(ch)),
+                    _ => Route::NoLeader,
+                }
+            }
+            None => Route::NoLeader,
+        }
+    }
+
+    /// Proposes a write and returns its applied outcome, forwarding to the leader if need be.
+    pub async fn propose(&self, op: log_command::Op) -> Result<LogReply, Status> {
+        let cmd = LogCommand {
+            leader_time_ms: 0,
+            op: Some(op),
+        };
+        let deadline = Instant::now() + Duration::from_millis(REQUEST_TIMEOUT_MS);
+        loop {
+            let attempt = async {
+                match self.route() {
+                    Route::Local => match propose_as_leader(&self.raft, cmd.clone()).await {
+                        Ok(reply) => Attempt::Done(reply),
+                        Err(LeaderError::NotLeader { .. }) => Attempt::Retry,
+                        Err(LeaderError::Discarded) => Attempt::Fail(Status::unavailable(LEADER_CHANGED)),
+                        Err(LeaderError::Unavailable(m)) => Attempt::Fail(Status::unavailable(m)),
+                    },
+                    Route::Remote(mut client) => match client.forward(cmd.clone()).await {
+                        Ok(reply) => Attempt::Done(reply.into_inner()),
+                        Err(s) if is_retryable_forward(&s) => Attempt::Retry,
+                        Err(s) => Attempt::Fail(s),
+                    },
+                    Route::NoLeader => Attempt::Retry,
+                }
+            };
+            match tokio::time::timeout_at(deadline, attempt).await {
+                Ok(Attempt::Done(reply)) => return Ok(reply),
+                Ok(Attempt::Fail(status)) => return Err(status),
+                Ok(Attempt::Retry) => self.pause_or_give_up(deadline).await?,
+                Err(_) => return Err(self.deadline_status()),
+            }
+        }
+    }
+
+    /// Waits until this member has applied everything committed before the call, so a read from
+    /// its state is linearizable (etcd's default). Uses ReadIndex through the leader.
+    pub async fn linearize(&self) -> Result<(), Status> {
+        let deadline = Instant::now() + Duration::from_millis(REQUEST_TIMEOUT_MS);
+        let read_index = loop {
+            let attempt = async {
+                match self.route() {
+                    Route::Local => match read_index_as_leader(&self.raft).await {
+                        Ok(index) => Attempt::Done(index),
+                        Err(LeaderError::NotLeader { .. }) => Attempt::Retry,
+                        Err(e) => Attempt::Fail(Status::unavailable(e.to_string())),
+                    },
+                    Route::Remote(mut client) => match client.read_index(ReadIndexRequest {}).await {
+                        Ok(reply) => Attempt::Done(reply.into_inner().read_index),
+                        Err(s) if is_retryable_forward(&s) => Attempt::Retry,
+                        Err(s) => Attempt::Fail(s),
+                    },
+                    Route::NoLeader => Attempt::Retry,
+                }
+            };
+            match tokio::time::timeout_at(deadline, attempt).await {
+                Ok(Attempt::Done(index)) => break index,
+                Ok(Attempt::Fail(status)) => return Err(status),
+                Ok(Attempt::Retry) => self.pause_or_give_up(deadline).await?,
+                Err(_) => return Err(self.deadline_status()),
+            }
+        };
+        let mut applied = self.applied.clone();
+        let caught_up = applied.wait_for(|index| *index >= read_index);
+        match tokio::time::timeout_at(deadline, caught_up).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(Status::unavailable("state machine stopped")),
+            Err(_) => Err(Status::unavailable(TIMED_OUT)),
+        }
+    }
+
+    /// Makes sure the replicated membership lists this member's client URLs, retrying until it
+    /// does (the leader may not be elected yet when a member starts).
+    pub async fn publish_until_done(&self, client_urls: Vec<String>) {
+        loop {
+            let listed = self
+                .member(self.member_id)
+                .is_some_and(|m| m.client_urls == client_urls);
+            if listed {
+                return;
+            }
+            let outcome = match self.route() {
+                Route::Local => publish_as_leader(&self.raft, self.member_id, client_urls.clone())
+                    .await
+                    .map_err(|e| e.to_string()),
+                Route::Remote(mut client) => client
+                    .publish(PublishRequest {
+                        member_id: self.member_id,
+                        client_urls: client_urls.clone(),
+                    })
+                    .await
+                    .map(|_| ())
+                    .map_err(|s| s.message().to_string()),
+                Route::NoLeader => Err("no leader yet".to_string()),
+            };
+            if let Err(e) = outcome {
+                tracing::debug!(error = %e, "publishing client URLs; will retry");
+            }
+            tokio::time::sleep(Duration::from_millis(PUBLISH_RETRY_MS)).await;
+        }
+    }
+
+    fn deadline_status(&self) -> Status {
+        if self.leader().is_none() {
+            Status::unavailable(NO_LEADER)
+        } else {
+            Status::unavailable(TIMED_OUT)
+        }
+    }
+
+    /// Sleeps briefly before another attempt, or fails if the deadline has passed.
+    async fn pause_or_give_up(&self, deadline: Instant) -> Result<(), Status> {
+        if Instant::now() + Duration::from_millis(LEADER_POLL_MS) >= deadline {
+            return Err(self.deadline_status());
+        }
+        tokio::time::sleep(Duration::from_millis(LEADER_POLL_MS)).await;
+        Ok(())
+    }
+}
+
+enum Attempt<T> {
+    Done(T),
+    Retry,
+    Fail(Status),
+}
+
+/// A forward may be retried when the target said it is not the leader, or when the connection
+/// could not be made at all (the request never reached it). Other failures may have happened
+/// after the leader accepted the proposal, so retrying could apply the write twice.
+fn is_retryable_forward(status: &Status) -> bool {
+    (status.code() == tonic::Code::FailedPrecondition && status.message() == NOT_LEADER)
+        || (status.code() == tonic::Code::Unavailable && status.message().contains("connect"))
+}
