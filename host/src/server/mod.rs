@@ -6,6 +6,8 @@
 //! `etcdserver: request timed out`. Nothing waits forever.
 
 use openraft::type_config::async_runtime::WatchReceiver;
+mod read_batch;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +37,7 @@ pub struct Server {
     db: Arc<Database>,
     applied: watch::Receiver<u64>,
     channels: PeerChannels,
+    reads: read_batch::ReadBatcher,
 }
 
 /// Who to send leader-only work to, as of now.
@@ -60,6 +63,7 @@ impl Server {
             db,
             applied,
             channels,
+            reads: read_batch::ReadBatcher::default(),
         }
     }
 
@@ -156,10 +160,23 @@ impl Server {
     }
 
     /// Waits until this member has applied everything committed before the call, so a read from
-    /// its state is linearizable (etcd's default). Uses ReadIndex through the leader.
+    /// its state is linearizable (etcd's default). Uses ReadIndex through the leader, shared
+    /// between concurrent readers.
     pub async fn linearize(&self) -> Result<(), Status> {
         let deadline = Instant::now() + Duration::from_millis(REQUEST_TIMEOUT_MS);
-        let read_index = loop {
+        let read_index = self.reads.read_index(|| self.read_index(deadline)).await?;
+        let mut applied = self.applied.clone();
+        let caught_up = applied.wait_for(|index| *index >= read_index);
+        match tokio::time::timeout_at(deadline, caught_up).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(Status::unavailable("state machine stopped")),
+            Err(_) => Err(Status::unavailable(TIMED_OUT)),
+        }
+    }
+
+    /// One ReadIndex round: from this member if it leads, otherwise from the leader.
+    async fn read_index(&self, deadline: Instant) -> Result<u64, Status> {
+        loop {
             let attempt = async {
                 match self.route() {
                     Route::Local => match read_index_as_leader(&self.raft).await {
@@ -176,18 +193,11 @@ impl Server {
                 }
             };
             match tokio::time::timeout_at(deadline, attempt).await {
-                Ok(Attempt::Done(index)) => break index,
+                Ok(Attempt::Done(index)) => return Ok(index),
                 Ok(Attempt::Fail(status)) => return Err(status),
                 Ok(Attempt::Retry) => self.pause_or_give_up(deadline).await?,
                 Err(_) => return Err(self.deadline_status()),
             }
-        };
-        let mut applied = self.applied.clone();
-        let caught_up = applied.wait_for(|index| *index >= read_index);
-        match tokio::time::timeout_at(deadline, caught_up).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(_)) => Err(Status::unavailable("state machine stopped")),
-            Err(_) => Err(Status::unavailable(TIMED_OUT)),
         }
     }
 

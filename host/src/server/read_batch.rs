@@ -1,0 +1,108 @@
+//! Coalesces concurrent linearizable reads into shared ReadIndex rounds.
+//!
+//! A ReadIndex round costs the leader a heartbeat to a quorum. Readers that arrive while a round
+//! is in flight cannot use its answer (it may predate their arrival, breaking linearizability),
+//! but they can all share the *next* round. So at most one round runs at a time, and every reader
+//! takes the result of the first round that *started* after it arrived.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::{Mutex, watch};
+use tonic::Status;
+
+type RoundResult = Result<u64, (tonic::Code, String)>;
+
+pub struct ReadBatcher {
+    /// Id of the most recently started round; only changed while holding `running`.
+    started: AtomicU64,
+    running: Mutex<()>,
+    /// (round id, its result) of the most recently finished round.
+    finished: watch::Sender<(u64, RoundResult)>,
+}
+
+impl Default for ReadBatcher {
+    fn default() -> Self {
+        Self {
+            started: AtomicU64::new(0),
+            running: Mutex::new(()),
+            finished: watch::Sender::new((0, Ok(0))),
+        }
+    }
+}
+
+impl ReadBatcher {
+    /// Returns the read index of a round that began after this call did, running `round` itself
+    /// if no such round is under way.
+    pub async fn read_index<F, Fut>(&self, round: F) -> Result<u64, Status>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<u64, Status>>,
+    {
+        let arrival = self.started.load(Ordering::Acquire);
+        let mut finished = self.finished.subscribe();
+        loop {
+            {
+                let (id, result) = &*finished.borrow_and_update();
+                if *id > arrival {
+                    return result.clone().map_err(|(code, msg)| Status::new(code, msg));
+                }
+            }
+            if let Ok(_guard) = self.running.try_lock() {
+                let id = self.started.fetch_add(1, Ordering::AcqRel) + 1;
+                let result = round().await;
+                let shared = result
+                    .as_ref()
+                    .map(|i| *i)
+                    .map_err(|s| (s.code(), s.message().to_string()));
+                drop(self.finished.send_replace((id, shared)));
+                return result;
+            }
+            if finished.changed().await.is_err() {
+                return Err(Status::unavailable("read batcher stopped"));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn concurrent_readers_share_rounds_and_each_waits_for_a_later_round() {
+        let batcher = Arc::new(ReadBatcher::default());
+        let rounds = Arc::new(AtomicUsize::new(0));
+        let mut handles = Vec::new();
+        for _ in 0..50 {
+            let batcher = batcher.clone();
+            let rounds = rounds.clone();
+            handles.push(tokio::spawn(async move {
+                let before = rounds.load(Ordering::SeqCst) as u64;
+                let index = batcher
+                    .read_index(|| {
+                        let rounds = rounds.clone();
+                        async move {
+                            // The index returned is the round's number: a reader must see one
+                            // greater than the rounds completed when it arrived.
+                            let n = rounds.fetch_add(1, Ordering::SeqCst) as u64 + 1;
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                            Ok(n)
+                        }
+                    })
+                    .await
+                    .unwrap();
+                assert!(index > before, "reader got round {index}, arrived after {before}");
+            }));
+        }
+        for h in handles {
+            h.await.unwrap();
+        }
+        let total = rounds.load(Ordering::SeqCst);
+        assert!(total < 50, "50 concurrent readers should share rounds, ran {total}");
+    }
+}
