@@ -10,3 +10,5 @@ pub mod state_machine;
 
 pub use log_store::LogStore;
 pub use state_machine::StateMachine;
+#[cfg(test)]
+mod suite_test;
