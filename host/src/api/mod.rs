@@ -1,0 +1,2 @@
+pub mod kv_checks;
+pub mod status;

@@ -1,0 +1,86 @@
+//! Errors of the KV layer. `KvError` messages are etcd's gRPC descriptions, byte for byte,
+//! because clients match on them; [`crate::api::status`] maps each to its gRPC code.
+
+/// A deterministic refusal of a KV request (or, for `Storage`, a failed read).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KvError {
+    #[error("etcdserver: key is not provided")]
+    EmptyKey,
+    #[error("etcdserver: key not found")]
+    KeyNotFound,
+    #[error("etcdserver: value is provided")]
+    ValueProvided,
+    #[error("etcdserver: lease is provided")]
+    LeaseProvided,
+    #[error("etcdserver: too many operations in txn request")]
+    TooManyOps,
+    #[error("etcdserver: duplicate key given in txn request")]
+    DuplicateKey,
+    #[error("etcdserver: request is too large")]
+    RequestTooLarge,
+    #[error("etcdserver: mvcc: required revision has been compacted")]
+    Compacted,
+    #[error("etcdserver: mvcc: required revision is a future revision")]
+    FutureRevision,
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
+    /// The database failed under a read; not a property of the request.
+    #[error("etcdserver: storage error: {0}")]
+    Storage(String),
+}
+
+/// The database failed or holds bytes Baton did not write: the node must stop applying.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("redb: {0}")]
+    Redb(#[from] redb::Error),
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+}
+
+/// Generates `From<redb::XError> for StorageError` for redb's specific error types.
+macro_rules! storage_from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StorageError {
+            fn from(e: $t) -> Self {
+                StorageError::Redb(e.into())
+            }
+        }
+    )*};
+}
+storage_from_redb!(
+    redb::StorageError,
+    redb::TableError,
+    redb::TransactionError,
+    redb::CommitError
+);
+
+/// Outcome of a failed apply: `Rejected` wrote nothing; `Storage` is fatal for the node.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Rejected(#[from] KvError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl From<redb::StorageError> for ApplyError {
+    fn from(e: redb::StorageError) -> Self {
+        ApplyError::Storage(e.into())
+    }
+}
+
+impl From<redb::TableError> for ApplyError {
+    fn from(e: redb::TableError) -> Self {
+        ApplyError::Storage(e.into())
+    }
+}
+
+impl From<ApplyError> for KvError {
+    fn from(e: ApplyError) -> Self {
+        match e {
+            ApplyError::Rejected(kv) => kv,
+            ApplyError::Storage(s) => KvError::Storage(s.to_string()),
+        }
+    }
+}

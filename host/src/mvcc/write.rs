@@ -1,0 +1,149 @@
+//! Writes of one applied request: every change of the request shares main revision
+//! `begin + 1` and takes the next sub revision, as in etcd's `storeTxnWrite`.
+
+use redb::{Table, WriteTransaction};
+
+use crate::mvcc::codec::{encode_history, encode_i64};
+use crate::mvcc::error::StorageError;
+use crate::mvcc::tables::{KeySpan, KvTables, Revisions};
+use crate::proto::mvccpb::{Event, KeyValue, event::EventType};
+use crate::storage::schema::{
+    KV_HISTORY, KV_KEY_REVS, KV_LATEST, META, META_COMPACT_REVISION, META_REVISION, REV_KIND_PUT,
+    REV_KIND_TOMBSTONE,
+};
+
+pub type WriteTables<'t> = KvTables<
+    Table<'t, &'static [u8], &'static [u8]>,
+    Table<'t, (&'static [u8], i64, i64), u8>,
+    Table<'t, (i64, i64), &'static [u8]>,
+>;
+
+/// The tables of one write transaction plus the revision bookkeeping of one request.
+pub struct WriteCtx<'t> {
+    pub tables: WriteTables<'t>,
+    meta: Table<'t, &'static str, &'static [u8]>,
+    /// Store revision before this request.
+    pub begin: i64,
+    pub compact: i64,
+    /// Changes made so far; also the sub revision of the next one.
+    changes: i64,
+    events: Vec<Event>,
+}
+
+impl<'t> WriteCtx<'t> {
+    pub fn open(txn: &'t WriteTransaction) -> Result<Self, StorageError> {
+        let meta = txn.open_table(META)?;
+        let revs = Revisions::load(&meta)?;
+        Ok(WriteCtx {
+            tables: KvTables {
+                latest: txn.open_table(KV_LATEST)?,
+                key_revs: txn.open_table(KV_KEY_REVS)?,
+                history: txn.open_table(KV_HISTORY)?,
+            },
+            meta,
+            begin: revs.current,
+            compact: revs.compact,
+            changes: 0,
+            events: Vec::new(),
+        })
+    }
+
+    /// The revision this request's changes get.
+    pub fn write_rev(&self) -> i64 {
+        self.begin + 1
+    }
+
+    /// The newest revision reads inside this request see (etcd's `storeTxnWrite.Range`).
+    pub fn view_rev(&self) -> i64 {
+        if self.changes > 0 {
+            self.begin + 1
+        } else {
+            self.begin
+        }
+    }
+
+    pub fn has_changes(&self) -> bool {
+        self.changes > 0
+    }
+
+    /// Writes `key` = `value`: 1 read and 3 inserts. The event carries the previous KeyValue.
+    pub fn put(&mut self, key: &[u8], value: Vec<u8>, lease: i64) -> Result<(), StorageError> {
+        let prev = self.tables.latest_get(key)?;
+        self.put_over(key, value, lease, prev)
+    }
+
+    /// [`Self::put`] for a caller that has just read `prev`, the key's live KeyValue.
+    pub fn put_over(
+        &mut self,
+        key: &[u8],
+        value: Vec<u8>,
+        lease: i64,
+        prev: Option<KeyValue>,
+    ) -> Result<(), StorageError> {
+        let rev = self.write_rev();
+        let sub = self.changes;
+        let kv = KeyValue {
+            key: key.to_vec(),
+            create_revision: prev.as_ref().map_or(rev, |p| p.create_revision),
+            mod_revision: rev,
+            version: prev.as_ref().map_or(0, |p| p.version) + 1,
+            value,
+            lease,
+        };
+        let record = encode_history(REV_KIND_PUT, &kv);
+        self.tables.latest.insert(key, &record[1..])?;
+        self.tables.key_revs.insert((key, rev, sub), REV_KIND_PUT)?;
+        self.tables.history.insert((rev, sub), record.as_slice())?;
+        self.changes += 1;
+        self.events.push(Event {
+            r#type: EventType::Put as i32,
+            kv: Some(kv),
+            prev_kv: prev,
+        });
+        Ok(())
+    }
+
+    /// Deletes every live key of `span`; returns their KeyValues before deletion, in key order.
+    pub fn delete_span(&mut self, span: KeySpan<'_>) -> Result<Vec<KeyValue>, StorageError> {
+        let view = self.view_rev();
+        let doomed = self.tables.scan(span, view, view, None)?.kvs;
+        let rev = self.write_rev();
+        for prev in &doomed {
+            let sub = self.changes;
+            let tomb = KeyValue {
+                key: prev.key.clone(),
+                mod_revision: rev,
+                ..Default::default()
+            };
+            let record = encode_history(REV_KIND_TOMBSTONE, &tomb);
+            self.tables.latest.remove(prev.key.as_slice())?;
+            self.tables
+                .key_revs
+                .insert((prev.key.as_slice(), rev, sub), REV_KIND_TOMBSTONE)?;
+            self.tables.history.insert((rev, sub), record.as_slice())?;
+            self.changes += 1;
+            self.events.push(Event {
+                r#type: EventType::Delete as i32,
+                kv: Some(tomb),
+                prev_kv: Some(prev.clone()),
+            });
+        }
+        Ok(doomed)
+    }
+
+    pub fn set_compact(&mut self, rev: i64) -> Result<(), StorageError> {
+        self.meta
+            .insert(META_COMPACT_REVISION, encode_i64(rev).as_slice())?;
+        self.compact = rev;
+        Ok(())
+    }
+
+    /// Records the new store revision if anything changed; returns the events in order.
+    pub fn finish(mut self) -> Result<Vec<Event>, StorageError> {
+        if self.changes > 0 {
+            self.meta
+                .insert(META_REVISION, encode_i64(self.begin + 1).as_slice())?;
+        }
+        Ok(self.events)
+    }
+}

@@ -1,0 +1,2 @@
+pub mod kv;
+pub mod txn;

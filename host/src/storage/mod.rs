@@ -1,0 +1,7 @@
+//! The state-machine database: table definitions and snapshots.
+
+pub mod schema;
+pub mod snapshot;
+
+pub use schema::init_schema;
+pub use snapshot::{SnapshotError, restore_snapshot, write_snapshot};
