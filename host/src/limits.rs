@@ -1,7 +1,29 @@
-//! Named bounds shared across Baton. Every limit the server enforces lives here.
+//! Every bound in one place, named with its unit last.
 
 /// Most operations in one branch (success or failure) of a txn, and most compares (etcd `--max-txn-ops`).
 pub const TXN_OPS_MAX: usize = 128;
-
 /// Largest client request accepted, in bytes (etcd `--max-request-bytes`, 1.5 MiB).
 pub const REQUEST_BYTES_MAX: usize = 1_572_864;
+/// Room etcd leaves above the request limit for gRPC framing before gRPC itself refuses.
+pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+/// How long a client request may wait for a leader, a commit or a read index.
+pub const REQUEST_TIMEOUT_MS: u64 = 5_000;
+/// How often a request without a usable leader looks again.
+pub const LEADER_POLL_MS: u64 = 20;
+/// Largest member-to-member message (append batches, snapshot chunks).
+pub const PEER_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Snapshots travel between members in pieces of this size.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+/// How often a member retries recording its client URLs until it succeeds.
+pub const PUBLISH_RETRY_MS: u64 = 300;
+pub const PEER_CONNECT_TIMEOUT_MS: u64 = 1_000;
+pub const PEER_KEEPALIVE_MS: u64 = 1_000;
+/// Take a snapshot (and allow purging the log) after this many applied entries.
+pub const SNAPSHOT_LOGS_SINCE_LAST: u64 = 10_000;
+/// Force an fsync of the state database at least this often, in applied entries, to bound
+/// how much log is replayed after a crash.
+pub const SM_DURABLE_EVERY_ENTRIES: u64 = 1_000;
+
+const _: () = assert!(SNAPSHOT_CHUNK_BYTES < PEER_MESSAGE_BYTES_MAX);
+const _: () = assert!(REQUEST_BYTES_MAX + GRPC_OVERHEAD_BYTES < PEER_MESSAGE_BYTES_MAX);
+const _: () = assert!(LEADER_POLL_MS < REQUEST_TIMEOUT_MS);

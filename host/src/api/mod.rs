@@ -1,2 +1,7 @@
+//! tonic services for the etcd API, request-shape checks, and the error-to-status table.
+
+pub mod cluster;
+pub mod kv;
 pub mod kv_checks;
+pub mod maintenance;
 pub mod status;

@@ -47,7 +47,7 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
 
 impl StateMachine {
     pub fn open(db: Arc<Database>, snapshot_path: PathBuf) -> io::Result<Self> {
-        crate::storage::snapshot::init_schema(&db).map_err(io_err)?;
+        crate::storage::init_schema(&db).map_err(io_err)?;
         let sm = Self {
             db,
             applied: watch::Sender::new(0),

@@ -1,2 +1,5 @@
+//! The only code that changes state when a committed log entry is applied.
+
+pub mod command;
 pub mod kv;
 pub mod txn;
