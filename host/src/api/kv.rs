@@ -4,10 +4,12 @@
 
 use std::sync::Arc;
 
+use prost::Message;
 use tonic::{Request, Response, Status};
 
 use crate::api::kv_checks::{check_delete_range, check_put, check_range, check_txn};
-use crate::limits::TXN_OPS_MAX;
+use crate::limits::{GRPC_OVERHEAD_BYTES, REQUEST_BYTES_MAX, TXN_OPS_MAX};
+use crate::mvcc::error::KvError;
 use crate::mvcc;
 use crate::proto::batonpb::{LogReply, log_command, log_reply};
 use crate::proto::etcdserverpb::kv_server::Kv;
@@ -41,6 +43,24 @@ impl KvService {
     }
 }
 
+/// Largest message gRPC accepts, as etcd configures it: the request limit plus framing room.
+const GRPC_RECV_BYTES_MAX: usize = REQUEST_BYTES_MAX + GRPC_OVERHEAD_BYTES;
+
+/// etcd's two size limits: gRPC refuses messages past its receive limit (with grpc-go's own
+/// message, which clients see verbatim), and etcd refuses writes past the request limit. The
+/// transport's own limit is set higher so that both answers are decided here, identically.
+fn check_size(encoded_len: usize, is_write: bool) -> Result<(), Status> {
+    if encoded_len > GRPC_RECV_BYTES_MAX {
+        return Err(Status::resource_exhausted(format!(
+            "grpc: received message larger than max ({encoded_len} vs. {GRPC_RECV_BYTES_MAX})"
+        )));
+    }
+    if is_write && encoded_len > REQUEST_BYTES_MAX {
+        return Err(KvError::RequestTooLarge.into());
+    }
+    Ok(())
+}
+
 fn unexpected_reply() -> Status {
     Status::internal("the state machine replied with the wrong kind of response")
 }
@@ -49,6 +69,7 @@ fn unexpected_reply() -> Status {
 impl Kv for KvService {
     async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
         let req = request.into_inner();
+        check_size(req.encoded_len(), false)?;
         check_range(&req)?;
         if !req.serializable {
             self.server.linearize().await?;
@@ -61,6 +82,7 @@ impl Kv for KvService {
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let req = request.into_inner();
+        check_size(req.encoded_len(), true)?;
         check_put(&req)?;
         match self.write(log_command::Op::Put(req)).await? {
             log_reply::Result::Put(mut resp) => {
@@ -76,6 +98,7 @@ impl Kv for KvService {
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
         let req = request.into_inner();
+        check_size(req.encoded_len(), true)?;
         check_delete_range(&req)?;
         match self.write(log_command::Op::DeleteRange(req)).await? {
             log_reply::Result::DeleteRange(mut resp) => {
@@ -88,6 +111,7 @@ impl Kv for KvService {
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let req = request.into_inner();
+        check_size(req.encoded_len(), true)?;
         check_txn(&req, TXN_OPS_MAX)?;
         match self.write(log_command::Op::Txn(req)).await? {
             log_reply::Result::Txn(mut resp) => {

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use crate::api;
 use crate::entry::Raft;
-use crate::limits::{REQUEST_BYTES_MAX, GRPC_OVERHEAD_BYTES, PEER_MESSAGE_BYTES_MAX, SNAPSHOT_LOGS_SINCE_LAST};
+use crate::limits::{PEER_MESSAGE_BYTES_MAX, SNAPSHOT_LOGS_SINCE_LAST};
 use crate::proto::batonpb::raft_peer_server::RaftPeerServer;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
@@ -112,8 +112,9 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
 }
 
 fn client_router(server: &Arc<Server>, state_path: &std::path::Path) -> tonic::transport::server::Router {
-    // etcd accepts requests up to its limit plus gRPC framing; larger ones fail in gRPC itself.
-    let decode_max = REQUEST_BYTES_MAX + GRPC_OVERHEAD_BYTES;
+    // The services enforce etcd's exact size limits themselves (see api::kv); the transport only
+    // guards memory.
+    let decode_max = PEER_MESSAGE_BYTES_MAX;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     drop(health_reporter);
     tonic::transport::Server::builder()
