@@ -13,6 +13,7 @@
 //!   transport.
 //! - [`entry`]: the replicated log's format (commands, replies, member records).
 //! - [`sm`]: the only code that changes state when a committed entry is applied.
+//! - [`watch`]: fan-out of committed events to watchers.
 //! - [`mvcc`]: revisioned key-value store over redb (revisions, history, range, compaction).
 //! - [`storage`]: redb table definitions and snapshot dump/restore.
 //! - [`limits`]: every bound, with units.
@@ -29,3 +30,4 @@ pub mod raft;
 pub mod server;
 pub mod sm;
 pub mod storage;
+pub mod watch;

@@ -22,6 +22,7 @@ use crate::limits::SM_DURABLE_EVERY_ENTRIES;
 use crate::sm::command::apply_command;
 use crate::storage::schema::META;
 use crate::storage::snapshot::{restore_snapshot, write_snapshot};
+use crate::watch::WatchHub;
 
 type LogId = openraft::alias::LogIdOf<TypeConfig>;
 type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
@@ -39,6 +40,7 @@ pub struct StateMachine {
     applied: watch::Sender<u64>,
     snapshot_path: PathBuf,
     entries_since_durable: u64,
+    hub: Arc<WatchHub>,
 }
 
 fn io_err(e: impl std::fmt::Display) -> io::Error {
@@ -48,11 +50,16 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
 impl StateMachine {
     pub fn open(db: Arc<Database>, snapshot_path: PathBuf) -> io::Result<Self> {
         crate::storage::init_schema(&db).map_err(io_err)?;
+        let revision = {
+            let txn = db.begin_read().map_err(io_err)?;
+            crate::mvcc::current_revision(&txn).map_err(io_err)?
+        };
         let sm = Self {
             db,
             applied: watch::Sender::new(0),
             snapshot_path,
             entries_since_durable: 0,
+            hub: WatchHub::new(revision),
         };
         let (applied, _) = sm.read_applied()?;
         sm.applied.send_replace(applied.map_or(0, |id| id.index));
@@ -61,6 +68,11 @@ impl StateMachine {
 
     pub fn db(&self) -> &Arc<Database> {
         &self.db
+    }
+
+    /// Where this state machine announces committed changes.
+    pub fn hub(&self) -> Arc<WatchHub> {
+        self.hub.clone()
     }
 
     /// A receiver of the last applied log index.
@@ -181,6 +193,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut txn = self.db.begin_write().map_err(io_err)?;
         txn.set_durability(Durability::None).map_err(io_err)?;
         let mut replies = Vec::new();
+        let mut events = Vec::new();
         let mut last_applied = None;
         let mut membership = None;
         while let Some((entry, responder)) = entries.try_next().await? {
@@ -188,6 +201,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Blank => Reply::default(),
                 EntryPayload::Normal(cmd) => {
                     let outcome = apply_command(&txn, &cmd.0).map_err(io_err)?;
+                    events.extend(outcome.events);
                     Reply(outcome.reply)
                 }
                 EntryPayload::Membership(m) => {
@@ -205,12 +219,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             return Ok(());
         };
         Self::write_bookkeeping(&txn, &last_applied, membership.as_ref())?;
+        let revision = events.last().and_then(|e| e.kv.as_ref()).map(|kv| kv.mod_revision);
         if membership.is_some() || self.entries_since_durable >= SM_DURABLE_EVERY_ENTRIES {
             txn.set_durability(Durability::Immediate).map_err(io_err)?;
             self.entries_since_durable = 0;
         }
         txn.commit().map_err(io_err)?;
         // Only now, after the commit, may anyone observe the results.
+        if let Some(revision) = revision {
+            self.hub.publish(revision, events);
+        }
         self.applied.send_replace(last_applied.index);
         for (responder, reply) in replies {
             responder.send(reply);
@@ -238,6 +256,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         txn.commit().map_err(io_err)?;
         self.entries_since_durable = 0;
         self.save_snapshot_file(meta, &data)?;
+        let revision = {
+            let txn = self.db.begin_read().map_err(io_err)?;
+            crate::mvcc::current_revision(&txn).map_err(io_err)?
+        };
+        self.hub.publish(revision, Vec::new());
         self.applied
             .send_replace(meta.last_log_id.as_ref().map_or(0, |id| id.index));
         tracing::info!(last_log_id = ?meta.last_log_id, "installed snapshot");
