@@ -282,6 +282,7 @@ fn run_seed(seed: u64) {
         }
         assert_eq!(store.rev(), model.rev, "{ctx}");
     }
+    check_table_invariants(&store);
     // Every revision still readable must show the same state.
     for rev in model.compact.max(1)..=model.rev {
         assert_eq!(
@@ -296,5 +297,39 @@ fn run_seed(seed: u64) {
 fn store_matches_model_on_random_operations() {
     for seed in 0..SEEDS {
         run_seed(seed);
+    }
+}
+
+/// The storage contract of `mvcc/mod.rs`: KV_LATEST holds exactly the keys whose last change
+/// is a put, with that change's bytes; KV_KEY_REVS and KV_HISTORY list the same changes.
+fn check_table_invariants(store: &TestStore) {
+    use redb::{ReadableTable, ReadableTableMetadata};
+
+    use crate::storage::schema::{KV_HISTORY, KV_KEY_REVS, KV_LATEST, REV_KIND_PUT};
+    let txn = store.db.begin_read().unwrap();
+    let latest = txn.open_table(KV_LATEST).unwrap();
+    let key_revs = txn.open_table(KV_KEY_REVS).unwrap();
+    let history = txn.open_table(KV_HISTORY).unwrap();
+    assert_eq!(key_revs.len().unwrap(), history.len().unwrap());
+    let mut last: std::collections::BTreeMap<Vec<u8>, (i64, i64, u8)> = Default::default();
+    for entry in key_revs.iter().unwrap() {
+        let (k, kind) = entry.unwrap();
+        let (key, main, sub) = k.value();
+        let record = history
+            .get((main, sub))
+            .unwrap()
+            .expect("history has every key_revs entry");
+        assert_eq!(record.value()[0], kind.value());
+        last.insert(key.to_vec(), (main, sub, kind.value()));
+    }
+    let live: Vec<_> = last.iter().filter(|(_, v)| v.2 == REV_KIND_PUT).collect();
+    assert_eq!(latest.len().unwrap(), live.len() as u64);
+    for (key, (main, sub, _)) in live {
+        let stored = latest
+            .get(key.as_slice())
+            .unwrap()
+            .expect("live key in KV_LATEST");
+        let record = history.get((*main, *sub)).unwrap().unwrap();
+        assert_eq!(stored.value(), &record.value()[1..]);
     }
 }
