@@ -295,3 +295,6 @@ impl<T, F: Fn(&T, &T) -> bool> Sorter<'_, T, F> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

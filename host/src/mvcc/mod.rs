@@ -53,6 +53,8 @@ pub mod write;
 #[cfg(test)]
 mod model;
 #[cfg(test)]
+mod model_test;
+#[cfg(test)]
 pub(crate) mod tests;
 
 use redb::{ReadOnlyTable, ReadTransaction};

@@ -46,6 +46,9 @@ pub struct Applied {
 /// Applies one committed request inside the caller's write transaction. On
 /// `ApplyError::Rejected` nothing was written; `ApplyError::Storage` means the database
 /// failed and the node must stop.
+///
+/// This opens the META and KV tables itself, so the caller must not hold any of them open
+/// across the call (redb refuses to open a table twice in one transaction).
 pub fn apply_kv(txn: &WriteTransaction, req: &KvRequest) -> Result<Applied, ApplyError> {
     let mut w = WriteCtx::open(txn)?;
     let response = match req {

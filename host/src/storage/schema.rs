@@ -7,8 +7,8 @@ use redb::{Database, TableDefinition};
 /// the MVCC store's revisions ([`META_REVISION`], [`META_COMPACT_REVISION`]).
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
-/// Live keys at the current revision: user key -> prost-encoded `mvccpb::KeyValue` with the
-/// `key` field left empty (the table key holds it). Deleted keys are absent.
+/// Live keys at the current revision: user key -> prost-encoded `mvccpb::KeyValue` (the same
+/// bytes as the key's latest [`KV_HISTORY`] record, minus its kind byte). Deleted keys are absent.
 pub const KV_LATEST: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv_latest");
 
 /// Per-key revision index: (user key, main revision, sub revision) -> [`REV_KIND_PUT`] or
