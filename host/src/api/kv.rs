@@ -18,6 +18,7 @@ use crate::proto::etcdserverpb::{
     PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
 };
 use crate::server::Server;
+use crate::sm::txn::{is_txn_read_only, txn_read_only};
 
 pub struct KvService {
     server: Arc<Server>,
@@ -59,6 +60,16 @@ fn check_size(encoded_len: usize, is_write: bool) -> Result<(), Status> {
         return Err(KvError::RequestTooLarge.into());
     }
     Ok(())
+}
+
+/// True when every Range in the txn (nested ones included) asks for a serializable read.
+fn all_ranges_serializable(txn: &TxnRequest) -> bool {
+    use crate::proto::etcdserverpb::request_op::Request as Op;
+    txn.success.iter().chain(&txn.failure).all(|op| match &op.request {
+        Some(Op::RequestRange(r)) => r.serializable,
+        Some(Op::RequestTxn(t)) => all_ranges_serializable(t),
+        _ => true,
+    })
 }
 
 fn unexpected_reply() -> Status {
@@ -113,6 +124,17 @@ impl Kv for KvService {
         let req = request.into_inner();
         check_size(req.encoded_len(), true)?;
         check_txn(&req, TXN_OPS_MAX)?;
+        // Like etcd, a txn that only reads needs no log entry: it runs on a read view, after a
+        // read barrier unless every range in it is serializable.
+        if is_txn_read_only(&req) {
+            if !all_ranges_serializable(&req) {
+                self.server.linearize().await?;
+            }
+            let view = self.server.read_view()?;
+            let mut resp = txn_read_only(&view, &req)?;
+            resp.header = self.finish_header(resp.header);
+            return Ok(Response::new(resp));
+        }
         match self.write(log_command::Op::Txn(req)).await? {
             log_reply::Result::Txn(mut resp) => {
                 resp.header = self.finish_header(resp.header);
