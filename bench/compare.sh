@@ -200,6 +200,7 @@ report() {
     else where="connections spread over all three members"; fi
     echo
     echo "Baton vs etcd: 3-member clusters on loopback, $where, ${duration} per workload."
+    echo "Load average before the first run: $load_at_start (other work on the machine skews numbers)."
     echo "The client shares the machine's $(nproc) cores. ratio = baton/etcd: above 1 is better for"
     echo "ops/s, below 1 is better for latency (ms). '-' marks a run that failed or was skipped."
     printf '%-28s %10s %10s %6s  %9s %9s %6s  %9s %9s %6s\n' workload "etcd ops/s" "baton" ratio \
@@ -224,6 +225,7 @@ main() {
     fi
     [ -x "$BENCH_BIN" ] || { echo "no client binary at $BENCH_BIN" >&2; exit 1; }
     local status=0
+    load_at_start=$(cut -d' ' -f1-3 /proc/loadavg)
     if [ "$only" != baton ]; then
         ensure_etcd
         echo "== $("$ETCD_BIN" --version | head -1) at $ETCD_BIN"

@@ -135,7 +135,7 @@ impl Summary {
         let _ = writeln!(out, "workload    {} ({})", self.workload, params.join(" "));
         let _ = writeln!(
             out,
-            "requests to {} member(s): {}",
+            "target      {}: {}",
             self.target,
             self.endpoints.join(", ")
         );
