@@ -45,20 +45,19 @@ BATON_BIN=${BATON_BIN:-${CARGO_TARGET_DIR:-$repo/target}/release/baton}
 BENCH_BIN=${BENCH_BIN:-$BATON_BIN}
 PORT_BASE=${PORT_BASE:-42300}
 READY_TIMEOUT_S=60
-STOP_TIMEOUT_S=10
+STOP_TIMEOUT_S=5
 MEMBERS=(1 2 3)
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/baton-compare.XXXXXX")
 pids=()
+# The running benchmark client, so an interrupt does not wait for it to finish.
+client_pid=
 
 stop_cluster() {
-    local pid waited
+    local pid deadline=$((SECONDS + STOP_TIMEOUT_S))
     for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do
-        waited=0
-        while kill -0 "$pid" 2>/dev/null && [ "$waited" -lt $((STOP_TIMEOUT_S * 10)) ]; do
-            sleep 0.1; waited=$((waited + 1))
-        done
+        while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
         kill -KILL "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     done
@@ -66,11 +65,13 @@ stop_cluster() {
 }
 
 cleanup() {
+    if [ -n "$client_pid" ]; then kill -TERM "$client_pid" 2>/dev/null || true; fi
     stop_cluster
     if [ "$keep" = 1 ]; then echo "kept $tmp"; else rm -rf "$tmp"; fi
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 ensure_etcd() {
     if [ -z "${ETCD_BIN:-}" ]; then
@@ -136,7 +137,7 @@ wait_ready() {
                 return 1
             fi
         done
-        if out=$("$BENCH_BIN" --endpoints "$endpoints" bench put --total 3 --clients 3 --conns 3 \
+        if out=$(run_client --endpoints "$endpoints" bench put --total 3 --clients 3 --conns 3 \
                 --timeout 2s --key-prefix bench-ready/ --key-size 16 --key-space-size 3 \
                 --sequential-keys 2>/dev/null) && grep -q ' errors=0 ' <<<"$out"; then
             return 0
@@ -156,13 +157,23 @@ WORKLOADS=(
     "range s 64 clients, 8 conns|range --consistency s --clients 64 --conns 8"
 )
 
+# Runs the client in the background and waits, so INT/TERM traps fire at once.
+run_client() {
+    local status=0
+    "$BENCH_BIN" "$@" &
+    client_pid=$!
+    wait "$client_pid" || status=$?
+    client_pid=
+    return "$status"
+}
+
 run_workloads() {
     local system=$1 endpoints=$2 n=0 spec args out=$tmp/bench.out
     for spec in "${WORKLOADS[@]}"; do
         args=${spec#*|}
         echo "== $system: ${spec%%|*}"
         # shellcheck disable=SC2086 # args is a word list by design
-        if "$BENCH_BIN" --endpoints "$endpoints" bench $args --duration "$duration" \
+        if run_client --endpoints "$endpoints" bench $args --duration "$duration" \
                 --target "$target" >"$out"; then
             tail -n 1 "$out" >"$tmp/results.$system.$n"
         else

@@ -99,6 +99,15 @@ impl Workload for RangeWorkload {
                 outcome.error_samples.join("; ")
             );
         }
+        // A linearizable read through each connection brings its member up to date with the
+        // writes above, so serializable reads on followers find every key too.
+        let last = self.keys.key(self.keys.size() - 1);
+        for conn in &pool.conns {
+            let mut kv = conn.kv_client();
+            kv.get(last.clone(), None)
+                .await
+                .context("catch-up read after populating")?;
+        }
         Ok(())
     }
 
