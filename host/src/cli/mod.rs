@@ -22,6 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// Run a Baton member.
     Serve(serve::ServeArgs),
+    /// Drive any etcd-compatible endpoint with load and report throughput and latency.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Parses arguments, sets up logging and runs the chosen subcommand.
@@ -44,6 +46,7 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
+            Command::Bench(args) => crate::bench::run(cli.endpoints, args).await,
         }
     });
     match result {
