@@ -104,7 +104,9 @@ impl NodeConfig {
             .initial_cluster
             .iter()
             .find(|(n, _)| *n == self.name)
-            .with_context(|| format!("--name {:?} is not listed in --initial-cluster", self.name))?;
+            .with_context(|| {
+                format!("--name {:?} is not listed in --initial-cluster", self.name)
+            })?;
         Ok(self.member_id_of(&self.name, urls))
     }
 
@@ -131,7 +133,10 @@ mod tests {
         assert_eq!(
             parsed,
             vec![
-                ("a".to_string(), vec!["http://1:1".to_string(), "http://3:3".to_string()]),
+                (
+                    "a".to_string(),
+                    vec!["http://1:1".to_string(), "http://3:3".to_string()]
+                ),
                 ("b".to_string(), vec!["http://2:2".to_string()]),
             ]
         );

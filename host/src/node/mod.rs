@@ -38,7 +38,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let member_id = config.member_id()?;
     let cluster_id = config.cluster_id();
 
-    let log_store = LogStore::open(&config.data_dir.join("raft-log.redb")).context("opening the raft log")?;
+    let log_store =
+        LogStore::open(&config.data_dir.join("raft-log.redb")).context("opening the raft log")?;
     let state_path = config.data_dir.join("state.redb");
     let state_db = Arc::new(Database::create(&state_path).context("opening the state database")?);
     let state_machine = StateMachine::open(state_db.clone(), config.data_dir.join("snapshot.bin"))
@@ -68,7 +69,14 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     .context("starting raft")?;
     bootstrap_if_new(&raft, &config).await?;
 
-    let server = Arc::new(Server::new(raft.clone(), member_id, cluster_id, state_db, applied, channels));
+    let server = Arc::new(Server::new(
+        raft.clone(),
+        member_id,
+        cluster_id,
+        state_db,
+        applied,
+        channels,
+    ));
     let (stop_tx, stop_rx) = watch::channel(false);
     let publisher = {
         let server = server.clone();
@@ -81,7 +89,9 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         let svc = RaftPeerServer::new(PeerService::new(raft.clone()))
             .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
-        let router = tonic::transport::Server::builder().tcp_nodelay(true).add_service(svc);
+        let router = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(svc);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen for peers on {addr}"))?;
@@ -111,7 +121,10 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn client_router(server: &Arc<Server>, state_path: &std::path::Path) -> tonic::transport::server::Router {
+fn client_router(
+    server: &Arc<Server>,
+    state_path: &std::path::Path,
+) -> tonic::transport::server::Router {
     // The services enforce etcd's exact size limits themselves (see api::kv); the transport only
     // guards memory.
     let decode_max = PEER_MESSAGE_BYTES_MAX;
@@ -124,11 +137,12 @@ fn client_router(server: &Arc<Server>, state_path: &std::path::Path) -> tonic::t
                 .max_decoding_message_size(decode_max)
                 .max_encoding_message_size(usize::MAX),
         )
-        .add_service(MaintenanceServer::new(api::maintenance::MaintenanceService::new(
+        .add_service(MaintenanceServer::new(
+            api::maintenance::MaintenanceService::new(server.clone(), state_path.to_path_buf()),
+        ))
+        .add_service(ClusterServer::new(api::cluster::ClusterService::new(
             server.clone(),
-            state_path.to_path_buf(),
         )))
-        .add_service(ClusterServer::new(api::cluster::ClusterService::new(server.clone())))
         .add_service(health_service)
 }
 
@@ -141,7 +155,10 @@ async fn serve(
     let shutdown = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
-    if let Err(e) = router.serve_with_incoming_shutdown(incoming, shutdown).await {
+    if let Err(e) = router
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+    {
         tracing::error!(error = %e, "gRPC server failed");
     }
 }
@@ -150,7 +167,11 @@ async fn serve(
 /// member does the same with identical input, so whichever runs first wins and the others find
 /// the cluster already formed — which openraft reports as an error we can ignore.
 async fn bootstrap_if_new(raft: &Raft, config: &NodeConfig) -> anyhow::Result<()> {
-    if raft.is_initialized().await.context("raft stopped during start-up")? {
+    if raft
+        .is_initialized()
+        .await
+        .context("raft stopped during start-up")?
+    {
         tracing::info!("existing data dir: rejoining the cluster without bootstrapping");
         return Ok(());
     }
@@ -166,13 +187,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

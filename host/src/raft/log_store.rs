@@ -71,13 +71,21 @@ impl LogStore {
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     }
 
-    fn put_meta<T: Serialize>(&self, key: &str, value: &T, durability: Durability) -> io::Result<()> {
-        let bytes = codec::encode(value).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    fn put_meta<T: Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        durability: Durability,
+    ) -> io::Result<()> {
+        let bytes =
+            codec::encode(value).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         let mut txn = self.db.begin_write().map_err(io::Error::other)?;
         txn.set_durability(durability).map_err(io::Error::other)?;
         {
             let mut table = txn.open_table(LOG_META).map_err(io::Error::other)?;
-            table.insert(key, bytes.as_slice()).map_err(io::Error::other)?;
+            table
+                .insert(key, bytes.as_slice())
+                .map_err(io::Error::other)?;
         }
         txn.commit().map_err(io::Error::other)
     }
@@ -86,10 +94,13 @@ impl LogStore {
     /// need not be durable, openraft redoes them after a crash.
     fn delete_range(&self, range: impl RangeBounds<u64>) -> io::Result<()> {
         let mut txn = self.db.begin_write().map_err(io::Error::other)?;
-        txn.set_durability(Durability::None).map_err(io::Error::other)?;
+        txn.set_durability(Durability::None)
+            .map_err(io::Error::other)?;
         {
             let mut table = txn.open_table(LOG).map_err(io::Error::other)?;
-            table.retain_in(range, |_, _| false).map_err(io::Error::other)?;
+            table
+                .retain_in(range, |_, _| false)
+                .map_err(io::Error::other)?;
         }
         txn.commit().map_err(io::Error::other)
     }
@@ -188,7 +199,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
     {
@@ -199,7 +214,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             for entry in entries {
                 let bytes = codec::encode(&entry)
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                table.insert(entry.log_id.index, bytes.as_slice()).map_err(to_io)?;
+                table
+                    .insert(entry.log_id.index, bytes.as_slice())
+                    .map_err(to_io)?;
             }
         }
         txn.commit().map_err(to_io)?;

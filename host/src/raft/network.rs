@@ -72,15 +72,21 @@ impl PeerLink {
             .map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))
     }
 
-    fn payload<T: Serialize>(value: &T, option: &RPCOption) -> Result<tonic::Request<RaftPayload>, RPCError<TypeConfig>> {
+    fn payload<T: Serialize>(
+        value: &T,
+        option: &RPCOption,
+    ) -> Result<tonic::Request<RaftPayload>, RPCError<TypeConfig>> {
         let data = codec::encode(value).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut request = tonic::Request::new(RaftPayload { data });
         request.set_timeout(option.soft_ttl());
         Ok(request)
     }
 
-    fn decode<T: DeserializeOwned>(reply: tonic::Response<RaftPayload>) -> Result<T, RPCError<TypeConfig>> {
-        codec::decode(&reply.into_inner().data).map_err(|e| RPCError::Network(NetworkError::new(&e)))
+    fn decode<T: DeserializeOwned>(
+        reply: tonic::Response<RaftPayload>,
+    ) -> Result<T, RPCError<TypeConfig>> {
+        codec::decode(&reply.into_inner().data)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))
     }
 }
 
@@ -93,7 +99,11 @@ impl RaftNetworkV2<TypeConfig> for PeerLink {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         let request = Self::payload(&rpc, &option)?;
-        let reply = self.client()?.append_entries(request).await.map_err(|s| rpc_error(&s))?;
+        let reply = self
+            .client()?
+            .append_entries(request)
+            .await
+            .map_err(|s| rpc_error(&s))?;
         Self::decode(reply)
     }
 
@@ -103,7 +113,11 @@ impl RaftNetworkV2<TypeConfig> for PeerLink {
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         let request = Self::payload(&rpc, &option)?;
-        let reply = self.client()?.vote(request).await.map_err(|s| rpc_error(&s))?;
+        let reply = self
+            .client()?
+            .vote(request)
+            .await
+            .map_err(|s| rpc_error(&s))?;
         Self::decode(reply)
     }
 
@@ -121,10 +135,13 @@ impl RaftNetworkV2<TypeConfig> for PeerLink {
             header,
             data: Vec::new(),
         }];
-        chunks.extend(data.chunks(SNAPSHOT_CHUNK_BYTES).map(|piece| SnapshotChunk {
-            header: Vec::new(),
-            data: piece.to_vec(),
-        }));
+        chunks.extend(
+            data.chunks(SNAPSHOT_CHUNK_BYTES)
+                .map(|piece| SnapshotChunk {
+                    header: Vec::new(),
+                    data: piece.to_vec(),
+                }),
+        );
         let mut client = self.client()?;
         let mut request = tonic::Request::new(tokio_stream::iter(chunks));
         request.set_timeout(option.hard_ttl());
@@ -143,7 +160,11 @@ impl RaftNetworkV2<TypeConfig> for PeerLink {
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
         let request = Self::payload(&req, &option)?;
-        let reply = self.client()?.transfer_leader(request).await.map_err(|s| rpc_error(&s))?;
+        let reply = self
+            .client()?
+            .transfer_leader(request)
+            .await
+            .map_err(|s| rpc_error(&s))?;
         Self::decode(reply)
     }
 }
