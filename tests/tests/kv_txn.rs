@@ -2,11 +2,15 @@
 
 use anyhow::{Result, bail};
 use baton_e2e::inspect::{keys, kv_keys, kv_tuples, rev};
-use baton_e2e::{Backend, Cluster, backend_test};
+use baton_e2e::{Backend, Cluster, assert_grpc_error, backend_test};
 use etcd_client::{
     Client, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
     TxnResponse,
 };
+use tonic::Code;
+
+const COMPACTED: &str = "etcdserver: mvcc: required revision has been compacted";
+const FUTURE: &str = "etcdserver: mvcc: required revision is a future revision";
 
 async fn single(backend: Backend) -> Result<(Cluster, Client)> {
     let cluster = Cluster::start(backend, 1).await?;
@@ -289,10 +293,36 @@ async fn txn_nested(backend: Backend) -> Result<()> {
     Ok(())
 }
 
+async fn txn_range_revision_bounds(backend: Backend) -> Result<()> {
+    let (_cluster, mut c) = single(backend).await?;
+    c.put("a", "1", None).await?; // rev 2
+    let at = |revision| Some(GetOptions::new().with_revision(revision));
+    let txn_read =
+        |revision| Txn::new().and_then([TxnOp::put("w", "x", None), TxnOp::get("a", at(revision))]);
+    // Before any compaction the oldest readable revision counts as -1, so -1 passes.
+    assert!(c.txn(txn_read(-1)).await?.succeeded());
+    assert_grpc_error(c.txn(txn_read(-2)).await, Code::OutOfRange, COMPACTED);
+    assert_grpc_error(c.txn(txn_read(4)).await, Code::OutOfRange, FUTURE);
+    // A plain range treats every revision <= 0 as "current".
+    assert_eq!(c.get("a", at(-2)).await?.count(), 1);
+    c.compact(3, None).await?;
+    assert_grpc_error(c.txn(txn_read(-1)).await, Code::OutOfRange, COMPACTED);
+    assert_grpc_error(c.txn(txn_read(2)).await, Code::OutOfRange, COMPACTED);
+    assert!(c.txn(txn_read(3)).await?.succeeded());
+    assert_eq!(c.get("a", at(-1)).await?.count(), 1);
+    assert_eq!(
+        c.get("w", None).await?.kvs()[0].version(),
+        2,
+        "exactly the two accepted txns wrote"
+    );
+    Ok(())
+}
+
 backend_test!(
     txn_compare_every_target_and_result,
     txn_compares_are_conjunctive_and_ranged,
     txn_branches_and_op_responses,
     txn_without_changes_keeps_revision,
     txn_nested,
+    txn_range_revision_bounds,
 );
