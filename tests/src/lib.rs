@@ -2,6 +2,12 @@
 //!
 //! Every test body is written once and run against both servers through [`backend_test!`], so
 //! etcd proves the test and the same test then proves Baton.
+//!
+//! Running: `cargo nextest run -p baton-e2e -E 'test(/etcd$/)'` (or `cargo test -p baton-e2e --
+//! etcd`) for the reference runs, `/baton$/` for Baton. etcd and etcdctl come from Debian's
+//! `etcd-server` and `etcd-client` packages. The baton binary is `$BATON_BIN` when set, else
+//! built once per test process with cargo; with several worktrees sharing one target dir,
+//! `target/debug/baton` is whichever worktree built last, so pin it with `BATON_BIN` there.
 
 mod backend;
 mod binaries;

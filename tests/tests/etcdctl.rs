@@ -1,4 +1,5 @@
 //! Debian's etcdctl (API v3) against 1- and 3-member clusters: the CLI users actually run.
+//! Test names avoid the substring "etcd" so `cargo test -- etcd` selects only etcd backends.
 
 use std::process::Output;
 
@@ -70,11 +71,11 @@ async fn put_get_del(backend: Backend, size: usize) -> Result<()> {
     Ok(())
 }
 
-async fn etcdctl_put_get_del_one_member(backend: Backend) -> Result<()> {
+async fn ctl_put_get_del_one_member(backend: Backend) -> Result<()> {
     put_get_del(backend, 1).await
 }
 
-async fn etcdctl_put_get_del_three_members(backend: Backend) -> Result<()> {
+async fn ctl_put_get_del_three_members(backend: Backend) -> Result<()> {
     put_get_del(backend, 3).await
 }
 
@@ -121,11 +122,11 @@ async fn txn_and_compaction(backend: Backend, size: usize) -> Result<()> {
     Ok(())
 }
 
-async fn etcdctl_txn_and_compaction_one_member(backend: Backend) -> Result<()> {
+async fn ctl_txn_and_compaction_one_member(backend: Backend) -> Result<()> {
     txn_and_compaction(backend, 1).await
 }
 
-async fn etcdctl_txn_and_compaction_three_members(backend: Backend) -> Result<()> {
+async fn ctl_txn_and_compaction_three_members(backend: Backend) -> Result<()> {
     txn_and_compaction(backend, 3).await
 }
 
@@ -189,11 +190,11 @@ async fn endpoint_status_and_health(backend: Backend, size: usize) -> Result<()>
     Ok(())
 }
 
-async fn etcdctl_endpoint_status_and_health_one_member(backend: Backend) -> Result<()> {
+async fn ctl_endpoint_status_and_health_one_member(backend: Backend) -> Result<()> {
     endpoint_status_and_health(backend, 1).await
 }
 
-async fn etcdctl_endpoint_status_and_health_three_members(backend: Backend) -> Result<()> {
+async fn ctl_endpoint_status_and_health_three_members(backend: Backend) -> Result<()> {
     endpoint_status_and_health(backend, 3).await
 }
 
@@ -229,21 +230,21 @@ async fn member_list(backend: Backend, size: usize) -> Result<()> {
     Ok(())
 }
 
-async fn etcdctl_member_list_one_member(backend: Backend) -> Result<()> {
+async fn ctl_member_list_one_member(backend: Backend) -> Result<()> {
     member_list(backend, 1).await
 }
 
-async fn etcdctl_member_list_three_members(backend: Backend) -> Result<()> {
+async fn ctl_member_list_three_members(backend: Backend) -> Result<()> {
     member_list(backend, 3).await
 }
 
 backend_test!(
-    etcdctl_put_get_del_one_member,
-    etcdctl_put_get_del_three_members,
-    etcdctl_txn_and_compaction_one_member,
-    etcdctl_txn_and_compaction_three_members,
-    etcdctl_endpoint_status_and_health_one_member,
-    etcdctl_endpoint_status_and_health_three_members,
-    etcdctl_member_list_one_member,
-    etcdctl_member_list_three_members,
+    ctl_put_get_del_one_member,
+    ctl_put_get_del_three_members,
+    ctl_txn_and_compaction_one_member,
+    ctl_txn_and_compaction_three_members,
+    ctl_endpoint_status_and_health_one_member,
+    ctl_endpoint_status_and_health_three_members,
+    ctl_member_list_one_member,
+    ctl_member_list_three_members,
 );

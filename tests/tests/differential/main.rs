@@ -1,7 +1,8 @@
 //! Differential test: the same seeded random operations go to the server under test and to a
 //! real etcd 3.4, and every response must match field by field (cluster_id, member_id and
-//! raft_term excepted). `DIFF_SEED=<n>` replays a run. Against `Backend::Etcd` this compares
-//! etcd with etcd, which proves the generator and the comparison are deterministic.
+//! raft_term excepted). `DIFF_SEED=<n>` replays a run, `DIFF_TRACE=1` prints every op.
+//! Against `Backend::Etcd` this compares etcd with etcd, which proves the generator and the
+//! comparison are deterministic.
 
 mod execute;
 mod generate;
@@ -19,6 +20,8 @@ use crate::generate::{Generator, History};
 
 /// Replays a run when set (the seed is printed by every run).
 const SEED_ENV: &str = "DIFF_SEED";
+/// When set, every op and both answers are printed, not only a divergence.
+const TRACE_ENV: &str = "DIFF_TRACE";
 const SINGLE_MEMBER_OPS: usize = 400;
 const THREE_MEMBER_OPS: usize = 120;
 
@@ -49,6 +52,7 @@ async fn differential(backend: Backend, members: usize, ops: usize) -> Result<()
         compacted_revision: 0,
     };
     let mut errors: BTreeMap<String, usize> = BTreeMap::new();
+    let trace = std::env::var_os(TRACE_ENV).is_some();
     for index in 0..ops {
         let op = generator.op(&history);
         let (want, got) = tokio::try_join!(
@@ -56,7 +60,7 @@ async fn differential(backend: Backend, members: usize, ops: usize) -> Result<()
             execute(&mut candidate_client, &op)
         )
         .with_context(|| format!("op #{index} {op:#?} (seed {seed})"))?;
-        if std::env::var_os("DIFF_TRACE").is_some() {
+        if trace {
             println!("#{index} {op:?}\n   => {want:?}\n   => {got:?}");
         }
         if want != got {
