@@ -31,6 +31,13 @@ pub use ports::free_port;
 /// Upper bound on one test, so a hung server fails the test instead of stalling the suite.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// A one-member cluster and a client for it, the setup most KV tests share.
+pub async fn start_single(backend: Backend) -> anyhow::Result<(Cluster, etcd_client::Client)> {
+    let cluster = Cluster::start(backend, 1).await?;
+    let client = cluster.client().await?;
+    Ok((cluster, client))
+}
+
 /// Drives one test body; fails with the error chain on `Err` or on the overall timeout.
 /// Cluster logs are printed when the cluster drops (captured, shown only on failure).
 pub async fn run_test(backend: Backend, body: impl Future<Output = anyhow::Result<()>>) {
