@@ -130,6 +130,30 @@ async fn ctl_txn_and_compaction_three_members(backend: Backend) -> Result<()> {
     txn_and_compaction(backend, 3).await
 }
 
+/// Endpoints as `host:port`. etcdctl 3.4 sends a `http://` endpoint verbatim as the HTTP/2
+/// `:authority` of `endpoint status`, which Baton's HTTP/2 stack (h2) rejects as malformed while
+/// grpc-go accepts it; both servers accept the bare form, which the README recommends.
+fn bare_endpoints(cluster: &Cluster) -> Vec<String> {
+    cluster
+        .endpoints()
+        .iter()
+        .map(|e| e.trim_start_matches("http://").to_string())
+        .collect()
+}
+
+async fn bare(cluster: &Cluster, args: &[&str]) -> Result<String> {
+    let output = cluster
+        .etcdctl_at(&bare_endpoints(cluster), args, None)
+        .await?;
+    ensure!(
+        output.status.success(),
+        "etcdctl {args:?} failed ({}): {}",
+        output.status,
+        stderr(&output)
+    );
+    Ok(stdout(&output))
+}
+
 async fn endpoint_status_and_health(backend: Backend, size: usize) -> Result<()> {
     let cluster = Cluster::start(backend, size).await?;
     ok(&cluster, &["put", "k", "v"]).await?;
@@ -137,14 +161,17 @@ async fn endpoint_status_and_health(backend: Backend, size: usize) -> Result<()>
         // A linearizable read makes each member apply the put before it reports status.
         cluster.member_client(member).await?.get("k", None).await?;
     }
-    let statuses = json(&cluster, &["endpoint", "status", "-w", "json"]).await?;
+    let endpoints = bare_endpoints(&cluster);
+    let text = bare(&cluster, &["endpoint", "status", "-w", "json"]).await?;
+    let statuses: Value = serde_json::from_str(&text)
+        .with_context(|| format!("endpoint status printed non-JSON: {text}"))?;
     let statuses = statuses
         .as_array()
         .context("endpoint status JSON is not a list")?;
     assert_eq!(statuses.len(), size);
     let leader = cluster.member_id(cluster.leader().await?);
     for (member, entry) in statuses.iter().enumerate() {
-        assert_eq!(entry["Endpoint"], cluster.endpoint(member));
+        assert_eq!(entry["Endpoint"], endpoints[member]);
         let status = &entry["Status"];
         assert_eq!(status["header"]["member_id"], cluster.member_id(member));
         assert_eq!(status["leader"], leader);
@@ -153,11 +180,11 @@ async fn endpoint_status_and_health(backend: Backend, size: usize) -> Result<()>
         assert!(status["raftIndex"].as_u64() >= Some(1), "{status}");
     }
     // Table form: endpoint, id, version, db size, is leader, is learner, term, index, applied.
-    let table = ok(&cluster, &["endpoint", "status"]).await?;
+    let table = bare(&cluster, &["endpoint", "status"]).await?;
     let rows: Vec<Vec<&str>> = table.lines().map(|l| l.split(", ").collect()).collect();
     assert_eq!(rows.len(), size, "{table}");
     for (member, row) in rows.iter().enumerate() {
-        assert_eq!(row[0], cluster.endpoint(member), "{table}");
+        assert_eq!(row[0], endpoints[member], "{table}");
         assert_eq!(
             row[1],
             format!("{:x}", cluster.member_id(member)),

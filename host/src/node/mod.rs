@@ -13,7 +13,9 @@ use tokio::sync::watch;
 
 use crate::api;
 use crate::entry::Raft;
-use crate::limits::{PEER_MESSAGE_BYTES_MAX, SNAPSHOT_LOGS_SINCE_LAST};
+use crate::limits::{
+    PEER_MESSAGE_BYTES_MAX, PUBLISH_RETRY_MS, PUBLISH_WAIT_MS, SNAPSHOT_LOGS_SINCE_LAST,
+};
 use crate::proto::batonpb::raft_peer_server::RaftPeerServer;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
@@ -78,11 +80,6 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         channels,
     ));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let publisher = {
-        let server = server.clone();
-        let urls = config.advertise_client_urls.clone();
-        tokio::spawn(async move { server.publish_until_done(urls).await })
-    };
     let mut tasks = Vec::new();
     for url in &config.listen_peer_urls {
         let addr = config::listen_addr(url)?;
@@ -96,6 +93,27 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen for peers on {addr}"))?;
         tasks.push(tokio::spawn(serve(router, listener, stop_rx.clone())));
+    }
+    // Like etcd, serve clients only once this member's client URLs are in the replicated
+    // membership (so MemberList is complete for anyone who can reach it) — but not forever: a
+    // member restarted without a quorum still serves what it can after the wait.
+    let publisher = {
+        let server = server.clone();
+        let urls = config.advertise_client_urls.clone();
+        tokio::spawn(async move { server.publish_until_done(urls).await })
+    };
+    let published = async {
+        while !publisher.is_finished() {
+            tokio::time::sleep(Duration::from_millis(PUBLISH_RETRY_MS / 10)).await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_millis(PUBLISH_WAIT_MS), published)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "could not record client URLs in the membership yet (no quorum?); serving anyway"
+        );
     }
     for url in &config.listen_client_urls {
         let addr = config::listen_addr(url)?;
