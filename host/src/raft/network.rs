@@ -5,11 +5,13 @@
 use std::future::Future;
 use std::io::Cursor;
 
+use futures::StreamExt;
 use openraft::OptionalSend;
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, TransferLeaderRequest,
     TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use serde::Serialize;
@@ -105,6 +107,34 @@ impl RaftNetworkV2<TypeConfig> for PeerLink {
             .await
             .map_err(|s| rpc_error(&s))?;
         Self::decode(reply)
+    }
+
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<'s, Result<BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>, RPCError<TypeConfig>>>
+    where
+        S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+    {
+        Box::pin(async move {
+            let mut client = self.client()?;
+            // postcard cannot fail to encode these types; were it to, the empty payload is
+            // refused by the follower and replication restarts.
+            let outbound = input.map(|req| RaftPayload {
+                data: codec::encode(&req).unwrap_or_default(),
+            });
+            let mut request = tonic::Request::new(outbound);
+            request.set_timeout(option.hard_ttl());
+            let replies = client.stream_append(request).await.map_err(|s| rpc_error(&s))?.into_inner();
+            let results = replies.map(|reply| match reply {
+                Ok(payload) => codec::decode::<StreamAppendResult<TypeConfig>>(&payload.data)
+                    .map_err(|e| RPCError::Network(NetworkError::new(&e))),
+                Err(status) => Err(rpc_error(&status)),
+            });
+            let boxed: BoxStream<'s, _> = Box::pin(results);
+            Ok(boxed)
+        })
     }
 
     async fn vote(
