@@ -38,9 +38,19 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `size` members and waits until every one reports a leader.
     pub async fn start(backend: Backend, size: usize) -> Result<Cluster> {
+        Self::start_with_flags(backend, size, &[]).await
+    }
+
+    /// Like [`Cluster::start`], with extra command-line flags that both servers understand
+    /// (etcd's flag names, e.g. `--snapshot-count`), given to every member on every start.
+    pub async fn start_with_flags(
+        backend: Backend,
+        size: usize,
+        flags: &[&str],
+    ) -> Result<Cluster> {
         let mut attempt = 1;
         loop {
-            let mut cluster = Self::spawn(backend, size)?;
+            let mut cluster = Self::spawn(backend, size, flags)?;
             match cluster.wait_ready().await {
                 Ok(()) => return Ok(cluster),
                 Err(e) if attempt < START_ATTEMPTS_MAX && cluster.lost_port_race() => {
@@ -55,7 +65,7 @@ impl Cluster {
         }
     }
 
-    fn spawn(backend: Backend, size: usize) -> Result<Cluster> {
+    fn spawn(backend: Backend, size: usize, flags: &[&str]) -> Result<Cluster> {
         let root = tempfile::Builder::new()
             .prefix(&format!("baton-e2e-{backend}-"))
             .tempdir()
@@ -84,7 +94,8 @@ impl Cluster {
                 data_dir: &data_dir,
                 cluster_token: &token,
             };
-            let args = backend.args(&spec);
+            let mut args = backend.args(&spec);
+            args.extend(flags.iter().map(Into::into));
             members.push(MemberProcess::new(
                 addrs.clone(),
                 program.clone(),

@@ -22,6 +22,8 @@ pub struct NodeConfig {
     pub initial_cluster_token: String,
     pub heartbeat_interval_ms: u64,
     pub election_timeout_ms: u64,
+    /// Applied entries between snapshots (etcd's `--snapshot-count`).
+    pub snapshot_count: u64,
 }
 
 /// Parses etcd's `--initial-cluster` form: `n1=http://a:2380,n2=http://b:2380`. A name may

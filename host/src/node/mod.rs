@@ -13,9 +13,7 @@ use tokio::sync::watch;
 
 use crate::api;
 use crate::entry::Raft;
-use crate::limits::{
-    PEER_MESSAGE_BYTES_MAX, PUBLISH_RETRY_MS, PUBLISH_WAIT_MS, SNAPSHOT_LOGS_SINCE_LAST,
-};
+use crate::limits::{PEER_MESSAGE_BYTES_MAX, PUBLISH_RETRY_MS, PUBLISH_WAIT_MS};
 use crate::proto::batonpb::raft_peer_server::RaftPeerServer;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
@@ -54,8 +52,10 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         heartbeat_interval: config.heartbeat_interval_ms,
         election_timeout_min: config.election_timeout_ms,
         election_timeout_max: config.election_timeout_ms * 2,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(SNAPSHOT_LOGS_SINCE_LAST),
-        max_in_snapshot_log_to_keep: SNAPSHOT_LOGS_SINCE_LAST,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_count),
+        // Keep as many entries behind the snapshot as go into one: a briefly lagging member then
+        // catches up from the log, and only a long-gone one needs the whole snapshot.
+        max_in_snapshot_log_to_keep: config.snapshot_count,
         ..Default::default()
     }
     .validate()

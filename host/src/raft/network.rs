@@ -11,8 +11,8 @@ use openraft::base::{BoxFuture, BoxStream};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, TransferLeaderRequest,
-    TransferLeaderResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
+    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -113,9 +113,18 @@ impl RaftNetworkV2<TypeConfig> for PeerLink {
         &'s mut self,
         input: S,
         option: RPCOption,
-    ) -> BoxFuture<'s, Result<BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>, RPCError<TypeConfig>>>
+    ) -> BoxFuture<
+        's,
+        Result<
+            BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>,
+            RPCError<TypeConfig>,
+        >,
+    >
     where
-        S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+        S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>>
+            + OptionalSend
+            + Unpin
+            + 'static,
     {
         Box::pin(async move {
             let mut client = self.client()?;
@@ -126,7 +135,11 @@ impl RaftNetworkV2<TypeConfig> for PeerLink {
             });
             let mut request = tonic::Request::new(outbound);
             request.set_timeout(option.hard_ttl());
-            let replies = client.stream_append(request).await.map_err(|s| rpc_error(&s))?.into_inner();
+            let replies = client
+                .stream_append(request)
+                .await
+                .map_err(|s| rpc_error(&s))?
+                .into_inner();
             let results = replies.map(|reply| match reply {
                 Ok(payload) => codec::decode::<StreamAppendResult<TypeConfig>>(&payload.data)
                     .map_err(|e| RPCError::Network(NetworkError::new(&e))),

@@ -74,7 +74,8 @@ impl RaftPeer for PeerService {
         encode(&reply)
     }
 
-    type StreamAppendStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<RaftPayload, Status>> + Send>>;
+    type StreamAppendStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<RaftPayload, Status>> + Send>>;
 
     async fn stream_append(
         &self,
@@ -84,19 +85,26 @@ impl RaftPeer for PeerService {
         // new one from where this follower's log stands.
         let requests = request.into_inner().scan((), |(), item| {
             let decoded = match item {
-                Ok(payload) => codec::decode::<openraft::raft::AppendEntriesRequest<TypeConfig>>(&payload.data)
-                    .map_err(|e| tracing::warn!(error = %e, "undecodable append request; ending the stream"))
-                    .ok(),
+                Ok(payload) => codec::decode::<openraft::raft::AppendEntriesRequest<TypeConfig>>(
+                    &payload.data,
+                )
+                .map_err(
+                    |e| tracing::warn!(error = %e, "undecodable append request; ending the stream"),
+                )
+                .ok(),
                 Err(_) => None,
             };
             futures::future::ready(decoded)
         });
-        let replies = self.raft.stream_append(requests).map(|result| match result {
-            Ok(r) => codec::encode(&r)
-                .map(|data| RaftPayload { data })
-                .map_err(|e| Status::internal(format!("cannot encode append result: {e}"))),
-            Err(fatal) => Err(raft_down(fatal)),
-        });
+        let replies = self
+            .raft
+            .stream_append(requests)
+            .map(|result| match result {
+                Ok(r) => codec::encode(&r)
+                    .map(|data| RaftPayload { data })
+                    .map_err(|e| Status::internal(format!("cannot encode append result: {e}"))),
+                Err(fatal) => Err(raft_down(fatal)),
+            });
         Ok(Response::new(Box::pin(replies)))
     }
 
