@@ -62,6 +62,9 @@ struct State {
     /// Bumped by every truncation, so the writer knows whether one arrived during its commit.
     truncations: u64,
     queue: Vec<Op>,
+    /// The newest committed log id not yet written. It rides along with the next batch instead
+    /// of costing an fsync of its own: a stale value only means re-applying a little more.
+    committed: Option<Vec<u8>>,
     last_purged: Option<LogId>,
     /// Set once the writer failed: the log is out of service.
     failed: Option<String>,
@@ -159,7 +162,11 @@ fn run_writer(shared: &Shared) {
             while state.queue.is_empty() {
                 state = shared.work.wait(state).unwrap_or_else(|p| p.into_inner());
             }
-            (std::mem::take(&mut state.queue), state.truncations)
+            let mut ops = std::mem::take(&mut state.queue);
+            if let Some(committed) = state.committed.take() {
+                ops.push(Op::Meta(KEY_COMMITTED, committed));
+            }
+            (ops, state.truncations)
         };
         let result = write_batch(&shared.db, &ops).map_err(|e| e.to_string());
         let mut written = Vec::new();
@@ -334,8 +341,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        // Durable with the next batch; a stale value only means re-applying a little more.
-        self.enqueue([Op::Meta(KEY_COMMITTED, encode(&committed)?)])
+        let bytes = encode(&committed)?;
+        self.shared.lock().committed = Some(bytes);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
