@@ -16,7 +16,7 @@ async fn lagging_member_catches_up_from_a_snapshot(backend: Backend) -> Result<(
         Cluster::start_with_flags(backend, 3, &["--snapshot-count", SNAPSHOT_COUNT]).await?;
     let leader = cluster.leader().await?;
     let lagging = (leader + 1) % 3;
-    cluster.kill(lagging);
+    cluster.kill(lagging)?;
     let survivor = (lagging + 1) % 3;
     let mut client = cluster.member_client(survivor).await?;
     for i in 0..KEYS {

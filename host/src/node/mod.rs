@@ -27,7 +27,7 @@ pub use config::NodeConfig;
 
 /// Runs a member until SIGINT/SIGTERM.
 pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
-    if config.initial_cluster.len() % 2 == 0 {
+    if config.initial_cluster.len().is_multiple_of(2) {
         tracing::warn!(
             members = config.initial_cluster.len(),
             "an even number of members tolerates no more failures than one fewer; use 3 or 5"

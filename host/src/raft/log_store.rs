@@ -300,11 +300,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let (overlay_last, hidden_from, last_purged_log_id) = {
             let state = self.shared.lock();
-            let last = state
-                .overlay
-                .last_key_value()
-                .map(|(_, e)| e.log_id.clone());
-            (last, state.truncated_from, state.last_purged.clone())
+            let last = state.overlay.last_key_value().map(|(_, e)| e.log_id);
+            (last, state.truncated_from, state.last_purged)
         };
         // Appends only ever extend the log's end, so a non-empty overlay holds the last entry.
         let last_log_id = match overlay_last {
@@ -327,7 +324,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
         };
         Ok(LogState {
-            last_log_id: last_log_id.or_else(|| last_purged_log_id.clone()),
+            last_log_id: last_log_id.or(last_purged_log_id),
             last_purged_log_id,
         })
     }

@@ -209,11 +209,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     Reply(outcome.reply)
                 }
                 EntryPayload::Membership(m) => {
-                    membership = Some(StoredMembership::new(Some(entry.log_id.clone()), m.clone()));
+                    membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
                     Reply::default()
                 }
             };
-            last_applied = Some(entry.log_id.clone());
+            last_applied = Some(entry.log_id);
             self.entries_since_durable += 1;
             if let Some(responder) = responder {
                 replies.push((responder, reply));

@@ -29,7 +29,7 @@ pub fn apply_command(
         Some(log_command::Op::Put(r)) => KvRequest::Put(r.clone()),
         Some(log_command::Op::DeleteRange(r)) => KvRequest::DeleteRange(r.clone()),
         Some(log_command::Op::Txn(r)) => KvRequest::Txn(r.clone()),
-        Some(log_command::Op::Compaction(r)) => KvRequest::Compaction(r.clone()),
+        Some(log_command::Op::Compaction(r)) => KvRequest::Compaction(*r),
         // A command from a newer version this member does not understand: refuse it the same way
         // on every member rather than guess.
         None => {
