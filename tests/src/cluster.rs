@@ -38,8 +38,13 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `size` members and waits until every one reports a leader.
     pub async fn start(backend: Backend, size: usize) -> Result<Cluster> {
+        Self::start_with_args(backend, size, &[]).await
+    }
+
+    /// [`Cluster::start`] with extra flags for every member (flags both servers accept).
+    pub async fn start_with_args(backend: Backend, size: usize, extra: &[&str]) -> Result<Cluster> {
         for attempt in 1..=START_ATTEMPTS_MAX {
-            let mut cluster = Self::spawn(backend, size)?;
+            let mut cluster = Self::spawn(backend, size, extra)?;
             match cluster.wait_ready().await {
                 Ok(()) => return Ok(cluster),
                 Err(e) if attempt < START_ATTEMPTS_MAX && cluster.lost_port_race() => {
@@ -56,7 +61,7 @@ impl Cluster {
         unreachable!("the last attempt always returns")
     }
 
-    fn spawn(backend: Backend, size: usize) -> Result<Cluster> {
+    fn spawn(backend: Backend, size: usize, extra: &[&str]) -> Result<Cluster> {
         let root = tempfile::Builder::new()
             .prefix(&format!("baton-e2e-{backend}-"))
             .tempdir()
@@ -85,7 +90,8 @@ impl Cluster {
                 data_dir: &data_dir,
                 cluster_token: &token,
             };
-            let args = backend.args(&spec);
+            let mut args = backend.args(&spec);
+            args.extend(extra.iter().map(Into::into));
             members.push(MemberProcess::new(
                 addrs.clone(),
                 program.clone(),

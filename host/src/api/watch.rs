@@ -28,6 +28,9 @@ use crate::proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchReques
 use crate::server::Server;
 use crate::watch::{Delivery, KeyRange, WatchHub, WatchSpec, WatcherId};
 
+#[cfg(test)]
+mod tests;
+
 /// etcd's reasons for refusing a create (`mvcc/watcher.go`), sent as `cancel_reason`.
 pub const EMPTY_RANGE: &str = "mvcc: watcher range is empty";
 pub const DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";

@@ -25,7 +25,7 @@ pub mod catch_up;
 mod key_index;
 mod registry;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 

@@ -231,6 +231,11 @@ impl Registry {
             match w.tx.try_send(delivery) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => {
+                    tracing::debug!(
+                        watcher = id,
+                        rev,
+                        "watcher fell behind; serving it from history"
+                    );
                     self.desync(id, rev);
                     woke = true;
                 }

@@ -14,10 +14,10 @@ use crate::watch::catch_up::Round;
 use crate::watch::key_index::KeyIndex;
 use crate::watch::{Delivery, HubLimits, KeyRange, WatchHub, WatchSpec};
 
-struct Fixture {
+pub(crate) struct Fixture {
     _file: tempfile::NamedTempFile,
-    db: Arc<Database>,
-    hub: Arc<WatchHub>,
+    pub db: Arc<Database>,
+    pub hub: Arc<WatchHub>,
 }
 
 fn limits(buffer_responses: usize, catch_up_batch_events: usize) -> HubLimits {
@@ -29,7 +29,7 @@ fn limits(buffer_responses: usize, catch_up_batch_events: usize) -> HubLimits {
 }
 
 impl Fixture {
-    fn new(limits: HubLimits) -> Self {
+    pub fn new(limits: HubLimits) -> Self {
         let file = tempfile::NamedTempFile::new().unwrap();
         let db = Arc::new(Database::create(file.path()).unwrap());
         init_schema(&db).unwrap();
@@ -63,15 +63,15 @@ impl Fixture {
         (crate::mvcc::current_revision(&read).unwrap(), events)
     }
 
-    fn put(&self, key: &str, value: &str) -> i64 {
+    pub fn put(&self, key: &str, value: &str) -> i64 {
         self.apply(vec![put(key, value)])
     }
 
-    fn delete(&self, key: &str, end: &str) -> i64 {
+    pub fn delete(&self, key: &str, end: &str) -> i64 {
         self.apply(vec![delete(key, end)])
     }
 
-    fn compact(&self, revision: i64) {
+    pub fn compact(&self, revision: i64) {
         self.apply(vec![KvRequest::Compaction(CompactionRequest {
             revision,
             physical: true,
