@@ -540,6 +540,32 @@ async fn rewatch_after_the_watched_member_dies(backend: Backend) -> Result<()> {
     Ok(())
 }
 
+async fn fragmented_watches_split_large_revisions(backend: Backend) -> Result<()> {
+    let (_cluster, mut c) = single(backend).await?;
+    let big = "b".repeat(1024 * 1024);
+    for key in ["big/1", "big/2", "big/3"] {
+        c.put(key, big.as_str(), None).await?;
+    }
+    let mut w = c.watch_client().max_decoding_message_size(16 * 1024 * 1024);
+    let options = || WatchOptions::new().with_prefix().with_prev_key();
+    let mut whole = w.watch("big/", Some(options())).await?;
+    let mut split = w.watch("big/", Some(options().with_fragment())).await?;
+    created(&mut whole).await?;
+    created(&mut split).await?;
+    // One revision deleting three keys whose prev_kvs make about 3 MiB: more than etcd's
+    // request limit plus gRPC overhead (2 MiB), so a fragmenting watch gets it in pieces.
+    c.delete("big/", Some(DeleteOptions::new().with_prefix()))
+        .await?;
+    let response = next(&mut whole).await?;
+    assert_eq!(response.events().len(), 3);
+    let mut sizes = Vec::new();
+    while sizes.iter().sum::<usize>() < 3 {
+        sizes.push(next(&mut split).await?.events().len());
+    }
+    assert_eq!(sizes, [1, 1, 1]);
+    Ok(())
+}
+
 /// Grouped under `watch::` so `-E 'test(/watch/)'` selects every test of this file.
 mod watch {
     use super::*;
@@ -557,5 +583,6 @@ mod watch {
         a_stalled_watcher_later_gets_every_event_once,
         a_follower_sees_what_the_leader_sees,
         rewatch_after_the_watched_member_dies,
+        fragmented_watches_split_large_revisions,
     );
 }

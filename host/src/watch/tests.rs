@@ -569,3 +569,25 @@ async fn catch_up_batches_stop_at_revision_boundaries() {
         ]
     );
 }
+
+#[tokio::test]
+async fn replayed_prev_kv_stops_at_the_compacted_revision() {
+    let f = Fixture::new(HubLimits::default());
+    f.put("x", "1");
+    f.put("x", "2");
+    f.put("x", "3");
+    f.compact(3);
+    let mut w = f.hub.register(
+        WatchSpec {
+            prev_kv: true,
+            ..spec(single("x"))
+        },
+        3,
+    );
+    f.catch_up_until_idle().await;
+    // etcd reads prev_kv at mod_revision - 1, which fails below the compacted revision.
+    assert_eq!(
+        events_of(&drain(&mut w.deliveries)),
+        [p("x", 3, "2"), with_prev(p("x", 4, "3"), "2")]
+    );
+}
