@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use crate::limits::WATCH_CATCH_UP_RETRY_MS;
 use crate::mvcc::HistoryView;
 use crate::mvcc::error::StorageError;
+use crate::proto::mvccpb::Event;
 use crate::watch::WatchHub;
 use crate::watch::registry::{CatchUpRead, Found, Planned};
 
@@ -57,21 +58,26 @@ impl WatchHub {
 
     /// One catch-up round (the task's body; tests drive it directly).
     pub async fn catch_up_round(&self, db: &Arc<Database>) -> Result<Round, StorageError> {
-        let plan = {
+        let (plan, hub_revision) = {
             let mut registry = self.registry();
             if !registry.has_unsynced() {
                 return Ok(Round::Idle);
             }
-            registry.plan(self.limits.catch_up_watchers)
+            (
+                registry.plan(self.limits.catch_up_watchers),
+                registry.revision(),
+            )
         };
         if plan.is_empty() {
             return Ok(Round::Stalled);
         }
         let db = db.clone();
         let batch_events = self.limits.catch_up_batch_events;
-        let read = tokio::task::spawn_blocking(move || read_history(&db, plan, batch_events))
-            .await
-            .map_err(|e| StorageError::Corrupt(format!("catch-up read panicked: {e}")))??;
+        let read = tokio::task::spawn_blocking(move || {
+            read_history(&db, plan, hub_revision, batch_events)
+        })
+        .await
+        .map_err(|e| StorageError::Corrupt(format!("catch-up read panicked: {e}")))??;
         let progressed = self.registry().apply_catch_up(read);
         Ok(if progressed {
             Round::Progressed
@@ -83,39 +89,34 @@ impl WatchHub {
 
 /// Reads one batch of whole revisions starting at the lowest planned revision and works out
 /// each planned watcher's share; prev_kv is looked up only for events a prev_kv watcher takes.
+///
+/// Nothing past `hub_revision` is read, even when the view already holds it (committed, not
+/// yet published): those revisions reach watchers through `publish`, so no watcher is ever
+/// ahead of the hub and no response can carry a revision the hub has not announced.
 pub(crate) fn read_history(
     db: &Database,
     plan: Vec<Planned>,
+    hub_revision: i64,
     batch_events: usize,
 ) -> Result<CatchUpRead, StorageError> {
     let txn = db.begin_read().map_err(redb::Error::from)?;
     let view = HistoryView::open(&txn)?;
-    let (compact, current) = (view.compact_revision(), view.current_revision());
+    let compact = view.compact_revision();
+    let current = view.current_revision().min(hub_revision);
     // etcd cancels a watcher whose next revision is below the compacted one (not equal).
     let (compacted, live): (Vec<Planned>, Vec<Planned>) =
         plan.into_iter().partition(|p| p.min_rev < compact);
-    let mut found: Vec<(Planned, Found)> = compacted
-        .into_iter()
-        .map(|p| {
-            (
-                p,
-                Found::Compacted {
-                    compact_revision: compact,
-                },
-            )
-        })
-        .collect();
+    let mut found: Vec<(Planned, Found)> = Vec::with_capacity(compacted.len() + live.len());
+    for p in compacted {
+        found.push((
+            p,
+            Found::Compacted {
+                compact_revision: compact,
+            },
+        ));
+    }
     let start = live.iter().map(|p| p.min_rev).min().unwrap_or(current + 1);
-    let (mut events, more) = if start <= current {
-        view.events(start, batch_events)?
-    } else {
-        (Vec::new(), false)
-    };
-    // The next revision to read: after the batch if it stopped early, else past the view.
-    let next_rev = match events.last().and_then(|e| e.kv.as_ref()) {
-        Some(kv) if more => kv.mod_revision + 1,
-        _ => current + 1,
-    };
+    let (mut events, next_rev) = read_up_to(&view, start, current, batch_events)?;
     let mut needs_prev = HashSet::new();
     for p in live {
         let picks: Vec<usize> = events
@@ -133,8 +134,7 @@ pub(crate) fn read_history(
     }
     for i in needs_prev {
         if let Some(event) = events.get(i) {
-            let prev = view.prev_kv(event)?;
-            events[i].prev_kv = prev;
+            events[i].prev_kv = view.prev_kv(event)?;
         }
     }
     Ok(CatchUpRead {
@@ -142,4 +142,26 @@ pub(crate) fn read_history(
         source: Arc::new(events),
         found,
     })
+}
+
+/// About `batch_events` events of whole revisions in [start, current], and the next revision
+/// to read after them.
+fn read_up_to(
+    view: &HistoryView,
+    start: i64,
+    current: i64,
+    batch_events: usize,
+) -> Result<(Vec<Event>, i64), StorageError> {
+    if start > current {
+        return Ok((Vec::new(), current + 1));
+    }
+    let (mut events, more) = view.events(start, batch_events)?;
+    let rev = |e: &Event| e.kv.as_ref().map_or(0, |kv| kv.mod_revision);
+    let within = events.partition_point(|e| rev(e) <= current);
+    if more && within == events.len() {
+        let next = events.last().map_or(current + 1, |e| rev(e) + 1);
+        return Ok((events, next));
+    }
+    events.truncate(within);
+    Ok((events, current + 1))
 }
