@@ -42,7 +42,8 @@ pub(crate) enum Found {
     },
 }
 
-/// A catch-up round's read: the view's revision, the events read, and each watcher's share.
+/// A catch-up round's read: the revision it read up to (its responses' header revision), the
+/// events read, and each watcher's share.
 pub(crate) struct CatchUpRead {
     pub revision: i64,
     pub source: Arc<Vec<Event>>,
