@@ -4,6 +4,7 @@
 //! Dependencies point down the list; nothing points back up.
 //!
 //! - [`cli`]: the `baton` command line (`serve`, client tools).
+//! - [`bench`]: `baton bench`, a load generator for any etcd-compatible endpoint.
 //! - [`node`]: composition root — opens storage, builds Raft, serves, shuts down.
 //! - [`api`]: tonic services for the etcd API; request-shape checks; the one table that maps
 //!   errors to gRPC status. Protobuf in, protobuf out; no storage access except read views.
@@ -20,6 +21,7 @@
 //! - [`proto`]: generated protobuf code.
 
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod entry;
 pub mod limits;

@@ -15,7 +15,9 @@ pub const PEER_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Snapshots travel between members in pieces of this size.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 /// How often a member retries recording its client URLs until it succeeds.
-pub const PUBLISH_RETRY_MS: u64 = 300;
+pub const PUBLISH_RETRY_MS: u64 = 100;
+/// How long a starting member waits for its client URLs to be recorded before serving anyway.
+pub const PUBLISH_WAIT_MS: u64 = 10_000;
 pub const PEER_CONNECT_TIMEOUT_MS: u64 = 1_000;
 pub const PEER_KEEPALIVE_MS: u64 = 1_000;
 /// Take a snapshot (and allow purging the log) after this many applied entries.

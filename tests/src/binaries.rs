@@ -48,7 +48,8 @@ fn find_tool(name: &str) -> Result<PathBuf> {
 
 fn locate_baton() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os(BATON_BIN_ENV) {
-        let path = PathBuf::from(path);
+        // Relative paths would depend on the runner's working directory; pin them now.
+        let path = std::path::absolute(PathBuf::from(path))?;
         if !path.is_file() {
             bail!("{BATON_BIN_ENV}={} is not a file", path.display());
         }

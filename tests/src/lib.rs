@@ -2,6 +2,12 @@
 //!
 //! Every test body is written once and run against both servers through [`backend_test!`], so
 //! etcd proves the test and the same test then proves Baton.
+//!
+//! Running: `cargo nextest run -p baton-e2e -E 'test(/etcd$/)'` (or `cargo test -p baton-e2e --
+//! etcd`) for the reference runs, `/baton$/` for Baton. etcd and etcdctl come from Debian's
+//! `etcd-server` and `etcd-client` packages. The baton binary is `$BATON_BIN` when set, else
+//! built once per test process with cargo; with several worktrees sharing one target dir,
+//! `target/debug/baton` is whichever worktree built last, so pin it with `BATON_BIN` there.
 
 mod backend;
 mod binaries;
@@ -24,6 +30,13 @@ pub use ports::free_port;
 
 /// Upper bound on one test, so a hung server fails the test instead of stalling the suite.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A one-member cluster and a client for it, the setup most KV tests share.
+pub async fn start_single(backend: Backend) -> anyhow::Result<(Cluster, etcd_client::Client)> {
+    let cluster = Cluster::start(backend, 1).await?;
+    let client = cluster.client().await?;
+    Ok((cluster, client))
+}
 
 /// Drives one test body; fails with the error chain on `Err` or on the overall timeout.
 /// Cluster logs are printed when the cluster drops (captured, shown only on failure).

@@ -1,8 +1,8 @@
 //! KV request validation: every error etcd 3.4 returns, with its exact gRPC code and message.
 
 use anyhow::Result;
-use baton_e2e::{Backend, Cluster, assert_grpc_error, backend_test};
-use etcd_client::{Client, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp};
+use baton_e2e::{Backend, assert_grpc_error, backend_test, start_single};
+use etcd_client::{Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp};
 use tonic::Code;
 
 const NO_KEY: &str = "etcdserver: key is not provided";
@@ -21,12 +21,6 @@ const GRPC_RECV_BYTES_MAX: usize = MAX_REQUEST_BYTES + 512 * 1024;
 /// Most operations one txn branch (or its compare list) may hold.
 const TXN_OPS_MAX: usize = 128;
 
-async fn single(backend: Backend) -> Result<(Cluster, Client)> {
-    let cluster = Cluster::start(backend, 1).await?;
-    let client = cluster.client().await?;
-    Ok((cluster, client))
-}
-
 fn puts(count: usize, prefix: &str) -> Vec<TxnOp> {
     (0..count)
         .map(|i| TxnOp::put(format!("{prefix}{i}"), "v", None))
@@ -34,7 +28,7 @@ fn puts(count: usize, prefix: &str) -> Vec<TxnOp> {
 }
 
 async fn empty_key_is_rejected_everywhere(backend: Backend) -> Result<()> {
-    let (_cluster, mut c) = single(backend).await?;
+    let (_cluster, mut c) = start_single(backend).await?;
     assert_grpc_error(c.put("", "v", None).await, Code::InvalidArgument, NO_KEY);
     assert_grpc_error(c.get("", None).await, Code::InvalidArgument, NO_KEY);
     assert_grpc_error(c.delete("", None).await, Code::InvalidArgument, NO_KEY);
@@ -64,7 +58,7 @@ async fn empty_key_is_rejected_everywhere(backend: Backend) -> Result<()> {
 }
 
 async fn txn_operation_count_limit(backend: Backend) -> Result<()> {
-    let (_cluster, mut c) = single(backend).await?;
+    let (_cluster, mut c) = start_single(backend).await?;
     let full = c.txn(Txn::new().and_then(puts(TXN_OPS_MAX, "a"))).await?;
     assert!(full.succeeded());
     // The limit is per list: a full success branch and a full failure branch together are fine.
@@ -100,7 +94,7 @@ async fn txn_operation_count_limit(backend: Backend) -> Result<()> {
 }
 
 async fn txn_duplicate_keys(backend: Backend) -> Result<()> {
-    let (_cluster, mut c) = single(backend).await?;
+    let (_cluster, mut c) = start_single(backend).await?;
     let put = |key: &str| TxnOp::put(key, "v", None);
     let del = |key: &str| TxnOp::delete(key, None);
     let nest = |ops: Vec<TxnOp>| TxnOp::txn(Txn::new().and_then(ops));
@@ -139,7 +133,7 @@ async fn txn_duplicate_keys(backend: Backend) -> Result<()> {
 }
 
 async fn request_size_limits(backend: Backend) -> Result<()> {
-    let (_cluster, mut c) = single(backend).await?;
+    let (_cluster, mut c) = start_single(backend).await?;
     c.put("big", vec![b'x'; 1024 * 1024], None).await?;
     let over_raft_limit = MAX_REQUEST_BYTES + 64 * 1024;
     let result = c.put("big", vec![b'x'; over_raft_limit], None).await;
@@ -164,7 +158,7 @@ async fn request_size_limits(backend: Backend) -> Result<()> {
 }
 
 async fn unknown_lease_is_not_found(backend: Backend) -> Result<()> {
-    let (_cluster, mut c) = single(backend).await?;
+    let (_cluster, mut c) = start_single(backend).await?;
     let unknown = || Some(PutOptions::new().with_lease(0x1234_5678));
     assert_grpc_error(
         c.put("l", "v", unknown()).await,
@@ -187,7 +181,7 @@ async fn unknown_lease_is_not_found(backend: Backend) -> Result<()> {
 }
 
 async fn ignore_value_and_ignore_lease_errors(backend: Backend) -> Result<()> {
-    let (_cluster, mut c) = single(backend).await?;
+    let (_cluster, mut c) = start_single(backend).await?;
     let ignore_value = || Some(PutOptions::new().with_ignore_value());
     let ignore_lease = || PutOptions::new().with_ignore_lease();
     assert_grpc_error(

@@ -2,17 +2,15 @@
 
 use anyhow::{Result, bail};
 use baton_e2e::inspect::{keys, kv_keys, kv_tuples, rev};
-use baton_e2e::{Backend, Cluster, backend_test};
+use baton_e2e::{Backend, assert_grpc_error, backend_test, start_single};
 use etcd_client::{
     Client, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
     TxnResponse,
 };
+use tonic::Code;
 
-async fn single(backend: Backend) -> Result<(Cluster, Client)> {
-    let cluster = Cluster::start(backend, 1).await?;
-    let client = cluster.client().await?;
-    Ok((cluster, client))
-}
+const COMPACTED: &str = "etcdserver: mvcc: required revision has been compacted";
+const FUTURE: &str = "etcdserver: mvcc: required revision is a future revision";
 
 fn s(text: &str) -> String {
     text.to_owned()
@@ -50,7 +48,7 @@ async fn compare_holds(c: &mut Client, compare: Compare) -> Result<bool> {
 
 async fn txn_compare_every_target_and_result(backend: Backend) -> Result<()> {
     use CompareOp::{Equal, Greater, Less, NotEqual};
-    let (_cluster, mut c) = single(backend).await?;
+    let (_cluster, mut c) = start_single(backend).await?;
     let lease = c.lease_grant(600, None).await?.id();
     let r = rev(c
         .put("t", "m", Some(PutOptions::new().with_lease(lease)))
@@ -98,7 +96,7 @@ async fn txn_compare_every_target_and_result(backend: Backend) -> Result<()> {
 
 async fn txn_compares_are_conjunctive_and_ranged(backend: Backend) -> Result<()> {
     use CompareOp::{Equal, Greater};
-    let (_cluster, mut c) = single(backend).await?;
+    let (_cluster, mut c) = start_single(backend).await?;
     c.put("t", "m", None).await?;
     c.put("r/1", "same", None).await?;
     c.put("r/2", "same", None).await?;
@@ -132,7 +130,7 @@ async fn txn_compares_are_conjunctive_and_ranged(backend: Backend) -> Result<()>
 }
 
 async fn txn_branches_and_op_responses(backend: Backend) -> Result<()> {
-    let (_cluster, mut c) = single(backend).await?;
+    let (_cluster, mut c) = start_single(backend).await?;
     c.put("a", "old", None).await?; // rev 2
     c.put("gone", "x", None).await?; // rev 3
     let ops = vec![
@@ -212,7 +210,7 @@ async fn txn_branches_and_op_responses(backend: Backend) -> Result<()> {
 }
 
 async fn txn_without_changes_keeps_revision(backend: Backend) -> Result<()> {
-    let (_cluster, mut c) = single(backend).await?;
+    let (_cluster, mut c) = start_single(backend).await?;
     c.put("a", "1", None).await?; // rev 2
     let empty = c.txn(Txn::new()).await?;
     assert_eq!(
@@ -243,7 +241,7 @@ async fn txn_without_changes_keeps_revision(backend: Backend) -> Result<()> {
 }
 
 async fn txn_nested(backend: Backend) -> Result<()> {
-    let (_cluster, mut c) = single(backend).await?;
+    let (_cluster, mut c) = start_single(backend).await?;
     c.put("k1", "v", None).await?; // rev 2
     let inner = Txn::new()
         .when([Compare::value("n1", CompareOp::Equal, "a")])
@@ -289,10 +287,36 @@ async fn txn_nested(backend: Backend) -> Result<()> {
     Ok(())
 }
 
+async fn txn_range_revision_bounds(backend: Backend) -> Result<()> {
+    let (_cluster, mut c) = start_single(backend).await?;
+    c.put("a", "1", None).await?; // rev 2
+    let at = |revision| Some(GetOptions::new().with_revision(revision));
+    let txn_read =
+        |revision| Txn::new().and_then([TxnOp::put("w", "x", None), TxnOp::get("a", at(revision))]);
+    // Before any compaction the oldest readable revision counts as -1, so -1 passes.
+    assert!(c.txn(txn_read(-1)).await?.succeeded());
+    assert_grpc_error(c.txn(txn_read(-2)).await, Code::OutOfRange, COMPACTED);
+    assert_grpc_error(c.txn(txn_read(4)).await, Code::OutOfRange, FUTURE);
+    // A plain range treats every revision <= 0 as "current".
+    assert_eq!(c.get("a", at(-2)).await?.count(), 1);
+    c.compact(3, None).await?;
+    assert_grpc_error(c.txn(txn_read(-1)).await, Code::OutOfRange, COMPACTED);
+    assert_grpc_error(c.txn(txn_read(2)).await, Code::OutOfRange, COMPACTED);
+    assert!(c.txn(txn_read(3)).await?.succeeded());
+    assert_eq!(c.get("a", at(-1)).await?.count(), 1);
+    assert_eq!(
+        c.get("w", None).await?.kvs()[0].version(),
+        2,
+        "exactly the two accepted txns wrote"
+    );
+    Ok(())
+}
+
 backend_test!(
     txn_compare_every_target_and_result,
     txn_compares_are_conjunctive_and_ranged,
     txn_branches_and_op_responses,
     txn_without_changes_keeps_revision,
     txn_nested,
+    txn_range_revision_bounds,
 );

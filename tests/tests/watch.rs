@@ -403,7 +403,7 @@ async fn progress_request_answers_with_the_current_revision(backend: Backend) ->
 }
 
 async fn progress_notify_arrives_periodically(backend: Backend) -> Result<()> {
-    let cluster = Cluster::start_with_args(
+    let cluster = Cluster::start_with_flags(
         backend,
         1,
         &["--experimental-watch-progress-notify-interval=1s"],

@@ -9,8 +9,8 @@ use tonic::{Request, Response, Status};
 
 use crate::api::kv_checks::{check_delete_range, check_put, check_range, check_txn};
 use crate::limits::{GRPC_OVERHEAD_BYTES, REQUEST_BYTES_MAX, TXN_OPS_MAX};
-use crate::mvcc::error::KvError;
 use crate::mvcc;
+use crate::mvcc::error::KvError;
 use crate::proto::batonpb::{LogReply, log_command, log_reply};
 use crate::proto::etcdserverpb::kv_server::Kv;
 use crate::proto::etcdserverpb::{
@@ -37,9 +37,13 @@ impl KvService {
     async fn write(&self, op: log_command::Op) -> Result<log_reply::Result, Status> {
         let LogReply { result } = self.server.propose(op).await?;
         match result {
-            Some(log_reply::Result::Refused(r)) => Err(Status::new(tonic::Code::from(r.code), r.message)),
+            Some(log_reply::Result::Refused(r)) => {
+                Err(Status::new(tonic::Code::from(r.code), r.message))
+            }
             Some(other) => Ok(other),
-            None => Err(Status::internal("the state machine returned an empty reply")),
+            None => Err(Status::internal(
+                "the state machine returned an empty reply",
+            )),
         }
     }
 }
@@ -65,11 +69,14 @@ fn check_size(encoded_len: usize, is_write: bool) -> Result<(), Status> {
 /// True when every Range in the txn (nested ones included) asks for a serializable read.
 fn all_ranges_serializable(txn: &TxnRequest) -> bool {
     use crate::proto::etcdserverpb::request_op::Request as Op;
-    txn.success.iter().chain(&txn.failure).all(|op| match &op.request {
-        Some(Op::RequestRange(r)) => r.serializable,
-        Some(Op::RequestTxn(t)) => all_ranges_serializable(t),
-        _ => true,
-    })
+    txn.success
+        .iter()
+        .chain(&txn.failure)
+        .all(|op| match &op.request {
+            Some(Op::RequestRange(r)) => r.serializable,
+            Some(Op::RequestTxn(t)) => all_ranges_serializable(t),
+            _ => true,
+        })
 }
 
 fn unexpected_reply() -> Status {
@@ -78,7 +85,10 @@ fn unexpected_reply() -> Status {
 
 #[tonic::async_trait]
 impl Kv for KvService {
-    async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+    async fn range(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> Result<Response<RangeResponse>, Status> {
         let req = request.into_inner();
         check_size(req.encoded_len(), false)?;
         check_range(&req)?;
@@ -148,7 +158,10 @@ impl Kv for KvService {
         &self,
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
-        match self.write(log_command::Op::Compaction(request.into_inner())).await? {
+        match self
+            .write(log_command::Op::Compaction(request.into_inner()))
+            .await?
+        {
             log_reply::Result::Compaction(mut resp) => {
                 resp.header = self.finish_header(resp.header);
                 Ok(Response::new(resp))

@@ -32,7 +32,9 @@ impl MaintenanceService {
 }
 
 fn not_yet(what: &str) -> Status {
-    Status::unimplemented(format!("baton: {what} is not supported by this version of Baton yet"))
+    Status::unimplemented(format!(
+        "baton: {what} is not supported by this version of Baton yet"
+    ))
 }
 
 #[tonic::async_trait]
@@ -51,7 +53,8 @@ impl Maintenance for MaintenanceService {
         let view = self.server.read_view()?;
         let revision = crate::mvcc::current_revision(&view)?;
         let metrics = self.server.raft().metrics().borrow_watched().clone();
-        let db_size = std::fs::metadata(&self.db_path).map_or(0, |m| i64::try_from(m.len()).unwrap_or(i64::MAX));
+        let db_size = std::fs::metadata(&self.db_path)
+            .map_or(0, |m| i64::try_from(m.len()).unwrap_or(i64::MAX));
         let is_learner = !metrics
             .membership_config
             .membership()
@@ -72,7 +75,10 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
-    async fn defragment(&self, _: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
+    async fn defragment(
+        &self,
+        _: Request<DefragmentRequest>,
+    ) -> Result<Response<DefragmentResponse>, Status> {
         Err(not_yet("defragment"))
     }
 
@@ -86,15 +92,24 @@ impl Maintenance for MaintenanceService {
 
     type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
 
-    async fn snapshot(&self, _: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+    async fn snapshot(
+        &self,
+        _: Request<SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
         Err(not_yet("snapshot"))
     }
 
-    async fn move_leader(&self, _: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
+    async fn move_leader(
+        &self,
+        _: Request<MoveLeaderRequest>,
+    ) -> Result<Response<MoveLeaderResponse>, Status> {
         Err(not_yet("move-leader"))
     }
 
-    async fn downgrade(&self, _: Request<DowngradeRequest>) -> Result<Response<DowngradeResponse>, Status> {
+    async fn downgrade(
+        &self,
+        _: Request<DowngradeRequest>,
+    ) -> Result<Response<DowngradeResponse>, Status> {
         Err(not_yet("downgrade"))
     }
 }

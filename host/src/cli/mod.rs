@@ -8,10 +8,19 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "baton", version, about = "Baton: a Raft-replicated, etcd v3-compatible coordination service")]
+#[command(
+    name = "baton",
+    version,
+    about = "Baton: a Raft-replicated, etcd v3-compatible coordination service"
+)]
 pub struct Cli {
     /// Client endpoints, comma-separated (client subcommands only).
-    #[arg(long, global = true, value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:2379"
+    )]
     pub endpoints: Vec<String>,
 
     #[command(subcommand)]
@@ -22,6 +31,8 @@ pub struct Cli {
 pub enum Command {
     /// Run a Baton member.
     Serve(serve::ServeArgs),
+    /// Drive any etcd-compatible endpoint with load and report throughput and latency.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Parses arguments, sets up logging and runs the chosen subcommand.
@@ -34,7 +45,10 @@ pub fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("baton: cannot start the async runtime: {e}");
@@ -44,6 +58,7 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
+            Command::Bench(args) => crate::bench::run(cli.endpoints, args).await,
         }
     });
     match result {

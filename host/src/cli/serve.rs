@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use crate::limits::SNAPSHOT_LOGS_SINCE_LAST;
 use crate::node::{self, NodeConfig, config::parse_initial_cluster};
 
 #[derive(Args, Debug)]
@@ -41,6 +42,9 @@ pub struct ServeArgs {
     /// Election timeout in milliseconds (followers wait between this and twice this).
     #[arg(long = "election-timeout", default_value_t = 1000)]
     pub election_timeout_ms: u64,
+    /// Applied entries between snapshots; the log behind a snapshot is then purged.
+    #[arg(long, default_value_t = SNAPSHOT_LOGS_SINCE_LAST)]
+    pub snapshot_count: u64,
     /// How often watches that asked for progress notifications get one, as a Go duration
     /// (`10m`, `1s`, `500ms`).
     #[arg(
@@ -115,6 +119,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         heartbeat_interval_ms: args.heartbeat_interval_ms,
         election_timeout_ms: args.election_timeout_ms,
         watch_progress_notify_interval_ms: args.watch_progress_notify_interval_ms,
+        snapshot_count: args.snapshot_count.max(1),
     })
     .await
 }

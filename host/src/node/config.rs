@@ -22,6 +22,8 @@ pub struct NodeConfig {
     pub initial_cluster_token: String,
     pub heartbeat_interval_ms: u64,
     pub election_timeout_ms: u64,
+    /// Applied entries between snapshots (etcd's `--snapshot-count`).
+    pub snapshot_count: u64,
     /// Period of watch progress notifications (etcd
     /// `--experimental-watch-progress-notify-interval`).
     pub watch_progress_notify_interval_ms: u64,
@@ -107,7 +109,9 @@ impl NodeConfig {
             .initial_cluster
             .iter()
             .find(|(n, _)| *n == self.name)
-            .with_context(|| format!("--name {:?} is not listed in --initial-cluster", self.name))?;
+            .with_context(|| {
+                format!("--name {:?} is not listed in --initial-cluster", self.name)
+            })?;
         Ok(self.member_id_of(&self.name, urls))
     }
 
@@ -134,7 +138,10 @@ mod tests {
         assert_eq!(
             parsed,
             vec![
-                ("a".to_string(), vec!["http://1:1".to_string(), "http://3:3".to_string()]),
+                (
+                    "a".to_string(),
+                    vec!["http://1:1".to_string(), "http://3:3".to_string()]
+                ),
                 ("b".to_string(), vec!["http://2:2".to_string()]),
             ]
         );

@@ -13,7 +13,10 @@ use tokio::sync::watch;
 
 use crate::api;
 use crate::entry::Raft;
-use crate::limits::{GRPC_OVERHEAD_BYTES, PEER_MESSAGE_BYTES_MAX, REQUEST_BYTES_MAX, SNAPSHOT_LOGS_SINCE_LAST};
+use crate::limits::{
+    GRPC_OVERHEAD_BYTES, PEER_MESSAGE_BYTES_MAX, PUBLISH_RETRY_MS, PUBLISH_WAIT_MS,
+    REQUEST_BYTES_MAX,
+};
 use crate::proto::batonpb::raft_peer_server::RaftPeerServer;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
@@ -40,7 +43,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let member_id = config.member_id()?;
     let cluster_id = config.cluster_id();
 
-    let log_store = LogStore::open(&config.data_dir.join("raft-log.redb")).context("opening the raft log")?;
+    let log_store =
+        LogStore::open(&config.data_dir.join("raft-log.redb")).context("opening the raft log")?;
     let state_path = config.data_dir.join("state.redb");
     let state_db = Arc::new(Database::create(&state_path).context("opening the state database")?);
     let state_machine = StateMachine::open(state_db.clone(), config.data_dir.join("snapshot.bin"))
@@ -54,8 +58,10 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         heartbeat_interval: config.heartbeat_interval_ms,
         election_timeout_min: config.election_timeout_ms,
         election_timeout_max: config.election_timeout_ms * 2,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(SNAPSHOT_LOGS_SINCE_LAST),
-        max_in_snapshot_log_to_keep: SNAPSHOT_LOGS_SINCE_LAST,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_count),
+        // Keep as many entries behind the snapshot as go into one: a briefly lagging member then
+        // catches up from the log, and only a long-gone one needs the whole snapshot.
+        max_in_snapshot_log_to_keep: config.snapshot_count,
         ..Default::default()
     }
     .validate()
@@ -72,24 +78,49 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     bootstrap_if_new(&raft, &config).await?;
 
     let catch_up = hub.spawn_catch_up(state_db.clone());
-    let server = Arc::new(Server::new(raft.clone(), member_id, cluster_id, state_db, applied, channels));
+    let server = Arc::new(Server::new(
+        raft.clone(),
+        member_id,
+        cluster_id,
+        state_db,
+        applied,
+        channels,
+    ));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let publisher = {
-        let server = server.clone();
-        let urls = config.advertise_client_urls.clone();
-        tokio::spawn(async move { server.publish_until_done(urls).await })
-    };
     let mut tasks = Vec::new();
     for url in &config.listen_peer_urls {
         let addr = config::listen_addr(url)?;
         let svc = RaftPeerServer::new(PeerService::new(raft.clone()))
             .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
-        let router = tonic::transport::Server::builder().tcp_nodelay(true).add_service(svc);
+        let router = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(svc);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen for peers on {addr}"))?;
         tasks.push(tokio::spawn(serve(router, listener, stop_rx.clone())));
+    }
+    // Like etcd, serve clients only once this member's client URLs are in the replicated
+    // membership (so MemberList is complete for anyone who can reach it) — but not forever: a
+    // member restarted without a quorum still serves what it can after the wait.
+    let publisher = {
+        let server = server.clone();
+        let urls = config.advertise_client_urls.clone();
+        tokio::spawn(async move { server.publish_until_done(urls).await })
+    };
+    let published = async {
+        while !publisher.is_finished() {
+            tokio::time::sleep(Duration::from_millis(PUBLISH_RETRY_MS / 10)).await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_millis(PUBLISH_WAIT_MS), published)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "could not record client URLs in the membership yet (no quorum?); serving anyway"
+        );
     }
     for url in &config.listen_client_urls {
         let addr = config::listen_addr(url)?;
@@ -129,17 +160,17 @@ fn client_router(
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     drop(health_reporter);
     tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(
             KvServer::new(api::kv::KvService::new(server.clone()))
                 .max_decoding_message_size(decode_max)
                 .max_encoding_message_size(usize::MAX),
         )
-        .add_service(MaintenanceServer::new(api::maintenance::MaintenanceService::new(
+        .add_service(MaintenanceServer::new(
+            api::maintenance::MaintenanceService::new(server.clone(), state_path.to_path_buf()),
+        ))
+        .add_service(ClusterServer::new(api::cluster::ClusterService::new(
             server.clone(),
-            state_path.to_path_buf(),
         )))
-        .add_service(ClusterServer::new(api::cluster::ClusterService::new(server.clone())))
         .add_service(watch_service(server, hub, config, stop))
         .add_service(health_service)
 }
@@ -153,7 +184,8 @@ fn watch_service(
     stop: &watch::Receiver<bool>,
 ) -> WatchServer<api::watch::WatchService> {
     let interval = Duration::from_millis(config.watch_progress_notify_interval_ms);
-    let service = api::watch::WatchService::new(hub.clone(), server.clone(), interval).with_stop(stop.clone());
+    let service = api::watch::WatchService::new(hub.clone(), server.clone(), interval)
+        .with_stop(stop.clone());
     WatchServer::new(service)
         .max_decoding_message_size(REQUEST_BYTES_MAX + GRPC_OVERHEAD_BYTES)
         .max_encoding_message_size(usize::MAX)
@@ -164,11 +196,25 @@ async fn serve(
     listener: tokio::net::TcpListener,
     mut stop: watch::Receiver<bool>,
 ) {
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Builder::tcp_nodelay only applies to sockets tonic binds itself; ours need it set here, or
+    // Nagle's algorithm adds ~40 ms to every small reply.
+    let incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        |accepted| {
+            accepted.inspect(|stream| {
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::warn!(error = %e, "cannot disable Nagle on a connection");
+                }
+            })
+        },
+    );
     let shutdown = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
-    if let Err(e) = router.serve_with_incoming_shutdown(incoming, shutdown).await {
+    if let Err(e) = router
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+    {
         tracing::error!(error = %e, "gRPC server failed");
     }
 }
@@ -177,7 +223,11 @@ async fn serve(
 /// member does the same with identical input, so whichever runs first wins and the others find
 /// the cluster already formed — which openraft reports as an error we can ignore.
 async fn bootstrap_if_new(raft: &Raft, config: &NodeConfig) -> anyhow::Result<()> {
-    if raft.is_initialized().await.context("raft stopped during start-up")? {
+    if raft
+        .is_initialized()
+        .await
+        .context("raft stopped during start-up")?
+    {
         tracing::info!("existing data dir: rejoining the cluster without bootstrapping");
         return Ok(());
     }
@@ -193,13 +243,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

@@ -1,28 +1,30 @@
-//! The Raft log in its own redb file, with group commit.
+//! The Raft log in its own redb file, written by one thread with group commit.
 //!
-//! `append` writes entries in a non-durable redb commit, so they are readable at once (openraft
-//! requires that), and hands the flush callback to a flusher thread. The flusher waits for the
-//! first pending callback, takes every other one queued behind it, makes them all durable with a
-//! single fsync (an empty `Durability::Immediate` commit persists every earlier non-durable
-//! commit), and only then reports them flushed. Concurrent proposals therefore share one fsync,
-//! and nothing is acknowledged before it is on disk.
+//! openraft requires appended entries to be readable as soon as `append` returns, and reported
+//! flushed only once durable. So `append` puts the entries in an in-memory overlay (readable at
+//! once) and queues them for the writer thread. The writer takes everything queued — appends,
+//! truncations, purges, votes, the committed id — applies it IN ORDER in one redb transaction,
+//! commits it durably (one fsync for the whole batch), and only then reports the appends flushed
+//! and wakes `save_vote` callers. Concurrent proposals therefore share one fsync, and since every
+//! write goes through the same ordered queue, a vote and the appends around it can never be
+//! reordered on disk.
 //!
-//! Votes are written with an immediate (fsynced) commit before `save_vote` returns. All writes go
-//! through redb's single writer in the order openraft issues them, so a vote and the appends
-//! around it can never be reordered on disk.
+//! Reads merge the overlay over the database. A truncation hides database entries at or above
+//! its index until the writer has applied it.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::{LogState, OptionalSend, RaftLogReader};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::sync::oneshot;
 
 use crate::entry::{TypeConfig, codec};
 
@@ -36,85 +38,211 @@ const KEY_VOTE: &str = "vote";
 const KEY_PURGED: &str = "last_purged";
 const KEY_COMMITTED: &str = "committed";
 
-/// The redb-backed Raft log. Cheap to clone: clones share one database and one flusher.
+/// One queued write, applied by the writer in queue order.
+enum Op {
+    Append(Vec<(u64, Vec<u8>)>),
+    /// Delete entries with index >= this.
+    TruncateFrom(u64),
+    /// Delete entries with index <= this.
+    PurgeTo(u64),
+    Meta(&'static str, Vec<u8>),
+    /// Report the appends queued before this as flushed.
+    Flushed(IOFlushed<TypeConfig>),
+    /// Wake a caller waiting for everything queued before this to be durable.
+    Durable(oneshot::Sender<Result<(), String>>),
+}
+
+#[derive(Default)]
+struct State {
+    /// Appended entries the writer has not yet made durable, by index.
+    overlay: BTreeMap<u64, Entry>,
+    /// Set while a truncation is queued but not yet applied: database entries at or above it
+    /// are stale.
+    truncated_from: Option<u64>,
+    /// Bumped by every truncation, so the writer knows whether one arrived during its commit.
+    truncations: u64,
+    queue: Vec<Op>,
+    last_purged: Option<LogId>,
+    /// Set once the writer failed: the log is out of service.
+    failed: Option<String>,
+}
+
+struct Shared {
+    db: Database,
+    state: Mutex<State>,
+    work: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The redb-backed Raft log. Cheap to clone: clones share one database and one writer.
 #[derive(Clone)]
 pub struct LogStore {
-    db: Arc<Database>,
-    flusher: mpsc::Sender<IOFlushed<TypeConfig>>,
+    shared: Arc<Shared>,
+}
+
+fn to_io(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
+    codec::decode(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+fn encode<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
+    codec::encode(value).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 impl LogStore {
-    /// Opens (or creates) the log database and starts its flusher thread.
+    /// Opens (or creates) the log database and starts its writer thread.
     pub fn open(path: &Path) -> io::Result<Self> {
-        let db = Arc::new(Database::create(path).map_err(io::Error::other)?);
-        let txn = db.begin_write().map_err(io::Error::other)?;
-        txn.open_table(LOG).map_err(io::Error::other)?;
-        txn.open_table(LOG_META).map_err(io::Error::other)?;
-        txn.commit().map_err(io::Error::other)?;
-
-        let (flusher, pending) = mpsc::channel();
-        let flush_db = db.clone();
+        let db = Database::create(path).map_err(to_io)?;
+        let txn = db.begin_write().map_err(to_io)?;
+        txn.open_table(LOG).map_err(to_io)?;
+        txn.open_table(LOG_META).map_err(to_io)?;
+        txn.commit().map_err(to_io)?;
+        let shared = Arc::new(Shared {
+            db,
+            state: Mutex::new(State::default()),
+            work: Condvar::new(),
+        });
+        let last_purged = read_meta(&shared.db, KEY_PURGED)?;
+        shared.lock().last_purged = last_purged;
+        let writer = shared.clone();
         std::thread::Builder::new()
-            .name("raft-log-flush".into())
-            .spawn(move || run_flusher(&flush_db, &pending))?;
-        Ok(Self { db, flusher })
+            .name("raft-log-writer".into())
+            .spawn(move || run_writer(&writer))?;
+        Ok(Self { shared })
     }
 
-    fn get_meta<T: DeserializeOwned>(&self, key: &str) -> io::Result<Option<T>> {
-        let txn = self.db.begin_read().map_err(io::Error::other)?;
-        let table = txn.open_table(LOG_META).map_err(io::Error::other)?;
-        let Some(raw) = table.get(key).map_err(io::Error::other)? else {
-            return Ok(None);
+    fn enqueue(&self, ops: impl IntoIterator<Item = Op>) -> io::Result<()> {
+        let mut state = self.shared.lock();
+        if let Some(e) = &state.failed {
+            return Err(io::Error::other(format!("raft log writer failed: {e}")));
+        }
+        state.queue.extend(ops);
+        drop(state);
+        self.shared.work.notify_one();
+        Ok(())
+    }
+
+    /// Queues `key = value` and waits until it (and everything queued before) is durable.
+    async fn put_meta_durably<T: Serialize>(&self, key: &'static str, value: &T) -> io::Result<()> {
+        let (done, durable) = oneshot::channel();
+        self.enqueue([Op::Meta(key, encode(value)?), Op::Durable(done)])?;
+        match durable.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(io::Error::other(e)),
+            Err(_) => Err(io::Error::other("raft log writer stopped")),
+        }
+    }
+}
+
+fn read_meta<T: DeserializeOwned>(db: &Database, key: &str) -> io::Result<Option<T>> {
+    let txn = db.begin_read().map_err(to_io)?;
+    let table = txn.open_table(LOG_META).map_err(to_io)?;
+    let Some(raw) = table.get(key).map_err(to_io)? else {
+        return Ok(None);
+    };
+    decode(raw.value()).map(Some)
+}
+
+/// The writer thread: one durable redb commit per batch of queued operations.
+fn run_writer(shared: &Shared) {
+    loop {
+        let (ops, truncations) = {
+            let mut state = shared.lock();
+            while state.queue.is_empty() {
+                state = shared.work.wait(state).unwrap_or_else(|p| p.into_inner());
+            }
+            (std::mem::take(&mut state.queue), state.truncations)
         };
-        codec::decode(raw.value())
-            .map(Some)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
-    }
-
-    fn put_meta<T: Serialize>(&self, key: &str, value: &T, durability: Durability) -> io::Result<()> {
-        let bytes = codec::encode(value).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        let mut txn = self.db.begin_write().map_err(io::Error::other)?;
-        txn.set_durability(durability).map_err(io::Error::other)?;
-        {
-            let mut table = txn.open_table(LOG_META).map_err(io::Error::other)?;
-            table.insert(key, bytes.as_slice()).map_err(io::Error::other)?;
+        let result = write_batch(&shared.db, &ops).map_err(|e| e.to_string());
+        let mut written = Vec::new();
+        let mut waiters = Vec::new();
+        for op in ops {
+            match op {
+                Op::Append(entries) => written.extend(entries.into_iter().map(|(i, _)| i)),
+                Op::Flushed(cb) => waiters.push(Waiter::Flushed(cb)),
+                Op::Durable(tx) => waiters.push(Waiter::Durable(tx)),
+                Op::TruncateFrom(_) | Op::PurgeTo(_) | Op::Meta(..) => {}
+            }
         }
-        txn.commit().map_err(io::Error::other)
-    }
-
-    /// Deletes entries with index in `range` in one non-durable commit: truncation and purging
-    /// need not be durable, openraft redoes them after a crash.
-    fn delete_range(&self, range: impl RangeBounds<u64>) -> io::Result<()> {
-        let mut txn = self.db.begin_write().map_err(io::Error::other)?;
-        txn.set_durability(Durability::None).map_err(io::Error::other)?;
         {
-            let mut table = txn.open_table(LOG).map_err(io::Error::other)?;
-            table.retain_in(range, |_, _| false).map_err(io::Error::other)?;
+            let mut state = shared.lock();
+            match &result {
+                Ok(()) => {
+                    // Entries now durable leave the overlay. A truncation queued during this
+                    // commit may have replaced some of them (at or above its index): those stay,
+                    // as does the truncation's mark, until the writer applies it.
+                    let replaced_from = if state.truncations == truncations {
+                        state.truncated_from = None;
+                        u64::MAX
+                    } else {
+                        state.truncated_from.unwrap_or(u64::MAX)
+                    };
+                    for index in written.into_iter().filter(|i| *i < replaced_from) {
+                        state.overlay.remove(&index);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "raft log write failed; this member stops accepting writes");
+                    state.failed = Some(e.clone());
+                }
+            }
         }
-        txn.commit().map_err(io::Error::other)
+        for waiter in waiters {
+            match waiter {
+                Waiter::Flushed(cb) => cb.io_completed(result.clone().map_err(io::Error::other)),
+                Waiter::Durable(tx) => drop(tx.send(result.clone())),
+            }
+        }
+        if result.is_err() {
+            return;
+        }
     }
 }
 
-/// Makes pending appends durable, one fsync for everything queued, then reports them flushed.
-fn run_flusher(db: &Database, pending: &mpsc::Receiver<IOFlushed<TypeConfig>>) {
-    while let Ok(first) = pending.recv() {
-        let mut batch = vec![first];
-        batch.extend(pending.try_iter());
-        let result = db
-            .begin_write()
-            .map_err(|e| e.to_string())
-            .and_then(|txn| txn.commit().map_err(|e| e.to_string()));
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "raft log fsync failed; the node stops accepting writes");
-        }
-        for callback in batch {
-            callback.io_completed(result.clone().map_err(io::Error::other));
-        }
-    }
+enum Waiter {
+    Flushed(IOFlushed<TypeConfig>),
+    Durable(oneshot::Sender<Result<(), String>>),
 }
 
-fn to_io(e: impl std::error::Error + Send + Sync + 'static) -> io::Error {
-    io::Error::other(e)
+fn write_batch(db: &Database, ops: &[Op]) -> Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    {
+        let mut log = txn.open_table(LOG)?;
+        let mut meta = txn.open_table(LOG_META)?;
+        for op in ops {
+            match op {
+                Op::Append(entries) => {
+                    for (index, bytes) in entries {
+                        log.insert(*index, bytes.as_slice())?;
+                    }
+                }
+                Op::TruncateFrom(index) => log.retain_in(*index.., |_, _| false)?,
+                Op::PurgeTo(index) => log.retain_in(..=*index, |_, _| false)?,
+                Op::Meta(key, value) => {
+                    meta.insert(*key, value.as_slice())?;
+                }
+                Op::Flushed(_) | Op::Durable(_) => {}
+            }
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+fn owned_bound(b: Bound<&u64>) -> Bound<u64> {
+    match b {
+        Bound::Included(i) => Bound::Included(*i),
+        Bound::Excluded(i) => Bound::Excluded(*i),
+        Bound::Unbounded => Bound::Unbounded,
+    }
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -122,31 +250,40 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
-        let start = match range.start_bound() {
-            Bound::Included(i) => Bound::Included(*i),
-            Bound::Excluded(i) => Bound::Excluded(*i),
-            Bound::Unbounded => Bound::Unbounded,
+        let bounds = (
+            owned_bound(range.start_bound()),
+            owned_bound(range.end_bound()),
+        );
+        // Snapshot the overlay first: whatever the writer commits afterwards is either in this
+        // copy or already in the database we read next.
+        let (mut merged, hidden_from) = {
+            let state = self.shared.lock();
+            let overlay: BTreeMap<u64, Entry> = state
+                .overlay
+                .range(bounds)
+                .map(|(i, e)| (*i, e.clone()))
+                .collect();
+            (overlay, state.truncated_from)
         };
-        let end = match range.end_bound() {
-            Bound::Included(i) => Bound::Included(*i),
-            Bound::Excluded(i) => Bound::Excluded(*i),
-            Bound::Unbounded => Bound::Unbounded,
-        };
-        let txn = self.db.begin_read().map_err(to_io)?;
+        let txn = self.shared.db.begin_read().map_err(to_io)?;
         let table = txn.open_table(LOG).map_err(to_io)?;
-        let mut out = Vec::new();
-        for item in table.range::<u64>((start, end)).map_err(to_io)? {
+        for item in table.range::<u64>(bounds).map_err(to_io)? {
             let (index, raw) = item.map_err(to_io)?;
-            let entry: Entry = codec::decode(raw.value())
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            debug_assert_eq!(entry.log_id.index, index.value());
-            out.push(entry);
+            let index = index.value();
+            if hidden_from.is_some_and(|t| index >= t) {
+                break;
+            }
+            if let std::collections::btree_map::Entry::Vacant(slot) = merged.entry(index) {
+                let entry: Entry = decode(raw.value())?;
+                debug_assert_eq!(entry.log_id.index, index);
+                slot.insert(entry);
+            }
         }
-        Ok(out)
+        Ok(merged.into_values().collect())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
-        self.get_meta(KEY_VOTE)
+        read_meta(&self.shared.db, KEY_VOTE)
     }
 }
 
@@ -154,19 +291,36 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
-        let last_purged_log_id: Option<LogId> = self.get_meta(KEY_PURGED)?;
-        let txn = self.db.begin_read().map_err(to_io)?;
-        let table = txn.open_table(LOG).map_err(to_io)?;
-        let last = match table.last().map_err(to_io)? {
-            Some((_, raw)) => {
-                let entry: Entry = codec::decode(raw.value())
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                Some(entry.log_id)
+        let (overlay_last, hidden_from, last_purged_log_id) = {
+            let state = self.shared.lock();
+            let last = state
+                .overlay
+                .last_key_value()
+                .map(|(_, e)| e.log_id.clone());
+            (last, state.truncated_from, state.last_purged.clone())
+        };
+        // Appends only ever extend the log's end, so a non-empty overlay holds the last entry.
+        let last_log_id = match overlay_last {
+            Some(id) => Some(id),
+            None => {
+                let txn = self.shared.db.begin_read().map_err(to_io)?;
+                let table = txn.open_table(LOG).map_err(to_io)?;
+                let end = hidden_from.map_or(Bound::Unbounded, Bound::Excluded);
+                match table
+                    .range::<u64>((Bound::Unbounded, end))
+                    .map_err(to_io)?
+                    .next_back()
+                {
+                    Some(item) => {
+                        let (_, raw) = item.map_err(to_io)?;
+                        Some(decode::<Entry>(raw.value())?.log_id)
+                    }
+                    None => None,
+                }
             }
-            None => None,
         };
         Ok(LogState {
-            last_log_id: last.or_else(|| last_purged_log_id.clone()),
+            last_log_id: last_log_id.or_else(|| last_purged_log_id.clone()),
             last_purged_log_id,
         })
     }
@@ -176,46 +330,66 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        self.put_meta(KEY_VOTE, vote, Durability::Immediate)
+        self.put_meta_durably(KEY_VOTE, vote).await
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        // Durable with the next flush; a stale value only means re-applying a little more.
-        self.put_meta(KEY_COMMITTED, &committed, Durability::None)
+        // Durable with the next batch; a stale value only means re-applying a little more.
+        self.enqueue([Op::Meta(KEY_COMMITTED, encode(&committed)?)])
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        Ok(self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
+        Ok(read_meta::<Option<LogId>>(&self.shared.db, KEY_COMMITTED)?.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
     {
-        let mut txn = self.db.begin_write().map_err(to_io)?;
-        txn.set_durability(Durability::None).map_err(to_io)?;
-        {
-            let mut table = txn.open_table(LOG).map_err(to_io)?;
-            for entry in entries {
-                let bytes = codec::encode(&entry)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                table.insert(entry.log_id.index, bytes.as_slice()).map_err(to_io)?;
-            }
+        let mut encoded = Vec::new();
+        let mut state = self.shared.lock();
+        if let Some(e) = &state.failed {
+            return Err(io::Error::other(format!("raft log writer failed: {e}")));
         }
-        txn.commit().map_err(to_io)?;
-        self.flusher
-            .send(callback)
-            .map_err(|_| io::Error::other("raft log flusher thread has stopped"))
+        for entry in entries {
+            let index = entry.log_id.index;
+            encoded.push((index, encode(&entry)?));
+            state.overlay.insert(index, entry);
+        }
+        state.queue.push(Op::Append(encoded));
+        state.queue.push(Op::Flushed(callback));
+        drop(state);
+        self.shared.work.notify_one();
+        Ok(())
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let from = last_log_id.map_or(0, |id| id.index + 1);
-        self.delete_range(from..)
+        let mut state = self.shared.lock();
+        state.overlay.retain(|index, _| *index < from);
+        state.truncated_from = Some(state.truncated_from.map_or(from, |t| t.min(from)));
+        state.truncations += 1;
+        state.queue.push(Op::TruncateFrom(from));
+        drop(state);
+        self.shared.work.notify_one();
+        Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        let index = log_id.index;
+        let bytes = encode(&log_id)?;
+        let mut state = self.shared.lock();
+        state.overlay.retain(|i, _| *i > index);
+        state.last_purged = Some(log_id);
         // Record the purge point first: entries at or below it are ignored from then on.
-        self.put_meta(KEY_PURGED, &log_id, Durability::None)?;
-        self.delete_range(..=log_id.index)
+        state.queue.push(Op::Meta(KEY_PURGED, bytes));
+        state.queue.push(Op::PurgeTo(index));
+        drop(state);
+        self.shared.work.notify_one();
+        Ok(())
     }
 }

@@ -5,12 +5,14 @@
 use std::future::Future;
 use std::io::Cursor;
 
+use futures::StreamExt;
 use openraft::OptionalSend;
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
-    TransferLeaderResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
+    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -72,15 +74,21 @@ impl PeerLink {
             .map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))
     }
 
-    fn payload<T: Serialize>(value: &T, option: &RPCOption) -> Result<tonic::Request<RaftPayload>, RPCError<TypeConfig>> {
+    fn payload<T: Serialize>(
+        value: &T,
+        option: &RPCOption,
+    ) -> Result<tonic::Request<RaftPayload>, RPCError<TypeConfig>> {
         let data = codec::encode(value).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut request = tonic::Request::new(RaftPayload { data });
         request.set_timeout(option.soft_ttl());
         Ok(request)
     }
 
-    fn decode<T: DeserializeOwned>(reply: tonic::Response<RaftPayload>) -> Result<T, RPCError<TypeConfig>> {
-        codec::decode(&reply.into_inner().data).map_err(|e| RPCError::Network(NetworkError::new(&e)))
+    fn decode<T: DeserializeOwned>(
+        reply: tonic::Response<RaftPayload>,
+    ) -> Result<T, RPCError<TypeConfig>> {
+        codec::decode(&reply.into_inner().data)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))
     }
 }
 
@@ -93,8 +101,53 @@ impl RaftNetworkV2<TypeConfig> for PeerLink {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         let request = Self::payload(&rpc, &option)?;
-        let reply = self.client()?.append_entries(request).await.map_err(|s| rpc_error(&s))?;
+        let reply = self
+            .client()?
+            .append_entries(request)
+            .await
+            .map_err(|s| rpc_error(&s))?;
         Self::decode(reply)
+    }
+
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<
+            BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>,
+            RPCError<TypeConfig>,
+        >,
+    >
+    where
+        S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>>
+            + OptionalSend
+            + Unpin
+            + 'static,
+    {
+        Box::pin(async move {
+            let mut client = self.client()?;
+            // postcard cannot fail to encode these types; were it to, the empty payload is
+            // refused by the follower and replication restarts.
+            let outbound = input.map(|req| RaftPayload {
+                data: codec::encode(&req).unwrap_or_default(),
+            });
+            let mut request = tonic::Request::new(outbound);
+            request.set_timeout(option.hard_ttl());
+            let replies = client
+                .stream_append(request)
+                .await
+                .map_err(|s| rpc_error(&s))?
+                .into_inner();
+            let results = replies.map(|reply| match reply {
+                Ok(payload) => codec::decode::<StreamAppendResult<TypeConfig>>(&payload.data)
+                    .map_err(|e| RPCError::Network(NetworkError::new(&e))),
+                Err(status) => Err(rpc_error(&status)),
+            });
+            let boxed: BoxStream<'s, _> = Box::pin(results);
+            Ok(boxed)
+        })
     }
 
     async fn vote(
@@ -103,7 +156,11 @@ impl RaftNetworkV2<TypeConfig> for PeerLink {
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         let request = Self::payload(&rpc, &option)?;
-        let reply = self.client()?.vote(request).await.map_err(|s| rpc_error(&s))?;
+        let reply = self
+            .client()?
+            .vote(request)
+            .await
+            .map_err(|s| rpc_error(&s))?;
         Self::decode(reply)
     }
 
@@ -121,10 +178,13 @@ impl RaftNetworkV2<TypeConfig> for PeerLink {
             header,
             data: Vec::new(),
         }];
-        chunks.extend(data.chunks(SNAPSHOT_CHUNK_BYTES).map(|piece| SnapshotChunk {
-            header: Vec::new(),
-            data: piece.to_vec(),
-        }));
+        chunks.extend(
+            data.chunks(SNAPSHOT_CHUNK_BYTES)
+                .map(|piece| SnapshotChunk {
+                    header: Vec::new(),
+                    data: piece.to_vec(),
+                }),
+        );
         let mut client = self.client()?;
         let mut request = tonic::Request::new(tokio_stream::iter(chunks));
         request.set_timeout(option.hard_ttl());
@@ -143,7 +203,11 @@ impl RaftNetworkV2<TypeConfig> for PeerLink {
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
         let request = Self::payload(&req, &option)?;
-        let reply = self.client()?.transfer_leader(request).await.map_err(|s| rpc_error(&s))?;
+        let reply = self
+            .client()?
+            .transfer_leader(request)
+            .await
+            .map_err(|s| rpc_error(&s))?;
         Self::decode(reply)
     }
 }

@@ -15,7 +15,8 @@ use crate::proto::batonpb::{
     ReadIndexResponse, SnapshotChunk,
 };
 use crate::raft::propose::{
-    LEADER_CHANGED, LeaderError, NOT_LEADER, propose_as_leader, publish_as_leader, read_index_as_leader,
+    LEADER_CHANGED, LeaderError, NOT_LEADER, propose_as_leader, publish_as_leader,
+    read_index_as_leader,
 };
 
 type Vote = openraft::alias::VoteOf<TypeConfig>;
@@ -32,7 +33,8 @@ impl PeerService {
 }
 
 fn decode<T: DeserializeOwned>(payload: &RaftPayload) -> Result<T, Status> {
-    codec::decode(&payload.data).map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))
+    codec::decode(&payload.data)
+        .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Response<RaftPayload>, Status> {
@@ -63,10 +65,47 @@ impl RaftPeer for PeerService {
         encode(&reply)
     }
 
-    async fn append_entries(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+    async fn append_entries(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
         let rpc = decode(request.get_ref())?;
         let reply = self.raft.append_entries(rpc).await.map_err(raft_down)?;
         encode(&reply)
+    }
+
+    type StreamAppendStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<RaftPayload, Status>> + Send>>;
+
+    async fn stream_append(
+        &self,
+        request: Request<Streaming<RaftPayload>>,
+    ) -> Result<Response<Self::StreamAppendStream>, Status> {
+        // The stream ends at the first broken or undecodable message; the leader then starts a
+        // new one from where this follower's log stands.
+        let requests = request.into_inner().scan((), |(), item| {
+            let decoded = match item {
+                Ok(payload) => codec::decode::<openraft::raft::AppendEntriesRequest<TypeConfig>>(
+                    &payload.data,
+                )
+                .map_err(
+                    |e| tracing::warn!(error = %e, "undecodable append request; ending the stream"),
+                )
+                .ok(),
+                Err(_) => None,
+            };
+            futures::future::ready(decoded)
+        });
+        let replies = self
+            .raft
+            .stream_append(requests)
+            .map(|result| match result {
+                Ok(r) => codec::encode(&r)
+                    .map(|data| RaftPayload { data })
+                    .map_err(|e| Status::internal(format!("cannot encode append result: {e}"))),
+                Err(fatal) => Err(raft_down(fatal)),
+            });
+        Ok(Response::new(Box::pin(replies)))
     }
 
     async fn install_snapshot(
@@ -88,13 +127,24 @@ impl RaftPeer for PeerService {
             meta,
             snapshot: Cursor::new(data),
         };
-        let reply = self.raft.install_full_snapshot(vote, snapshot).await.map_err(raft_down)?;
+        let reply = self
+            .raft
+            .install_full_snapshot(vote, snapshot)
+            .await
+            .map_err(raft_down)?;
         encode(&reply)
     }
 
-    async fn transfer_leader(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+    async fn transfer_leader(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
         let rpc = decode(request.get_ref())?;
-        let reply = self.raft.handle_transfer_leader(rpc).await.map_err(raft_down)?;
+        let reply = self
+            .raft
+            .handle_transfer_leader(rpc)
+            .await
+            .map_err(raft_down)?;
         encode(&reply)
     }
 
@@ -105,14 +155,20 @@ impl RaftPeer for PeerService {
             .map_err(leader_error_status)
     }
 
-    async fn read_index(&self, _: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
+    async fn read_index(
+        &self,
+        _: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexResponse>, Status> {
         read_index_as_leader(&self.raft)
             .await
             .map(|read_index| Response::new(ReadIndexResponse { read_index }))
             .map_err(leader_error_status)
     }
 
-    async fn publish(&self, request: Request<PublishRequest>) -> Result<Response<PublishResponse>, Status> {
+    async fn publish(
+        &self,
+        request: Request<PublishRequest>,
+    ) -> Result<Response<PublishResponse>, Status> {
         let req = request.into_inner();
         publish_as_leader(&self.raft, req.member_id, req.client_urls)
             .await

@@ -42,10 +42,14 @@ pub async fn propose_as_leader(raft: &Raft, mut cmd: LogCommand) -> Result<LogRe
     cmd.leader_time_ms = leader_time_ms();
     match raft.client_write(Command(cmd)).await {
         Ok(response) => Ok(response.data.0),
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(LeaderError::NotLeader {
-            leader: f.leader_id.zip(f.leader_node),
-        }),
-        Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => Err(LeaderError::Discarded),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Err(LeaderError::NotLeader {
+                leader: f.leader_id.zip(f.leader_node),
+            })
+        }
+        Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => {
+            Err(LeaderError::Discarded)
+        }
         Err(e) => Err(LeaderError::Unavailable(e.to_string())),
     }
 }
@@ -55,22 +59,30 @@ pub async fn propose_as_leader(raft: &Raft, mut cmd: LogCommand) -> Result<LogRe
 pub async fn read_index_as_leader(raft: &Raft) -> Result<u64, LeaderError> {
     match raft.get_read_linearizer(ReadPolicy::ReadIndex).await {
         Ok(linearizer) => Ok(linearizer.read_log_id().index()),
-        Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => Err(LeaderError::NotLeader {
-            leader: f.leader_id.zip(f.leader_node),
-        }),
+        Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
+            Err(LeaderError::NotLeader {
+                leader: f.leader_id.zip(f.leader_node),
+            })
+        }
         Err(e) => Err(LeaderError::Unavailable(e.to_string())),
     }
 }
 
 /// Records `client_urls` for member `id` in the replicated membership. Leader only.
-pub async fn publish_as_leader(raft: &Raft, id: MemberId, client_urls: Vec<String>) -> Result<(), LeaderError> {
+pub async fn publish_as_leader(
+    raft: &Raft,
+    id: MemberId,
+    client_urls: Vec<String>,
+) -> Result<(), LeaderError> {
     let current = {
         let metrics = raft.metrics();
         let m = openraft::type_config::async_runtime::WatchReceiver::borrow_watched(&metrics);
         m.membership_config.membership().get_node(&id).cloned()
     };
     let Some(mut member) = current else {
-        return Err(LeaderError::Unavailable(format!("member {id:x} is not in the membership")));
+        return Err(LeaderError::Unavailable(format!(
+            "member {id:x} is not in the membership"
+        )));
     };
     if member.client_urls == client_urls {
         return Ok(());
@@ -79,9 +91,11 @@ pub async fn publish_as_leader(raft: &Raft, id: MemberId, client_urls: Vec<Strin
     let change = openraft::ChangeMembers::SetNodes([(id, member)].into_iter().collect());
     match raft.change_membership(change, false).await {
         Ok(_) => Ok(()),
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(LeaderError::NotLeader {
-            leader: f.leader_id.zip(f.leader_node),
-        }),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Err(LeaderError::NotLeader {
+                leader: f.leader_id.zip(f.leader_node),
+            })
+        }
         Err(e) => Err(LeaderError::Unavailable(e.to_string())),
     }
 }

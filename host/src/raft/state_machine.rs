@@ -101,10 +101,14 @@ impl StateMachine {
     ) -> io::Result<()> {
         let mut table = txn.open_table(META).map_err(io_err)?;
         let bytes = codec::encode(applied).map_err(io_err)?;
-        table.insert(KEY_APPLIED, bytes.as_slice()).map_err(io_err)?;
+        table
+            .insert(KEY_APPLIED, bytes.as_slice())
+            .map_err(io_err)?;
         if let Some(m) = membership {
             let bytes = codec::encode(m).map_err(io_err)?;
-            table.insert(KEY_MEMBERSHIP, bytes.as_slice()).map_err(io_err)?;
+            table
+                .insert(KEY_MEMBERSHIP, bytes.as_slice())
+                .map_err(io_err)?;
         }
         Ok(())
     }
@@ -219,7 +223,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             return Ok(());
         };
         Self::write_bookkeeping(&txn, &last_applied, membership.as_ref())?;
-        let revision = events.last().and_then(|e| e.kv.as_ref()).map(|kv| kv.mod_revision);
+        let revision = events
+            .last()
+            .and_then(|e| e.kv.as_ref())
+            .map(|kv| kv.mod_revision);
         if membership.is_some() || self.entries_since_durable >= SM_DURABLE_EVERY_ENTRIES {
             txn.set_durability(Durability::Immediate).map_err(io_err)?;
             self.entries_since_durable = 0;

@@ -16,16 +16,21 @@ fn read_err(e: &impl std::error::Error) -> StorageError<TypeConfig> {
 }
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for RedbStores {
-    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().map_err(|e| read_err(&e))?;
         let log = LogStore::open(&dir.path().join("log.redb")).map_err(|e| read_err(&e))?;
         let db = redb::Database::create(dir.path().join("state.redb")).map_err(|e| read_err(&e))?;
-        let sm = StateMachine::open(Arc::new(db), dir.path().join("snapshot.bin")).map_err(|e| read_err(&e))?;
+        let sm = StateMachine::open(Arc::new(db), dir.path().join("snapshot.bin"))
+            .map_err(|e| read_err(&e))?;
         Ok((dir, log, sm))
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redb_stores_pass_openraft_storage_suite() {
-    Suite::test_all(RedbStores).await.expect("openraft storage suite");
+    Suite::test_all(RedbStores)
+        .await
+        .expect("openraft storage suite");
 }

@@ -23,7 +23,8 @@ use crate::proto::batonpb::{LogCommand, LogReply, PublishRequest, ReadIndexReque
 use crate::proto::etcdserverpb::ResponseHeader;
 use crate::raft::channels::PeerChannels;
 use crate::raft::propose::{
-    LEADER_CHANGED, LeaderError, NOT_LEADER, propose_as_leader, publish_as_leader, read_index_as_leader,
+    LEADER_CHANGED, LeaderError, NOT_LEADER, propose_as_leader, publish_as_leader,
+    read_index_as_leader,
 };
 
 pub const NO_LEADER: &str = "etcdserver: no leader";
@@ -139,7 +140,9 @@ impl Server {
                     Route::Local => match propose_as_leader(&self.raft, cmd.clone()).await {
                         Ok(reply) => Attempt::Done(reply),
                         Err(LeaderError::NotLeader { .. }) => Attempt::Retry,
-                        Err(LeaderError::Discarded) => Attempt::Fail(Status::unavailable(LEADER_CHANGED)),
+                        Err(LeaderError::Discarded) => {
+                            Attempt::Fail(Status::unavailable(LEADER_CHANGED))
+                        }
                         Err(LeaderError::Unavailable(m)) => Attempt::Fail(Status::unavailable(m)),
                     },
                     Route::Remote(mut client) => match client.forward(cmd.clone()).await {
@@ -184,7 +187,8 @@ impl Server {
                         Err(LeaderError::NotLeader { .. }) => Attempt::Retry,
                         Err(e) => Attempt::Fail(Status::unavailable(e.to_string())),
                     },
-                    Route::Remote(mut client) => match client.read_index(ReadIndexRequest {}).await {
+                    Route::Remote(mut client) => match client.read_index(ReadIndexRequest {}).await
+                    {
                         Ok(reply) => Attempt::Done(reply.into_inner().read_index),
                         Err(s) if is_retryable_forward(&s) => Attempt::Retry,
                         Err(s) => Attempt::Fail(s),

@@ -96,13 +96,19 @@ mod tests {
                     })
                     .await
                     .unwrap();
-                assert!(index > before, "reader got round {index}, arrived after {before}");
+                assert!(
+                    index > before,
+                    "reader got round {index}, arrived after {before}"
+                );
             }));
         }
         for h in handles {
             h.await.unwrap();
         }
         let total = rounds.load(Ordering::SeqCst);
-        assert!(total < 50, "50 concurrent readers should share rounds, ran {total}");
+        assert!(
+            total < 50,
+            "50 concurrent readers should share rounds, ran {total}"
+        );
     }
 }

@@ -21,7 +21,10 @@ pub struct ApplyFatal(pub String);
 
 /// Applies `cmd` inside `txn`. A deterministic refusal (a compare on a compacted revision, an
 /// unknown lease, ...) is a normal outcome carried in the reply; only storage failures are errors.
-pub fn apply_command(txn: &WriteTransaction, cmd: &LogCommand) -> Result<CommandOutcome, ApplyFatal> {
+pub fn apply_command(
+    txn: &WriteTransaction,
+    cmd: &LogCommand,
+) -> Result<CommandOutcome, ApplyFatal> {
     let request = match &cmd.op {
         Some(log_command::Op::Put(r)) => KvRequest::Put(r.clone()),
         Some(log_command::Op::DeleteRange(r)) => KvRequest::DeleteRange(r.clone()),

@@ -1,0 +1,150 @@
+//! End-to-end runs of the benchmark client. The ignored ones start a real single-member etcd
+//! (`etcd` on PATH, or ETCD_BIN) on loopback: `cargo test -p baton --lib bench -- --ignored`.
+//! They check counts and stored data, never timings.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use clap::Parser;
+use etcd_client::{Client, GetOptions};
+
+use super::{BenchArgs, measure};
+
+/// How long a freshly started etcd gets to answer.
+const READY_ATTEMPTS: u32 = 100;
+const READY_PAUSE: Duration = Duration::from_millis(200);
+
+#[derive(Parser, Debug)]
+struct Cli {
+    #[command(flatten)]
+    bench: BenchArgs,
+}
+
+fn args(line: &str) -> BenchArgs {
+    Cli::try_parse_from(std::iter::once("bench").chain(line.split_whitespace()))
+        .unwrap()
+        .bench
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A single-member etcd in a temporary directory, killed on drop.
+struct Etcd {
+    child: Child,
+    endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (client_port, peer_port) = (free_port(), free_port());
+        let client = format!("http://127.0.0.1:{client_port}");
+        let peer = format!("http://127.0.0.1:{peer_port}");
+        let bin = std::env::var("ETCD_BIN").unwrap_or_else(|_| "etcd".to_string());
+        let child = Command::new(bin)
+            .args(["--name", "t1", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args(["--initial-cluster", &format!("t1={peer}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd binary on PATH (apt-get install etcd-server) or in ETCD_BIN");
+        let etcd = Self {
+            child,
+            endpoint: client,
+            _dir: dir,
+        };
+        for _ in 0..READY_ATTEMPTS {
+            if let Ok(mut c) = Client::connect([&etcd.endpoint], None).await
+                && c.put("ready", "1", None).await.is_ok()
+            {
+                return etcd;
+            }
+            tokio::time::sleep(READY_PAUSE).await;
+        }
+        panic!("etcd at {} never became ready", etcd.endpoint);
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs an etcd binary"]
+async fn put_writes_every_key_it_reports() {
+    let etcd = Etcd::start().await;
+    let line = "put --total 300 --clients 8 --conns 2 --sequential-keys --key-space-size 300 \
+                --key-prefix t/ --key-size 8 --val-size 16";
+    let summary = measure(vec![etcd.endpoint.clone()], args(line))
+        .await
+        .unwrap();
+    assert_eq!((summary.ops, summary.errors), (300, 0));
+    let l = &summary.latency_ms;
+    assert!(0.0 < l.p50 && l.p50 <= l.p99 && l.p99 <= l.max, "{l:?}");
+
+    let mut client = Client::connect([&etcd.endpoint], None).await.unwrap();
+    let stored = client
+        .get("t/", Some(GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    assert_eq!(stored.kvs().len(), 300);
+    assert_eq!(stored.kvs()[0].key(), b"t/000000");
+    assert_eq!(stored.kvs()[0].value(), [b'v'; 16]);
+}
+
+#[tokio::test]
+#[ignore = "needs an etcd binary"]
+async fn range_reads_find_the_populated_keys() {
+    let etcd = Etcd::start().await;
+    for consistency in ["l", "s"] {
+        let line = format!(
+            "range --consistency {consistency} --total 200 --clients 4 --conns 2 --key-space-size 50 --target leader"
+        );
+        let summary = measure(vec![etcd.endpoint.clone()], args(&line))
+            .await
+            .unwrap();
+        // A missing key counts as an error, so zero errors means every read found its key.
+        assert_eq!(
+            (summary.ops, summary.errors),
+            (200, 0),
+            "{:?}",
+            summary.error_samples
+        );
+        assert_eq!(summary.params["consistency"], consistency);
+        assert_eq!(summary.endpoints, vec![etcd.endpoint.clone()]);
+    }
+}
+
+#[tokio::test]
+async fn unreachable_endpoint_fails_instead_of_retrying() {
+    // Nothing listens on a port just released by the OS.
+    let endpoint = format!("http://127.0.0.1:{}", free_port());
+    let err = measure(vec![endpoint.clone()], args("put --total 10"))
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains(&endpoint), "{err:#}");
+}

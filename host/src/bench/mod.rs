@@ -1,0 +1,256 @@
+//! `baton bench`: a load generator for any etcd v3 endpoint (Baton or etcd itself).
+//!
+//! Each workload is one file under `workload/`; adding one means a file, a variant of
+//! [`WorkloadCmd`] and an arm in [`run`]. Nothing here asserts on timing: it only measures.
+
+pub mod args;
+pub mod driver;
+#[cfg(test)]
+mod etcd_tests;
+pub mod keys;
+pub mod pool;
+pub mod summary;
+pub mod workload;
+
+use std::sync::Arc;
+
+use anyhow::bail;
+use clap::{Args, Subcommand};
+
+use args::{CommonArgs, KeyArgs, check_val_size};
+use keys::KeySpace;
+use pool::Pool;
+use summary::{RunShape, Summary};
+use workload::Workload;
+use workload::put::PutWorkload;
+use workload::range::{Consistency, RangeWorkload};
+
+/// `baton bench <workload> [options]`
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub workload: WorkloadCmd,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum WorkloadCmd {
+    /// Write values to keys from a key space.
+    Put(PutArgs),
+    /// Read single keys (written beforehand) from a key space.
+    Range(RangeArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PutArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 256)]
+    pub val_size: usize,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RangeArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    /// Bytes per value written before the reads.
+    #[arg(long, default_value_t = 256)]
+    pub val_size: usize,
+    /// l: linearizable reads; s: serializable (member-local) reads.
+    #[arg(long, value_enum, default_value_t = Consistency::Linearizable)]
+    pub consistency: Consistency,
+}
+
+impl BenchArgs {
+    pub fn common(&self) -> &CommonArgs {
+        match &self.workload {
+            WorkloadCmd::Put(a) => &a.common,
+            WorkloadCmd::Range(a) => &a.common,
+        }
+    }
+}
+
+/// Runs one workload against `endpoints` and prints its report to stdout.
+pub async fn run(endpoints: Vec<String>, args: BenchArgs) -> anyhow::Result<()> {
+    let json = args.common().json;
+    let summary = measure(endpoints, args).await?;
+    if json {
+        println!("{}", summary.json()?);
+    } else {
+        print!("{}", summary.table());
+        println!("{}", summary.line());
+    }
+    if summary.ops == 0 {
+        bail!("no operation succeeded ({} errors)", summary.errors);
+    }
+    Ok(())
+}
+
+/// Runs one workload against `endpoints` and returns what it measured.
+pub async fn measure(endpoints: Vec<String>, args: BenchArgs) -> anyhow::Result<Summary> {
+    match args.workload {
+        WorkloadCmd::Put(a) => {
+            check_val_size(a.val_size)?;
+            let keys = KeySpace::new(&a.keys)?;
+            let w = PutWorkload::new(keys, a.val_size, a.keys.seed);
+            execute(w, endpoints, &a.common).await
+        }
+        WorkloadCmd::Range(a) => {
+            check_val_size(a.val_size)?;
+            let keys = KeySpace::new(&a.keys)?;
+            let w = RangeWorkload::new(keys, a.val_size, a.consistency, a.keys.seed);
+            execute(w, endpoints, &a.common).await
+        }
+    }
+}
+
+async fn execute<W: Workload>(
+    workload: W,
+    endpoints: Vec<String>,
+    common: &CommonArgs,
+) -> anyhow::Result<Summary> {
+    common.validate()?;
+    let endpoints = pool::select_endpoints(&endpoints, common.target).await?;
+    let pool = Pool::connect(endpoints, common.conns, common.clients, common.timeout).await?;
+    let workload = Arc::new(workload);
+    workload.prepare(&pool).await?;
+    let outcome = driver::drive(workload.clone(), &pool, common.limits()).await?;
+    let shape = RunShape {
+        workload: workload.name(),
+        params: workload.params(),
+        clients: common.clients,
+        conns: common.conns,
+        target: common.target.as_str(),
+        endpoints: pool.endpoints.clone(),
+    };
+    Ok(Summary::new(shape, &outcome))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+
+    use super::args::{Limits, TOTAL_DEFAULT, Target};
+    use super::*;
+
+    /// Stands in for the top-level CLI, which nests these arguments under `bench`.
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<BenchArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied())).map(|c| c.bench)
+    }
+
+    #[test]
+    fn put_defaults() {
+        let WorkloadCmd::Put(put) = parse(&["put"]).unwrap().workload else {
+            panic!("not put")
+        };
+        let c = &put.common;
+        assert_eq!(
+            (c.clients, c.conns, c.total, c.duration),
+            (1, 1, None, None)
+        );
+        assert_eq!(c.timeout, Duration::from_secs(5));
+        assert_eq!(c.target, Target::All);
+        assert!(!c.json);
+        assert_eq!(
+            (put.keys.key_size, put.keys.key_space_size, put.val_size),
+            (8, 10_000, 256)
+        );
+        assert!(!put.keys.sequential_keys);
+        assert_eq!(
+            c.limits(),
+            Limits {
+                total: TOTAL_DEFAULT,
+                duration: None
+            }
+        );
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn range_options() {
+        let args = parse(&[
+            "range",
+            "--consistency",
+            "s",
+            "--clients",
+            "64",
+            "--conns",
+            "8",
+            "--duration",
+            "10s",
+            "--target",
+            "leader",
+            "--json",
+        ])
+        .unwrap();
+        let WorkloadCmd::Range(range) = args.workload else {
+            panic!("not range")
+        };
+        assert_eq!(range.consistency, Consistency::Serializable);
+        assert_eq!((range.common.clients, range.common.conns), (64, 8));
+        assert_eq!(range.common.target, Target::Leader);
+        assert!(range.common.json);
+        // A duration alone bounds the run; the op budget is then unlimited.
+        assert_eq!(
+            range.common.limits(),
+            Limits {
+                total: u64::MAX,
+                duration: Some(Duration::from_secs(10))
+            }
+        );
+        let WorkloadCmd::Range(range) = parse(&["range", "--consistency", "linearizable"])
+            .unwrap()
+            .workload
+        else {
+            panic!("not range")
+        };
+        assert_eq!(range.consistency, Consistency::Linearizable);
+    }
+
+    #[test]
+    fn total_and_duration_both_bound_the_run() {
+        let WorkloadCmd::Put(put) = parse(&["put", "--total", "500", "--duration", "2m"])
+            .unwrap()
+            .workload
+        else {
+            panic!("not put")
+        };
+        assert_eq!(
+            put.common.limits(),
+            Limits {
+                total: 500,
+                duration: Some(Duration::from_secs(120))
+            }
+        );
+    }
+
+    #[test]
+    fn invalid_shapes_are_rejected() {
+        let common = |args: &[&str]| {
+            let WorkloadCmd::Put(put) = parse(args).unwrap().workload else {
+                panic!("not put")
+            };
+            put.common.validate()
+        };
+        assert!(common(&["put", "--clients", "4", "--conns", "8"]).is_err());
+        assert!(common(&["put", "--clients", "0"]).is_err());
+        assert!(common(&["put", "--total", "0"]).is_err());
+        assert!(common(&["put", "--timeout", "0s"]).is_err());
+        assert!(parse(&["put", "--duration", "soon"]).is_err());
+        assert!(parse(&["range", "--consistency", "x"]).is_err());
+        assert!(parse(&["lock"]).is_err());
+        assert!(check_val_size(args::VAL_SIZE_MAX + 1).is_err());
+    }
+}

@@ -1,0 +1,39 @@
+//! Workloads: each is one file implementing [`Workload`]; the driver supplies concurrency,
+//! limits and latency recording.
+
+pub mod put;
+pub mod range;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use etcd_client::Client;
+
+use super::pool::Pool;
+
+/// One kind of request stream. A requester is the per-task state (its connection, its random
+/// generator, and for streaming workloads its open stream); `op` performs one measured request.
+pub trait Workload: Send + Sync + 'static {
+    type Requester: Send + 'static;
+
+    /// The name at the head of the summary line, e.g. `put`.
+    fn name(&self) -> &'static str;
+
+    /// Settings worth printing next to the numbers, e.g. `consistency=s`.
+    fn params(&self) -> BTreeMap<String, String>;
+
+    /// Unmeasured set-up before the clock starts (e.g. writing the keys a read workload reads).
+    fn prepare(&self, _pool: &Pool) -> impl Future<Output = anyhow::Result<()>> + Send {
+        async { Ok(()) }
+    }
+
+    /// The state for requester `index`, which sends over `conn`.
+    fn requester(&self, conn: Client, index: usize) -> Self::Requester;
+
+    /// Performs the `seq`-th operation of the run (numbered across all requesters).
+    fn op(
+        &self,
+        requester: &mut Self::Requester,
+        seq: u64,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
