@@ -25,6 +25,21 @@ pub const SNAPSHOT_LOGS_SINCE_LAST: u64 = 10_000;
 /// Force an fsync of the state database at least this often, in applied entries, to bound
 /// how much log is replayed after a crash.
 pub const SM_DURABLE_EVERY_ENTRIES: u64 = 1_000;
+/// Responses a watcher may have waiting for its stream before it falls back to being served
+/// from history (etcd buffers 128 per stream).
+pub const WATCHER_BUFFER_RESPONSES: usize = 128;
+/// Events read from history per catch-up round; whole revisions, so the last revision may
+/// add more (etcd reads up to 1000 revisions).
+pub const WATCH_CATCH_UP_BATCH_EVENTS: usize = 1_000;
+/// Unsynced watchers served per catch-up round (etcd's `maxWatchersPerSync`).
+pub const WATCH_CATCH_UP_WATCHERS_MAX: usize = 512;
+/// How soon the catch-up task retries watchers whose buffers were full.
+pub const WATCH_CATCH_UP_RETRY_MS: u64 = 20;
+/// Default period of progress notifications to watchers that asked for them (etcd
+/// `--experimental-watch-progress-notify-interval`, 10 minutes).
+pub const WATCH_PROGRESS_NOTIFY_INTERVAL_MS: u64 = 600_000;
+/// Responses queued between a watch stream's task and gRPC.
+pub const WATCH_STREAM_OUT_RESPONSES: usize = 16;
 
 const _: () = assert!(SNAPSHOT_CHUNK_BYTES < PEER_MESSAGE_BYTES_MAX);
 const _: () = assert!(REQUEST_BYTES_MAX + GRPC_OVERHEAD_BYTES < PEER_MESSAGE_BYTES_MAX);

@@ -5,3 +5,4 @@ pub mod kv;
 pub mod kv_checks;
 pub mod maintenance;
 pub mod status;
+pub mod watch;

@@ -45,6 +45,51 @@ pub struct ServeArgs {
     /// Applied entries between snapshots; the log behind a snapshot is then purged.
     #[arg(long, default_value_t = SNAPSHOT_LOGS_SINCE_LAST)]
     pub snapshot_count: u64,
+    /// How often watches that asked for progress notifications get one, as a Go duration
+    /// (`10m`, `1s`, `500ms`).
+    #[arg(
+        long = "experimental-watch-progress-notify-interval",
+        default_value = "10m",
+        value_parser = parse_go_duration_ms
+    )]
+    pub watch_progress_notify_interval_ms: u64,
+}
+
+/// Parses a Go `time.Duration` string (as etcd's flags take them) into whole milliseconds:
+/// a sequence of decimal numbers, each with a unit out of ns, us, µs, ms, s, m, h.
+fn parse_go_duration_ms(text: &str) -> Result<u64, String> {
+    let bad = || format!("invalid duration {text:?}");
+    if text.is_empty() {
+        return Err(bad());
+    }
+    if text == "0" {
+        return Ok(0);
+    }
+    let mut rest = text;
+    let mut total_ns: f64 = 0.0;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let number: f64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let ns_per_unit = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(bad()),
+        };
+        total_ns += number * ns_per_unit;
+        rest = &rest[unit_len..];
+    }
+    // Float-to-int `as` saturates; the value is a finite, non-negative duration.
+    Ok((total_ns / 1e6).round() as u64)
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -73,7 +118,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         initial_cluster_token: args.initial_cluster_token,
         heartbeat_interval_ms: args.heartbeat_interval_ms,
         election_timeout_ms: args.election_timeout_ms,
+        watch_progress_notify_interval_ms: args.watch_progress_notify_interval_ms,
         snapshot_count: args.snapshot_count.max(1),
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_go_duration_ms;
+
+    #[test]
+    fn go_durations_parse_to_milliseconds() {
+        assert_eq!(parse_go_duration_ms("10m"), Ok(600_000));
+        assert_eq!(parse_go_duration_ms("1s"), Ok(1_000));
+        assert_eq!(parse_go_duration_ms("1m30s"), Ok(90_000));
+        assert_eq!(parse_go_duration_ms("250ms"), Ok(250));
+        assert_eq!(parse_go_duration_ms("1.5h"), Ok(5_400_000));
+        assert_eq!(parse_go_duration_ms("0"), Ok(0));
+        assert!(parse_go_duration_ms("").is_err());
+        assert!(parse_go_duration_ms("10").is_err());
+        assert!(parse_go_duration_ms("5x").is_err());
+    }
 }

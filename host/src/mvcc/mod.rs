@@ -27,7 +27,9 @@
 //! - at the current revision: one ordered scan of `KV_LATEST` (history is not touched);
 //! - at an older revision R: per distinct key of the range, one seek in `KV_KEY_REVS` for the
 //!   key's last change at or below R, and one `KV_HISTORY` get if that change is a put;
-//! - watch catch-up: a scan of `KV_HISTORY` from (R, 0) yields all events >= R in order.
+//! - watch catch-up: a scan of `KV_HISTORY` from (R, 0) yields all events >= R in order; an
+//!   event's prev_kv costs one seek in `KV_KEY_REVS` and one `KV_HISTORY` get
+//!   ([`history::HistoryView`]).
 //!
 //! Invariants:
 //! - `KV_LATEST[k]` exists iff the last `KV_KEY_REVS` entry of `k` is a put, and then equals
@@ -70,6 +72,8 @@ pub type ReadTables = KvTables<
     ReadOnlyTable<(&'static [u8], i64, i64), u8>,
     ReadOnlyTable<(i64, i64), &'static [u8]>,
 >;
+
+pub use history::HistoryView;
 
 pub(crate) fn open_read_tables(txn: &ReadTransaction) -> Result<ReadTables, StorageError> {
     Ok(KvTables {

@@ -24,6 +24,9 @@ pub struct NodeConfig {
     pub election_timeout_ms: u64,
     /// Applied entries between snapshots (etcd's `--snapshot-count`).
     pub snapshot_count: u64,
+    /// Period of watch progress notifications (etcd
+    /// `--experimental-watch-progress-notify-interval`).
+    pub watch_progress_notify_interval_ms: u64,
 }
 
 /// Parses etcd's `--initial-cluster` form: `n1=http://a:2380,n2=http://b:2380`. A name may

@@ -13,16 +13,21 @@ use tokio::sync::watch;
 
 use crate::api;
 use crate::entry::Raft;
-use crate::limits::{PEER_MESSAGE_BYTES_MAX, PUBLISH_RETRY_MS, PUBLISH_WAIT_MS};
+use crate::limits::{
+    GRPC_OVERHEAD_BYTES, PEER_MESSAGE_BYTES_MAX, PUBLISH_RETRY_MS, PUBLISH_WAIT_MS,
+    REQUEST_BYTES_MAX,
+};
 use crate::proto::batonpb::raft_peer_server::RaftPeerServer;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::raft::channels::PeerChannels;
 use crate::raft::network::PeerNetwork;
 use crate::raft::peer_service::PeerService;
 use crate::raft::{LogStore, StateMachine};
 use crate::server::Server;
+use crate::watch::WatchHub;
 pub use config::NodeConfig;
 
 /// Runs a member until SIGINT/SIGTERM.
@@ -45,6 +50,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let state_machine = StateMachine::open(state_db.clone(), config.data_dir.join("snapshot.bin"))
         .context("opening the state machine")?;
     let applied = state_machine.applied_index();
+    let hub = state_machine.hub();
 
     let channels = PeerChannels::default();
     let raft_config = openraft::Config {
@@ -71,6 +77,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     .context("starting raft")?;
     bootstrap_if_new(&raft, &config).await?;
 
+    let catch_up = hub.spawn_catch_up(state_db.clone());
     let server = Arc::new(Server::new(
         raft.clone(),
         member_id,
@@ -117,7 +124,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     }
     for url in &config.listen_client_urls {
         let addr = config::listen_addr(url)?;
-        let router = client_router(&server, &state_path);
+        let router = client_router(&server, &state_path, &hub, &config, &stop_rx);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen for clients on {addr}"))?;
@@ -132,6 +139,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     publisher.abort();
+    catch_up.abort();
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
@@ -142,6 +150,9 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
 fn client_router(
     server: &Arc<Server>,
     state_path: &std::path::Path,
+    hub: &Arc<WatchHub>,
+    config: &NodeConfig,
+    stop: &watch::Receiver<bool>,
 ) -> tonic::transport::server::Router {
     // The services enforce etcd's exact size limits themselves (see api::kv); the transport only
     // guards memory.
@@ -160,7 +171,24 @@ fn client_router(
         .add_service(ClusterServer::new(api::cluster::ClusterService::new(
             server.clone(),
         )))
+        .add_service(watch_service(server, hub, config, stop))
         .add_service(health_service)
+}
+
+/// etcd's Watch service; like etcd, its messages may be as large as a request plus gRPC
+/// overhead coming in, and of any size going out.
+fn watch_service(
+    server: &Arc<Server>,
+    hub: &Arc<WatchHub>,
+    config: &NodeConfig,
+    stop: &watch::Receiver<bool>,
+) -> WatchServer<api::watch::WatchService> {
+    let interval = Duration::from_millis(config.watch_progress_notify_interval_ms);
+    let service = api::watch::WatchService::new(hub.clone(), server.clone(), interval)
+        .with_stop(stop.clone());
+    WatchServer::new(service)
+        .max_decoding_message_size(REQUEST_BYTES_MAX + GRPC_OVERHEAD_BYTES)
+        .max_encoding_message_size(usize::MAX)
 }
 
 async fn serve(
