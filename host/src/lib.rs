@@ -14,6 +14,8 @@
 //!   transport.
 //! - [`entry`]: the replicated log's format (commands, replies, member records).
 //! - [`sm`]: the only code that changes state when a committed entry is applied.
+//! - [`lease`]: lease rules, the replicated lease tables, and the leader's deadline table
+//!   (deterministic; the server drives it with a clock).
 //! - [`watch`]: fan-out of committed events to watchers.
 //! - [`mvcc`]: revisioned key-value store over redb (revisions, history, range, compaction).
 //! - [`storage`]: redb table definitions and snapshot dump/restore.
@@ -24,6 +26,7 @@ pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod entry;
+pub mod lease;
 pub mod limits;
 pub mod mvcc;
 pub mod node;

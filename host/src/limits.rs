@@ -41,6 +41,26 @@ pub const WATCH_PROGRESS_NOTIFY_INTERVAL_MS: u64 = 600_000;
 /// Responses queued between a watch stream's task and gRPC.
 pub const WATCH_STREAM_OUT_RESPONSES: usize = 16;
 
+/// Longest lease TTL a grant may ask for, in seconds (etcd's `MaxLeaseTTL`).
+pub const LEASE_TTL_S_MAX: i64 = 9_000_000_000;
+/// How often the leader looks for expired leases.
+pub const LEASE_EXPIRY_TICK_MS: u64 = 100;
+/// Most expired leases revoked per expiry tick (about etcd's 1000 revokes per second).
+pub const LEASE_REVOKES_PER_TICK_MAX: usize = 100;
+/// How often the leader looks for leases whose recorded remaining TTL has gone stale.
+pub const LEASE_CHECKPOINT_TICK_MS: u64 = 500;
+/// A lease not renewed for this long (or for half its TTL, if less) gets its remaining TTL
+/// recorded in the log, bounding how far a leader change can extend it.
+pub const LEASE_CHECKPOINT_STALENESS_MS_MAX: u64 = 60_000;
+/// Most leases recorded in one checkpoint log entry (etcd's batch size).
+pub const LEASE_CHECKPOINT_BATCH_MAX: usize = 1_000;
+/// Most leases checkpointed per checkpoint tick; the rest wait for the next tick.
+pub const LEASE_CHECKPOINTS_PER_TICK_MAX: usize = 5_000;
+/// Keep-alive responses queued per stream before the server stops reading its requests.
+pub const LEASE_KEEPALIVE_RESPONSES_QUEUED_MAX: usize = 16;
+
 const _: () = assert!(SNAPSHOT_CHUNK_BYTES < PEER_MESSAGE_BYTES_MAX);
 const _: () = assert!(REQUEST_BYTES_MAX + GRPC_OVERHEAD_BYTES < PEER_MESSAGE_BYTES_MAX);
 const _: () = assert!(LEADER_POLL_MS < REQUEST_TIMEOUT_MS);
+const _: () = assert!(LEASE_CHECKPOINT_BATCH_MAX <= LEASE_CHECKPOINTS_PER_TICK_MAX);
+const _: () = assert!(LEASE_EXPIRY_TICK_MS < LEASE_CHECKPOINT_STALENESS_MS_MAX);

@@ -3,6 +3,7 @@
 pub mod cluster;
 pub mod kv;
 pub mod kv_checks;
+pub mod lease;
 pub mod maintenance;
 pub mod status;
 pub mod watch;

@@ -3,6 +3,7 @@
 
 use tonic::{Code, Status};
 
+use crate::lease::LeaseError;
 use crate::mvcc::error::KvError;
 
 /// gRPC code and message for each KV error.
@@ -27,6 +28,17 @@ impl From<KvError> for Status {
     fn from(e: KvError) -> Self {
         let (code, message) = kv_status(&e);
         Status::new(code, message)
+    }
+}
+
+impl From<LeaseError> for Status {
+    fn from(e: LeaseError) -> Self {
+        let code = match e {
+            LeaseError::NotFound => Code::NotFound,
+            LeaseError::Exists => Code::FailedPrecondition,
+            LeaseError::TtlTooLarge => Code::OutOfRange,
+        };
+        Status::new(code, e.to_string())
     }
 }
 
@@ -99,5 +111,30 @@ mod tests {
         let (code, message) = status(KvError::Storage("disk gone".into()));
         assert_eq!(code, Code::Unknown);
         assert!(message.contains("disk gone"));
+    }
+
+    #[test]
+    fn lease_statuses_match_etcd_rpctypes() {
+        let cases = [
+            (
+                LeaseError::NotFound,
+                Code::NotFound,
+                "etcdserver: requested lease not found",
+            ),
+            (
+                LeaseError::Exists,
+                Code::FailedPrecondition,
+                "etcdserver: lease already exists",
+            ),
+            (
+                LeaseError::TtlTooLarge,
+                Code::OutOfRange,
+                "etcdserver: too large lease TTL",
+            ),
+        ];
+        for (err, code, message) in cases {
+            let s = Status::from(err);
+            assert_eq!((s.code(), s.message()), (code, message));
+        }
     }
 }

@@ -53,6 +53,9 @@ impl fmt::Display for Command {
             Some(Op::DeleteRange(_)) => "delete_range",
             Some(Op::Txn(_)) => "txn",
             Some(Op::Compaction(_)) => "compaction",
+            Some(Op::LeaseGrant(_)) => "lease_grant",
+            Some(Op::LeaseRevoke(_)) => "lease_revoke",
+            Some(Op::LeaseCheckpoint(_)) => "lease_checkpoint",
             None => "unknown",
         };
         write!(f, "{kind}@{}", self.0.leader_time_ms)

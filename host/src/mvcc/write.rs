@@ -25,6 +25,8 @@ pub struct WriteCtx<'t> {
     /// Store revision before this request.
     pub begin: i64,
     pub compact: i64,
+    /// The transaction the tables belong to, for lookups in other tables (leases).
+    txn: &'t WriteTransaction,
     /// Changes made so far; also the sub revision of the next one.
     changes: i64,
     events: Vec<Event>,
@@ -43,9 +45,15 @@ impl<'t> WriteCtx<'t> {
             meta,
             begin: revs.current,
             compact: revs.compact,
+            txn,
             changes: 0,
             events: Vec::new(),
         })
+    }
+
+    /// The write transaction; it must not be used to open a table this context holds open.
+    pub fn txn(&self) -> &'t WriteTransaction {
+        self.txn
     }
 
     /// The revision this request's changes get.

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::api;
 use crate::entry::Raft;
+use crate::lease::rules::min_ttl_s;
 use crate::limits::{
     GRPC_OVERHEAD_BYTES, PEER_MESSAGE_BYTES_MAX, PUBLISH_RETRY_MS, PUBLISH_WAIT_MS,
     REQUEST_BYTES_MAX,
@@ -20,6 +21,7 @@ use crate::limits::{
 use crate::proto::batonpb::raft_peer_server::RaftPeerServer;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
+use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::raft::channels::PeerChannels;
@@ -27,6 +29,8 @@ use crate::raft::network::PeerNetwork;
 use crate::raft::peer_service::PeerService;
 use crate::raft::{LogStore, StateMachine};
 use crate::server::Server;
+use crate::server::lease::{Deadlines, Lessor};
+use crate::server::lease_expiry;
 use crate::watch::WatchHub;
 pub use config::NodeConfig;
 
@@ -47,8 +51,10 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         LogStore::open(&config.data_dir.join("raft-log.redb")).context("opening the raft log")?;
     let state_path = config.data_dir.join("state.redb");
     let state_db = Arc::new(Database::create(&state_path).context("opening the state database")?);
+    let lease_deadlines = Arc::new(Deadlines::default());
     let state_machine = StateMachine::open(state_db.clone(), config.data_dir.join("snapshot.bin"))
-        .context("opening the state machine")?;
+        .context("opening the state machine")?
+        .with_lease_observer(lease_deadlines.clone());
     let applied = state_machine.applied_index();
     let hub = state_machine.hub();
 
@@ -78,6 +84,14 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     bootstrap_if_new(&raft, &config).await?;
 
     let catch_up = hub.spawn_catch_up(state_db.clone());
+    let lessor = Arc::new(Lessor::new(
+        raft.clone(),
+        member_id,
+        state_db.clone(),
+        applied.clone(),
+        lease_deadlines,
+        min_ttl_s(config.election_timeout_ms),
+    ));
     let server = Arc::new(Server::new(
         raft.clone(),
         member_id,
@@ -87,10 +101,13 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         channels,
     ));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut tasks = Vec::new();
+    let mut tasks = vec![tokio::spawn(lease_expiry::run(
+        lessor.clone(),
+        stop_rx.clone(),
+    ))];
     for url in &config.listen_peer_urls {
         let addr = config::listen_addr(url)?;
-        let svc = RaftPeerServer::new(PeerService::new(raft.clone()))
+        let svc = RaftPeerServer::new(PeerService::new(raft.clone(), lessor.clone()))
             .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
         let router = tonic::transport::Server::builder()
@@ -124,7 +141,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     }
     for url in &config.listen_client_urls {
         let addr = config::listen_addr(url)?;
-        let router = client_router(&server, &state_path, &hub, &config, &stop_rx);
+        let router = client_router(&server, &lessor, &state_path, &hub, &config, &stop_rx);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen for clients on {addr}"))?;
@@ -149,6 +166,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
 
 fn client_router(
     server: &Arc<Server>,
+    lessor: &Arc<Lessor>,
     state_path: &std::path::Path,
     hub: &Arc<WatchHub>,
     config: &NodeConfig,
@@ -172,6 +190,10 @@ fn client_router(
             server.clone(),
         )))
         .add_service(watch_service(server, hub, config, stop))
+        .add_service(LeaseServer::new(api::lease::LeaseService::new(
+            server.clone(),
+            lessor.clone(),
+        )))
         .add_service(health_service)
 }
 

@@ -1,7 +1,9 @@
 //! The server half of member-to-member transport: `batonpb.RaftPeer`. Raft messages go straight
-//! to openraft; forwarded writes and read-index requests are served only by the leader.
+//! to openraft; forwarded writes, read-index requests and lease renewals/queries are served
+//! only by the leader.
 
 use std::io::Cursor;
+use std::sync::Arc;
 
 use futures::StreamExt;
 use serde::Serialize;
@@ -14,6 +16,9 @@ use crate::proto::batonpb::{
     LogCommand, LogReply, PublishRequest, PublishResponse, RaftPayload, ReadIndexRequest,
     ReadIndexResponse, SnapshotChunk,
 };
+use crate::proto::etcdserverpb::{
+    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+};
 use crate::raft::propose::{
     LEADER_CHANGED, LeaderError, NOT_LEADER, propose_as_leader, publish_as_leader,
     read_index_as_leader,
@@ -22,13 +27,27 @@ use crate::raft::propose::{
 type Vote = openraft::alias::VoteOf<TypeConfig>;
 type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
 
+/// The leader's lease deadlines, as the peer service needs them: a member that does not lead
+/// answers `NOT_LEADER` (failed precondition) so the asker retries with the leader.
+#[tonic::async_trait]
+pub trait LeaseLeader: Send + Sync {
+    /// Renews lease `id`; its TTL, or 0 if it does not exist.
+    async fn keep_alive(&self, id: i64) -> Result<i64, Status>;
+    /// The lease's remaining TTL (-1 if it does not exist); the header is left empty.
+    async fn time_to_live(
+        &self,
+        req: LeaseTimeToLiveRequest,
+    ) -> Result<LeaseTimeToLiveResponse, Status>;
+}
+
 pub struct PeerService {
     raft: Raft,
+    leases: Arc<dyn LeaseLeader>,
 }
 
 impl PeerService {
-    pub fn new(raft: Raft) -> Self {
-        Self { raft }
+    pub fn new(raft: Raft, leases: Arc<dyn LeaseLeader>) -> Self {
+        Self { raft, leases }
     }
 }
 
@@ -174,5 +193,28 @@ impl RaftPeer for PeerService {
             .await
             .map(|()| Response::new(PublishResponse {}))
             .map_err(leader_error_status)
+    }
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<LeaseKeepAliveRequest>,
+    ) -> Result<Response<LeaseKeepAliveResponse>, Status> {
+        let id = request.into_inner().id;
+        let ttl = self.leases.keep_alive(id).await?;
+        Ok(Response::new(LeaseKeepAliveResponse {
+            header: None,
+            id,
+            ttl,
+        }))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        self.leases
+            .time_to_live(request.into_inner())
+            .await
+            .map(Response::new)
     }
 }

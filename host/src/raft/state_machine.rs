@@ -18,6 +18,7 @@ use redb::{Database, Durability, ReadableDatabase, WriteTransaction};
 use tokio::sync::watch;
 
 use crate::entry::{Reply, TypeConfig, codec};
+use crate::lease::{IgnoreLeaseChanges, LeaseObserver};
 use crate::limits::SM_DURABLE_EVERY_ENTRIES;
 use crate::sm::command::apply_command;
 use crate::storage::schema::META;
@@ -41,6 +42,8 @@ pub struct StateMachine {
     snapshot_path: PathBuf,
     entries_since_durable: u64,
     hub: Arc<WatchHub>,
+    /// Told about applied lease changes after each commit (the leader's deadline tracker).
+    leases: Arc<dyn LeaseObserver>,
 }
 
 fn io_err(e: impl std::fmt::Display) -> io::Error {
@@ -60,6 +63,7 @@ impl StateMachine {
             snapshot_path,
             entries_since_durable: 0,
             hub: WatchHub::new(revision),
+            leases: Arc::new(IgnoreLeaseChanges),
         };
         let (applied, _) = sm.read_applied()?;
         sm.applied.send_replace(applied.map_or(0, |id| id.index));
@@ -68,6 +72,12 @@ impl StateMachine {
 
     pub fn db(&self) -> &Arc<Database> {
         &self.db
+    }
+
+    /// Reports applied lease changes to `observer` from now on.
+    pub fn with_lease_observer(mut self, observer: Arc<dyn LeaseObserver>) -> Self {
+        self.leases = observer;
+        self
     }
 
     /// Where this state machine announces committed changes.
@@ -198,6 +208,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         txn.set_durability(Durability::None).map_err(io_err)?;
         let mut replies = Vec::new();
         let mut events = Vec::new();
+        let mut lease_changes = Vec::new();
         let mut last_applied = None;
         let mut membership = None;
         while let Some((entry, responder)) = entries.try_next().await? {
@@ -206,6 +217,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(cmd) => {
                     let outcome = apply_command(&txn, &cmd.0).map_err(io_err)?;
                     events.extend(outcome.events);
+                    lease_changes.extend(outcome.lease_changes);
                     Reply(outcome.reply)
                 }
                 EntryPayload::Membership(m) => {
@@ -235,6 +247,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // Only now, after the commit, may anyone observe the results.
         if let Some(revision) = revision {
             self.hub.publish(revision, events);
+        }
+        if !lease_changes.is_empty() {
+            self.leases.applied(&lease_changes);
         }
         self.applied.send_replace(last_applied.index);
         for (responder, reply) in replies {

@@ -6,8 +6,11 @@
 //! `etcdserver: request timed out`. Nothing waits forever.
 
 use openraft::type_config::async_runtime::WatchReceiver;
+pub mod lease;
+pub mod lease_expiry;
 mod read_batch;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -155,6 +158,39 @@ impl Server {
             };
             match tokio::time::timeout_at(deadline, attempt).await {
                 Ok(Attempt::Done(reply)) => return Ok(reply),
+                Ok(Attempt::Fail(status)) => return Err(status),
+                Ok(Attempt::Retry) => self.pause_or_give_up(deadline).await?,
+                Err(_) => return Err(self.deadline_status()),
+            }
+        }
+    }
+
+    /// Runs leader-only work that is not a log entry (lease renewals and TTL queries): `local`
+    /// when this member leads, `remote` against the leader otherwise. Retries while there is no
+    /// leader or the one asked no longer leads (`NOT_LEADER`), until the request deadline.
+    pub async fn at_leader<T, L, LF, R, RF>(&self, local: L, remote: R) -> Result<T, Status>
+    where
+        L: Fn() -> LF,
+        LF: Future<Output = Result<T, Status>>,
+        R: Fn(RaftPeerClient<tonic::transport::Channel>) -> RF,
+        RF: Future<Output = Result<T, Status>>,
+    {
+        let deadline = Instant::now() + Duration::from_millis(REQUEST_TIMEOUT_MS);
+        loop {
+            let attempt = async {
+                let outcome = match self.route() {
+                    Route::Local => local().await,
+                    Route::Remote(client) => remote(client).await,
+                    Route::NoLeader => return Attempt::Retry,
+                };
+                match outcome {
+                    Ok(value) => Attempt::Done(value),
+                    Err(s) if is_retryable_forward(&s) => Attempt::Retry,
+                    Err(s) => Attempt::Fail(s),
+                }
+            };
+            match tokio::time::timeout_at(deadline, attempt).await {
+                Ok(Attempt::Done(value)) => return Ok(value),
                 Ok(Attempt::Fail(status)) => return Err(status),
                 Ok(Attempt::Retry) => self.pause_or_give_up(deadline).await?,
                 Err(_) => return Err(self.deadline_status()),

@@ -3,14 +3,19 @@
 
 use redb::WriteTransaction;
 
+use crate::lease::LeaseChange;
+use crate::lease::error::LeaseApplyError;
 use crate::proto::batonpb::{ApplyRefusal, LogCommand, LogReply, log_command, log_reply};
 use crate::proto::mvccpb;
 use crate::sm::kv::{self, ApplyError, KvRequest, KvResponse};
+use crate::sm::lease::{self, LeaseOp};
 
-/// The outcome of applying one command: the proposer's reply and the events watchers will see.
+/// The outcome of applying one command: the proposer's reply, the events watchers will see, and
+/// the lease changes the leader's deadline tracker must follow.
 pub struct CommandOutcome {
     pub reply: LogReply,
     pub events: Vec<mvccpb::Event>,
+    pub lease_changes: Vec<LeaseChange>,
 }
 
 /// A failure that is not a property of the command: the node must stop and replay after restart
@@ -25,18 +30,21 @@ pub fn apply_command(
     txn: &WriteTransaction,
     cmd: &LogCommand,
 ) -> Result<CommandOutcome, ApplyFatal> {
+    use log_command::Op;
     let request = match &cmd.op {
-        Some(log_command::Op::Put(r)) => KvRequest::Put(r.clone()),
-        Some(log_command::Op::DeleteRange(r)) => KvRequest::DeleteRange(r.clone()),
-        Some(log_command::Op::Txn(r)) => KvRequest::Txn(r.clone()),
-        Some(log_command::Op::Compaction(r)) => KvRequest::Compaction(*r),
+        Some(Op::Put(r)) => KvRequest::Put(r.clone()),
+        Some(Op::DeleteRange(r)) => KvRequest::DeleteRange(r.clone()),
+        Some(Op::Txn(r)) => KvRequest::Txn(r.clone()),
+        Some(Op::Compaction(r)) => KvRequest::Compaction(*r),
+        Some(Op::LeaseGrant(r)) => return apply_lease_op(txn, LeaseOp::Grant(r)),
+        Some(Op::LeaseRevoke(r)) => return apply_lease_op(txn, LeaseOp::Revoke(r)),
+        Some(Op::LeaseCheckpoint(r)) => return apply_lease_op(txn, LeaseOp::Checkpoint(r)),
         // A command from a newer version this member does not understand: refuse it the same way
         // on every member rather than guess.
         None => {
-            return Ok(CommandOutcome {
-                reply: refusal(tonic::Code::Unimplemented, "baton: unknown log command"),
-                events: Vec::new(),
-            });
+            return Ok(refused(tonic::Status::unimplemented(
+                "baton: unknown log command",
+            )));
         }
     };
     match kv::apply_kv(txn, &request) {
@@ -50,15 +58,32 @@ pub fn apply_command(
                 }),
             },
             events: applied.events,
+            lease_changes: Vec::new(),
         }),
-        Err(ApplyError::Rejected(e)) => {
-            let status = tonic::Status::from(e);
-            Ok(CommandOutcome {
-                reply: refusal(status.code(), status.message()),
-                events: Vec::new(),
-            })
-        }
+        Err(ApplyError::Rejected(e)) => Ok(refused(tonic::Status::from(e))),
         Err(ApplyError::Storage(e)) => Err(ApplyFatal(e.to_string())),
+    }
+}
+
+fn apply_lease_op(txn: &WriteTransaction, op: LeaseOp<'_>) -> Result<CommandOutcome, ApplyFatal> {
+    match lease::apply_lease(txn, op) {
+        Ok(applied) => Ok(CommandOutcome {
+            reply: LogReply {
+                result: Some(applied.result),
+            },
+            events: applied.events,
+            lease_changes: applied.change.into_iter().collect(),
+        }),
+        Err(LeaseApplyError::Rejected(e)) => Ok(refused(tonic::Status::from(e))),
+        Err(LeaseApplyError::Storage(e)) => Err(ApplyFatal(e.to_string())),
+    }
+}
+
+fn refused(status: tonic::Status) -> CommandOutcome {
+    CommandOutcome {
+        reply: refusal(status.code(), status.message()),
+        events: Vec::new(),
+        lease_changes: Vec::new(),
     }
 }
 

@@ -63,6 +63,8 @@ pub fn apply_kv(txn: &WriteTransaction, req: &KvRequest) -> Result<Applied, Appl
         }
     };
     let events = w.finish()?;
+    // Puts attach keys to leases and detach them from their old ones; deletes detach.
+    crate::sm::lease::sync_attachments(txn, &events)?;
     Ok(Applied { response, events })
 }
 
@@ -73,10 +75,9 @@ pub(crate) fn header(revision: i64) -> Option<ResponseHeader> {
     })
 }
 
-/// Whether lease `id` exists. Leases are not implemented yet, so none does; the lease
-/// subsystem replaces this single lookup.
-pub(crate) fn lease_exists(_w: &WriteCtx<'_>, _id: i64) -> Result<bool, StorageError> {
-    Ok(false)
+/// Whether lease `id` exists in the replicated lease table.
+pub(crate) fn lease_exists(w: &WriteCtx<'_>, id: i64) -> Result<bool, StorageError> {
+    crate::lease::store::exists(w.txn(), id)
 }
 
 /// A top-level Put: the lease is checked before anything else, as etcd does.

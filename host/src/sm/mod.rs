@@ -2,4 +2,5 @@
 
 pub mod command;
 pub mod kv;
+pub mod lease;
 pub mod txn;

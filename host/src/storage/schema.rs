@@ -19,6 +19,14 @@ pub const KV_KEY_REVS: TableDefinition<(&[u8], i64, i64), u8> = TableDefinition:
 /// the prost-encoded `mvccpb::KeyValue` (for a delete only key and mod_revision are set).
 pub const KV_HISTORY: TableDefinition<(i64, i64), &[u8]> = TableDefinition::new("kv_history");
 
+/// Every live lease: lease id -> (granted TTL in seconds, remaining TTL in seconds as last
+/// checkpointed by a leader; 0 when none is recorded, meaning "the full TTL").
+pub const LEASES: TableDefinition<i64, (i64, i64)> = TableDefinition::new("leases");
+
+/// Keys attached to each lease: (lease id, user key) -> nothing. A key is here iff it is live in
+/// [`KV_LATEST`] with that lease, so a revoke finds its keys without scanning the store.
+pub const LEASE_KEYS: TableDefinition<(i64, &[u8]), ()> = TableDefinition::new("lease_keys");
+
 /// [`KV_KEY_REVS`] value and [`KV_HISTORY`] kind byte of a put.
 pub const REV_KIND_PUT: u8 = 0;
 /// [`KV_KEY_REVS`] value and [`KV_HISTORY`] kind byte of a delete.
@@ -36,6 +44,8 @@ pub fn init_schema(db: &Database) -> Result<(), redb::Error> {
     txn.open_table(KV_LATEST)?;
     txn.open_table(KV_KEY_REVS)?;
     txn.open_table(KV_HISTORY)?;
+    txn.open_table(LEASES)?;
+    txn.open_table(LEASE_KEYS)?;
     txn.commit()?;
     Ok(())
 }

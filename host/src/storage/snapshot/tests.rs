@@ -34,6 +34,8 @@ fn dump_raw(db: &Database) -> Vec<RawTable> {
         raw(&txn, KV_LATEST),
         raw(&txn, KV_KEY_REVS),
         raw(&txn, KV_HISTORY),
+        raw(&txn, LEASES),
+        raw(&txn, LEASE_KEYS),
     ]
 }
 
@@ -52,6 +54,13 @@ fn populated() -> TestStore {
         prev_kv: false,
     };
     s.apply(KvRequest::DeleteRange(del)).unwrap();
+    let txn = s.db.begin_write().unwrap();
+    txn.open_table(LEASES).unwrap().insert(7, (60, 12)).unwrap();
+    txn.open_table(LEASE_KEYS)
+        .unwrap()
+        .insert((7, b"k1".as_slice()), ())
+        .unwrap();
+    txn.commit().unwrap();
     s.apply(KvRequest::Compaction(CompactionRequest {
         revision: 30,
         physical: true,

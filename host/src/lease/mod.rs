@@ -1,0 +1,63 @@
+//! Leases with etcd 3.4's semantics: the replicated lease table and the leader's deadlines.
+//!
+//! # What is replicated, what is not
+//!
+//! The log carries grants, revokes and checkpoints (`batonpb.LogCommand`); every member applies
+//! them to the same two tables ([`store`]): `LEASES` (id -> granted TTL, last checkpointed
+//! remaining TTL) and `LEASE_KEYS` (which keys are attached to which lease). Deadlines are not
+//! replicated: only the leader tracks them, in memory, on its own monotonic clock
+//! ([`LeaderTable`]). Renewals (KeepAlive) touch only that memory, which is what keeps many
+//! leases cheap. When a deadline passes, the leader proposes an ordinary revoke; every member
+//! then deletes the same keys at the same revision. Followers never expire anything.
+//!
+//! # Checkpoints and leader changes
+//!
+//! A new leader starts each lease's deadline at the moment it takes over (after applying every
+//! entry of earlier terms), plus the lease's remaining TTL as last checkpointed, or its full
+//! TTL if none is recorded. Two rules keep that start neither early nor unbounded:
+//!
+//! - **Never early.** A renewal of a lease that has a recorded remaining TTL first commits a
+//!   checkpoint clearing it (at most once per recording), and a renewal is acknowledged only
+//!   after the leader has confirmed with a quorum that it still leads. So when a new leader
+//!   takes over at time `L`, every acknowledged renewal happened before `L` and any recorded
+//!   remaining TTL `r` was taken at some `c <= L` with no renewal since: the new deadline
+//!   `L + r` (or `L + TTL`) is at or after every deadline a client was promised.
+//! - **Bounded extension.** Whenever a lease has gone `min(TTL / 2, 60 s)` without a renewal
+//!   since its remaining TTL was last recorded (or since it was granted, renewed or taken over),
+//!   the leader records it (checked every 500 ms, batched up to 1000 leases per entry). A
+//!   leader change at time `K` (the old leader's last moment) with the new leader taking over
+//!   at `L` therefore extends a lease by at most `(L - K) + min(TTL / 2, 60 s) + 500 ms`. A
+//!   lease renewed at least every `min(TTL / 2, 60 s)`, as etcd clients do (every TTL / 3),
+//!   costs no log entries at all.
+//!
+//! Remaining TTLs are recorded in whole seconds, rounded up. Time never reaches the apply path:
+//! the leader's clock feeds only its own deadlines and the remaining TTLs it proposes.
+
+pub mod error;
+mod leader_table;
+pub mod rules;
+pub mod store;
+
+pub use error::LeaseError;
+pub use leader_table::{Checkpoint, LeaderTable, NotLeading, Renewal};
+
+/// A lease change a committed entry made, announced after the commit so the leader can track
+/// deadlines of leases it did not itself see granted (e.g. granted through another leader).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseChange {
+    Granted { id: i64, ttl_s: i64 },
+    Revoked { id: i64 },
+}
+
+/// Who hears about applied lease changes: the leader's deadline tracker. Called by the state
+/// machine after each commit, in log order, never concurrently with itself.
+pub trait LeaseObserver: Send + Sync {
+    fn applied(&self, changes: &[LeaseChange]);
+}
+
+/// An observer for state machines that nobody leads from (tests, tools).
+pub struct IgnoreLeaseChanges;
+
+impl LeaseObserver for IgnoreLeaseChanges {
+    fn applied(&self, _: &[LeaseChange]) {}
+}
