@@ -7,6 +7,7 @@ mod deadlines;
 mod ids;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use redb::{Database, ReadableDatabase};
 use tokio::sync::{Mutex, watch};
@@ -28,6 +29,7 @@ use crate::proto::etcdserverpb::{
 };
 use crate::raft::peer_service::{LeaseLeader, leader_error_status};
 use crate::raft::propose::{NOT_LEADER, leader_time_ms, propose_as_leader, read_index_as_leader};
+use crate::server::TIMED_OUT;
 use crate::server::read_batch::ReadBatcher;
 
 /// TimeToLive's TTL for a lease that does not exist (etcd's answer, not an error).
@@ -120,7 +122,8 @@ impl Lessor {
     }
 
     /// etcd's TimeToLive on the leader: remaining whole seconds (-1 if the lease does not
-    /// exist), granted TTL, and the attached keys if asked for.
+    /// exist), granted TTL, and the attached keys if asked for. Like a renewal, answered only
+    /// once leadership is confirmed, so a deposed leader never reports its stale view.
     pub async fn time_to_live(
         &self,
         req: LeaseTimeToLiveRequest,
@@ -131,6 +134,7 @@ impl Lessor {
             .lock()
             .time_to_live(now_ms, req.id)
             .map_err(not_leader)?;
+        self.confirm_leadership().await?;
         let Some((ttl_s, granted_ttl_s)) = found else {
             return Ok(LeaseTimeToLiveResponse {
                 id: req.id,
@@ -209,9 +213,12 @@ impl Lessor {
             leader_time_ms: 0,
             op: Some(op),
         };
-        propose_as_leader(&self.raft, cmd)
-            .await
-            .map_err(leader_error_status)
+        // Bounded so a leader cut off from its quorum still notices it stopped leading.
+        let timeout = Duration::from_millis(REQUEST_TIMEOUT_MS);
+        match tokio::time::timeout(timeout, propose_as_leader(&self.raft, cmd)).await {
+            Ok(outcome) => outcome.map_err(leader_error_status),
+            Err(_) => Err(Status::unavailable(TIMED_OUT)),
+        }
     }
 
     /// Records the remaining TTL of every lease that has gone stale (see [`crate::lease`]).
@@ -271,7 +278,7 @@ impl Lessor {
             .await
             .map_err(leader_error_status)?;
         let mut applied = self.applied.clone();
-        let timeout = std::time::Duration::from_millis(REQUEST_TIMEOUT_MS);
+        let timeout = Duration::from_millis(REQUEST_TIMEOUT_MS);
         match tokio::time::timeout(timeout, applied.wait_for(|i| *i >= index)).await {
             Ok(Ok(_)) => {}
             Ok(Err(_)) => return Err(Status::unavailable("state machine stopped")),
