@@ -224,6 +224,26 @@ async fn leased_keys_expire_together(backend: Backend) -> Result<()> {
     Ok(())
 }
 
+async fn leases_and_attachments_survive_a_restart(backend: Backend) -> Result<()> {
+    let (mut cluster, mut c) = single(backend).await?;
+    let id = c.lease_grant(60, None).await?.id();
+    c.put("durable", "v", leased(id)).await?;
+    cluster.kill(0)?;
+    cluster.restart(0)?;
+    cluster.wait_ready().await?;
+    let mut c = cluster.client().await?;
+    let ttl = c.lease_time_to_live(id, with_keys()).await?;
+    assert_eq!(
+        (ttl.granted_ttl(), ttl.keys()),
+        (60, [b"durable".to_vec()].as_slice())
+    );
+    assert!(ttl.ttl() > 0, "{ttl:?}");
+    let revoked = c.lease_revoke(id).await?;
+    assert_eq!(rev(revoked.header()), 3, "the key went with its lease");
+    assert_eq!(c.get("durable", None).await?.count(), 0);
+    Ok(())
+}
+
 /// Renews `id` through `client` every `every` until `until`, reconnecting a broken stream. Fails
 /// if the server ever says the lease is gone.
 async fn keep_alive_until(
@@ -331,6 +351,7 @@ backend_test!(
     lease_keepalive_timetolive_revoke_and_list,
     puts_attach_and_detach_leased_keys,
     leased_keys_expire_together,
+    leases_and_attachments_survive_a_restart,
     kept_alive_lease_survives_leader_kill,
     idle_lease_expires_after_leader_kill,
 );
