@@ -315,14 +315,14 @@ async fn idle_lease_expires_after_leader_kill(backend: Backend) -> Result<()> {
     let leader = cluster.leader().await?;
     let survivor = (leader + 1) % cluster.size();
     let mut c = cluster.member_client(survivor).await?;
-    let ttl_s = 6;
+    let ttl_s = 8;
     let ttl = Duration::from_secs(ttl_s as u64);
     let id = c.lease_grant(ttl_s, None).await?.id();
     let granted_at = Instant::now();
     c.put("idle", "v", leased(id)).await?;
 
-    // Past half the TTL, so Baton's leader has recorded the remaining TTL.
-    sleep(Duration::from_secs(4)).await;
+    // Well past half the TTL, so Baton's leader has recorded the remaining TTL.
+    sleep(Duration::from_secs(6)).await;
     cluster.kill(leader)?;
     let killed_at = Instant::now();
     cluster.leader().await?;
