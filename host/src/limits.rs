@@ -50,8 +50,9 @@ pub const LEASE_REVOKES_PER_TICK_MAX: usize = 100;
 /// How often the leader looks for leases whose recorded remaining TTL has gone stale.
 pub const LEASE_CHECKPOINT_TICK_MS: u64 = 500;
 /// A lease not renewed for this long (or for half its TTL, if less) gets its remaining TTL
-/// recorded in the log, bounding how far a leader change can extend it.
-pub const LEASE_CHECKPOINT_STALENESS_MS_MAX: u64 = 60_000;
+/// recorded in the log, bounding how far a leader change can extend it (etcd's checkpoint
+/// interval, 5 min).
+pub const LEASE_CHECKPOINT_STALENESS_MS_MAX: u64 = 300_000;
 /// Most leases recorded in one checkpoint log entry (etcd's batch size).
 pub const LEASE_CHECKPOINT_BATCH_MAX: usize = 1_000;
 /// Most leases checkpointed per checkpoint tick; the rest wait for the next tick.

@@ -120,7 +120,7 @@ fn leases_renewed_every_third_of_their_ttl_are_never_checkpointed() {
         if now % 2_000 == 0 {
             t.renew(now, 1).unwrap();
         }
-        if now % 50_000 == 0 {
+        if now % 200_000 == 0 {
             t.renew(now, 2).unwrap();
         }
         assert!(t.take_due_checkpoints(now, 100).is_empty(), "at {now} ms");
@@ -132,6 +132,11 @@ fn idle_leases_are_checkpointed_after_half_their_ttl_capped() {
     let mut t = leading(0);
     grant(&mut t, 0, 1, 6);
     grant(&mut t, 0, 2, 3_600);
+    let cap = LEASE_CHECKPOINT_STALENESS_MS_MAX;
+    assert!(
+        cap < 3_600_000 / 2,
+        "lease 2's TTL must exceed twice the cap"
+    );
     assert!(t.take_due_checkpoints(2_999, 100).is_empty());
     assert_eq!(
         t.take_due_checkpoints(3_000, 100),
@@ -142,12 +147,11 @@ fn idle_leases_are_checkpointed_after_half_their_ttl_capped() {
     );
     // Half of lease 1's TTL after its checkpoint it has expired: nothing more to record.
     assert!(t.take_due_checkpoints(5_999, 100).is_empty());
-    let cap = LEASE_CHECKPOINT_STALENESS_MS_MAX;
     assert_eq!(
         t.take_due_checkpoints(cap, 100),
         vec![Checkpoint {
             id: 2,
-            remaining_s: 3_600 - 60
+            remaining_s: 3_600 - (cap / 1_000) as i64
         }]
     );
     assert!(t.take_due_checkpoints(2 * cap - 1, 100).is_empty());
