@@ -270,7 +270,7 @@ async fn watched(stream: &mut WatchStream, n: usize) -> Result<Vec<(bool, String
     Ok(got)
 }
 
-async fn revokes_and_expiries_reach_watchers_as_deletes(backend: Backend) -> Result<()> {
+async fn lease_revokes_and_expiries_reach_watchers_as_deletes(backend: Backend) -> Result<()> {
     let (_cluster, mut c) = single(backend).await?;
     let mut stream = c
         .watch_client()
@@ -419,7 +419,7 @@ backend_test!(
     puts_attach_and_detach_leased_keys,
     leased_keys_expire_together,
     leases_and_attachments_survive_a_restart,
-    revokes_and_expiries_reach_watchers_as_deletes,
+    lease_revokes_and_expiries_reach_watchers_as_deletes,
     kept_alive_lease_survives_leader_kill,
     idle_lease_expires_after_leader_kill,
 );
