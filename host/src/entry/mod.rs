@@ -53,6 +53,7 @@ impl fmt::Display for Command {
             Some(Op::DeleteRange(_)) => "delete_range",
             Some(Op::Txn(_)) => "txn",
             Some(Op::Compaction(_)) => "compaction",
+            Some(Op::Alarm(_)) => "alarm",
             None => "unknown",
         };
         write!(f, "{kind}@{}", self.0.leader_time_ms)

@@ -26,7 +26,7 @@ use crate::raft::channels::PeerChannels;
 use crate::raft::network::PeerNetwork;
 use crate::raft::peer_service::PeerService;
 use crate::raft::{LogStore, StateMachine};
-use crate::server::Server;
+use crate::server::{self, Server};
 use crate::watch::WatchHub;
 pub use config::NodeConfig;
 
@@ -88,6 +88,18 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     ));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
+    let mut background = Vec::new();
+    if config.quota_backend_bytes > 0 {
+        background.push(server::alarm::spawn_quota_watch(
+            server.clone(),
+            state_path.clone(),
+            config.quota_backend_bytes,
+        ));
+    }
+    background.extend(server::compaction::spawn_auto_compaction(
+        server.clone(),
+        config.auto_compaction,
+    ));
     for url in &config.listen_peer_urls {
         let addr = config::listen_addr(url)?;
         let svc = RaftPeerServer::new(PeerService::new(raft.clone()))
@@ -140,6 +152,9 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     publisher.abort();
     catch_up.abort();
+    for task in background {
+        task.abort();
+    }
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
@@ -166,7 +181,11 @@ fn client_router(
                 .max_encoding_message_size(usize::MAX),
         )
         .add_service(MaintenanceServer::new(
-            api::maintenance::MaintenanceService::new(server.clone(), state_path.to_path_buf()),
+            api::maintenance::MaintenanceService::new(
+                server.clone(),
+                state_path.to_path_buf(),
+                config.quota_backend_bytes,
+            ),
         ))
         .add_service(ClusterServer::new(api::cluster::ClusterService::new(
             server.clone(),

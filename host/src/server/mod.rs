@@ -6,6 +6,8 @@
 //! `etcdserver: request timed out`. Nothing waits forever.
 
 use openraft::type_config::async_runtime::WatchReceiver;
+pub mod alarm;
+pub mod compaction;
 mod read_batch;
 
 use std::sync::Arc;

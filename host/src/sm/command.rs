@@ -5,6 +5,7 @@ use redb::WriteTransaction;
 
 use crate::proto::batonpb::{ApplyRefusal, LogCommand, LogReply, log_command, log_reply};
 use crate::proto::mvccpb;
+use crate::sm::alarm::{self, NO_SPACE};
 use crate::sm::kv::{self, ApplyError, KvRequest, KvResponse};
 
 /// The outcome of applying one command: the proposer's reply and the events watchers will see.
@@ -25,14 +26,29 @@ pub fn apply_command(
     txn: &WriteTransaction,
     cmd: &LogCommand,
 ) -> Result<CommandOutcome, ApplyFatal> {
+    if let Some(log_command::Op::Alarm(r)) = &cmd.op {
+        let resp = alarm::apply_alarm(txn, r).map_err(|e| ApplyFatal(e.to_string()))?;
+        return Ok(CommandOutcome {
+            reply: LogReply {
+                result: Some(log_reply::Result::Alarm(resp)),
+            },
+            events: Vec::new(),
+        });
+    }
+    if stores_value(cmd) && alarm::no_space(txn).map_err(|e| ApplyFatal(e.to_string()))? {
+        return Ok(CommandOutcome {
+            reply: refusal(tonic::Code::ResourceExhausted, NO_SPACE),
+            events: Vec::new(),
+        });
+    }
     let request = match &cmd.op {
         Some(log_command::Op::Put(r)) => KvRequest::Put(r.clone()),
         Some(log_command::Op::DeleteRange(r)) => KvRequest::DeleteRange(r.clone()),
         Some(log_command::Op::Txn(r)) => KvRequest::Txn(r.clone()),
         Some(log_command::Op::Compaction(r)) => KvRequest::Compaction(*r),
         // A command from a newer version this member does not understand: refuse it the same way
-        // on every member rather than guess.
-        None => {
+        // on every member rather than guess. (Alarms were handled above.)
+        None | Some(log_command::Op::Alarm(_)) => {
             return Ok(CommandOutcome {
                 reply: refusal(tonic::Code::Unimplemented, "baton: unknown log command"),
                 events: Vec::new(),
@@ -59,6 +75,15 @@ pub fn apply_command(
             })
         }
         Err(ApplyError::Storage(e)) => Err(ApplyFatal(e.to_string())),
+    }
+}
+
+/// The commands NOSPACE refuses: those that may store a value.
+fn stores_value(cmd: &LogCommand) -> bool {
+    match &cmd.op {
+        Some(log_command::Op::Put(_)) => true,
+        Some(log_command::Op::Txn(t)) => alarm::txn_puts(t),
+        _ => false,
     }
 }
 

@@ -19,6 +19,10 @@ pub const KV_KEY_REVS: TableDefinition<(&[u8], i64, i64), u8> = TableDefinition:
 /// the prost-encoded `mvccpb::KeyValue` (for a delete only key and mod_revision are set).
 pub const KV_HISTORY: TableDefinition<(i64, i64), &[u8]> = TableDefinition::new("kv_history");
 
+/// Active alarms: (member id, `etcdserverpb.AlarmType` number) -> nothing. Replicated like the
+/// key space, so every member refuses the same writes while NOSPACE is raised.
+pub const ALARMS: TableDefinition<(u64, i32), ()> = TableDefinition::new("alarms");
+
 /// [`KV_KEY_REVS`] value and [`KV_HISTORY`] kind byte of a put.
 pub const REV_KIND_PUT: u8 = 0;
 /// [`KV_KEY_REVS`] value and [`KV_HISTORY`] kind byte of a delete.
@@ -36,6 +40,7 @@ pub fn init_schema(db: &Database) -> Result<(), redb::Error> {
     txn.open_table(KV_LATEST)?;
     txn.open_table(KV_KEY_REVS)?;
     txn.open_table(KV_HISTORY)?;
+    txn.open_table(ALARMS)?;
     txn.commit()?;
     Ok(())
 }

@@ -18,7 +18,7 @@ use redb::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::storage::schema::{KV_HISTORY, KV_KEY_REVS, KV_LATEST, META};
+use crate::storage::schema::{ALARMS, KV_HISTORY, KV_KEY_REVS, KV_LATEST, META};
 
 const MAGIC: &[u8; 8] = b"BATNSNAP";
 const FORMAT_VERSION: u32 = 1;
@@ -29,6 +29,7 @@ const LAYOUT_META: &str = "str -> bytes";
 const LAYOUT_KV_LATEST: &str = "bytes -> bytes";
 const LAYOUT_KV_KEY_REVS: &str = "(bytes, i64, i64) -> u8";
 const LAYOUT_KV_HISTORY: &str = "(i64, i64) -> bytes";
+const LAYOUT_ALARMS: &str = "(u64, i32) -> ()";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -66,12 +67,13 @@ pub fn write_snapshot(txn: &ReadTransaction, out: &mut impl Write) -> Result<(),
     };
     w.write_all(MAGIC)?;
     w.write_all(&FORMAT_VERSION.to_le_bytes())?;
-    let tables: u32 = 4;
+    let tables: u32 = 5;
     w.write_all(&tables.to_le_bytes())?;
     dump_table(txn, META, LAYOUT_META, &mut w)?;
     dump_table(txn, KV_LATEST, LAYOUT_KV_LATEST, &mut w)?;
     dump_table(txn, KV_KEY_REVS, LAYOUT_KV_KEY_REVS, &mut w)?;
     dump_table(txn, KV_HISTORY, LAYOUT_KV_HISTORY, &mut w)?;
+    dump_table(txn, ALARMS, LAYOUT_ALARMS, &mut w)?;
     let digest = w.hasher.finalize();
     w.out.write_all(&digest)?;
     Ok(())
@@ -97,6 +99,7 @@ pub fn restore_snapshot(db: &Database, input: &mut impl Read) -> Result<(), Snap
     load_table(&txn, KV_LATEST, LAYOUT_KV_LATEST, &parsed)?;
     load_table(&txn, KV_KEY_REVS, LAYOUT_KV_KEY_REVS, &parsed)?;
     load_table(&txn, KV_HISTORY, LAYOUT_KV_HISTORY, &parsed)?;
+    load_table(&txn, ALARMS, LAYOUT_ALARMS, &parsed)?;
     txn.commit()?;
     Ok(())
 }
@@ -189,6 +192,7 @@ fn parse(body: &[u8]) -> Result<HashMap<&str, ParsedTable<'_>>, SnapshotError> {
         KV_LATEST.name(),
         KV_KEY_REVS.name(),
         KV_HISTORY.name(),
+        ALARMS.name(),
     ];
     if let Some(name) = tables.keys().find(|name| !known.contains(name)) {
         return Err(SnapshotError::Format(format!("unknown table {name}")));

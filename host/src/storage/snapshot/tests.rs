@@ -34,6 +34,7 @@ fn dump_raw(db: &Database) -> Vec<RawTable> {
         raw(&txn, KV_LATEST),
         raw(&txn, KV_KEY_REVS),
         raw(&txn, KV_HISTORY),
+        raw(&txn, ALARMS),
     ]
 }
 
@@ -62,6 +63,7 @@ fn populated() -> TestStore {
         .unwrap()
         .insert("raft.applied", b"opaque".as_slice())
         .unwrap();
+    txn.open_table(ALARMS).unwrap().insert((7, 1), ()).unwrap();
     txn.commit().unwrap();
     s
 }
