@@ -55,7 +55,7 @@ pub const AUTO_COMPACTION_REVISION_CHECK: &str = "5m";
 /// Periodic auto-compaction compacts at most this far apart (etcd: 1 hour).
 pub const AUTO_COMPACTION_PERIOD_MAX_MS: u64 = 60 * 60 * 1000;
 /// Periodic auto-compaction samples the revision this many times per compaction interval.
-pub const AUTO_COMPACTION_SAMPLES_PER_INTERVAL: u64 = 10;
+pub const AUTO_COMPACTION_SAMPLES_PER_INTERVAL: u32 = 10;
 /// How long MoveLeader waits for the target to take over.
 pub const MOVE_LEADER_TIMEOUT_MS: u64 = REQUEST_TIMEOUT_MS;
 

@@ -70,7 +70,7 @@ async fn periodic(server: Arc<Server>, retention_ms: u64) {
     let retention = Duration::from_millis(retention_ms);
     let interval = Duration::from_millis(retention_ms.min(AUTO_COMPACTION_PERIOD_MAX_MS));
     let sample_every =
-        (interval / AUTO_COMPACTION_SAMPLES_PER_INTERVAL as u32).max(Duration::from_millis(1));
+        (interval / AUTO_COMPACTION_SAMPLES_PER_INTERVAL).max(Duration::from_millis(1));
     let mut samples: VecDeque<(Instant, i64)> = VecDeque::new();
     let mut last_compaction = Instant::now();
     // Like etcd, the first compaction waits a whole retention, later ones one interval.

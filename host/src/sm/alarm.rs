@@ -143,7 +143,7 @@ mod tests {
         let (_dir, db) = db();
         assert_eq!(
             apply(&db, AlarmAction::Activate, 1, AlarmType::None),
-            vec![]
+            Vec::<u64>::new()
         );
         assert_eq!(
             apply(&db, AlarmAction::Activate, 2, AlarmType::Nospace),
@@ -162,7 +162,7 @@ mod tests {
         assert!(no_space(&db.begin_write().unwrap()).unwrap());
         assert_eq!(
             apply(&db, AlarmAction::Deactivate, 3, AlarmType::Nospace),
-            vec![]
+            Vec::<u64>::new()
         );
         assert_eq!(
             apply(&db, AlarmAction::Deactivate, 2, AlarmType::Nospace),
