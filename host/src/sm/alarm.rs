@@ -1,9 +1,9 @@
 //! Alarms as replicated state (etcd's `v3alarm` store and its "capped" applier): which members
 //! raised which alarm, and the writes refused while NOSPACE is raised.
 //!
-//! Like etcd 3.4, NOSPACE refuses Put, a Txn containing a Put, and LeaseGrant; Range,
-//! DeleteRange, Compaction and a Txn that only deletes or reads still work, so an operator can
-//! free space.
+//! Like etcd 3.4, NOSPACE refuses Put and a Txn containing a Put (etcd also refuses LeaseGrant:
+//! a lease command belongs in [`crate::sm::command`]'s `stores_value` too); Range, DeleteRange,
+//! Compaction and a Txn that only deletes or reads still work, so an operator can free space.
 
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
