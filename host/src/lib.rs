@@ -6,6 +6,8 @@
 //! - [`cli`]: the `baton` command line (`serve`, client tools).
 //! - [`bench`]: `baton bench`, a load generator for any etcd-compatible endpoint.
 //! - [`node`]: composition root — opens storage, builds Raft, serves, shuts down.
+//! - [`maintenance`]: what the Maintenance service computes from the state database (hashes,
+//!   the snapshot stream).
 //! - [`api`]: tonic services for the etcd API; request-shape checks; the one table that maps
 //!   errors to gRPC status. Protobuf in, protobuf out; no storage access except read views.
 //! - [`server`]: what the API calls — proposals (forwarded to the leader when needed),
@@ -28,6 +30,7 @@ pub mod cli;
 pub mod entry;
 pub mod lease;
 pub mod limits;
+pub mod maintenance;
 pub mod mvcc;
 pub mod node;
 pub mod proto;

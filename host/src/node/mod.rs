@@ -28,9 +28,9 @@ use crate::raft::channels::PeerChannels;
 use crate::raft::network::PeerNetwork;
 use crate::raft::peer_service::PeerService;
 use crate::raft::{LogStore, StateMachine};
-use crate::server::Server;
 use crate::server::lease::{Deadlines, Lessor};
 use crate::server::lease_expiry;
+use crate::server::{self, Server};
 use crate::watch::WatchHub;
 pub use config::NodeConfig;
 
@@ -105,6 +105,18 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         lessor.clone(),
         stop_rx.clone(),
     ))];
+    let mut background = Vec::new();
+    if config.quota_backend_bytes > 0 {
+        background.push(server::alarm::spawn_quota_watch(
+            server.clone(),
+            state_path.clone(),
+            config.quota_backend_bytes,
+        ));
+    }
+    background.extend(server::compaction::spawn_auto_compaction(
+        server.clone(),
+        config.auto_compaction,
+    ));
     for url in &config.listen_peer_urls {
         let addr = config::listen_addr(url)?;
         let svc = RaftPeerServer::new(PeerService::new(raft.clone(), lessor.clone()))
@@ -157,6 +169,9 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     publisher.abort();
     catch_up.abort();
+    for task in background {
+        task.abort();
+    }
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
@@ -184,7 +199,11 @@ fn client_router(
                 .max_encoding_message_size(usize::MAX),
         )
         .add_service(MaintenanceServer::new(
-            api::maintenance::MaintenanceService::new(server.clone(), state_path.to_path_buf()),
+            api::maintenance::MaintenanceService::new(
+                server.clone(),
+                state_path.to_path_buf(),
+                config.quota_backend_bytes,
+            ),
         ))
         .add_service(ClusterServer::new(api::cluster::ClusterService::new(
             server.clone(),

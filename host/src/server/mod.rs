@@ -7,6 +7,8 @@
 //! `etcdserver: request timed out`. Nothing waits forever.
 
 use openraft::type_config::async_runtime::WatchReceiver;
+pub mod alarm;
+pub mod compaction;
 pub mod lease;
 pub mod lease_expiry;
 mod read_batch;
