@@ -8,6 +8,8 @@
 //! - [`node`]: composition root — opens storage, builds Raft, serves, shuts down.
 //! - [`api`]: tonic services for the etcd API; request-shape checks; the one table that maps
 //!   errors to gRPC status. Protobuf in, protobuf out; no storage access except read views.
+//! - [`recipe`]: etcd's lock and election recipes run server-side (queue keys, waits on the
+//!   watch hub), for the Lock and Election services.
 //! - [`server`]: what the API calls — proposals (forwarded to the leader when needed),
 //!   linearizable read barriers, response headers, request deadlines.
 //! - [`raft`]: openraft glue — redb log store with group commit, state machine wrapper, peer
@@ -32,6 +34,7 @@ pub mod mvcc;
 pub mod node;
 pub mod proto;
 pub mod raft;
+pub mod recipe;
 pub mod server;
 pub mod sm;
 pub mod storage;

@@ -60,6 +60,9 @@ pub const LEASE_CHECKPOINTS_PER_TICK_MAX: usize = 5_000;
 /// Keep-alive responses queued per stream before the server stops reading its requests.
 pub const LEASE_KEEPALIVE_RESPONSES_QUEUED_MAX: usize = 16;
 
+/// Election Observe responses queued between its task and gRPC.
+pub const OBSERVE_RESPONSES_QUEUED_MAX: usize = 16;
+
 const _: () = assert!(SNAPSHOT_CHUNK_BYTES < PEER_MESSAGE_BYTES_MAX);
 const _: () = assert!(REQUEST_BYTES_MAX + GRPC_OVERHEAD_BYTES < PEER_MESSAGE_BYTES_MAX);
 const _: () = assert!(LEADER_POLL_MS < REQUEST_TIMEOUT_MS);

@@ -5,6 +5,7 @@ use tonic::{Code, Status};
 
 use crate::lease::LeaseError;
 use crate::mvcc::error::KvError;
+use crate::recipe::error::RecipeError;
 
 /// gRPC code and message for each KV error.
 fn kv_status(e: &KvError) -> (Code, String) {
@@ -39,6 +40,13 @@ impl From<LeaseError> for Status {
             LeaseError::TtlTooLarge => Code::OutOfRange,
         };
         Status::new(code, e.to_string())
+    }
+}
+
+/// etcd's recipe servers return their errors unwrapped, which gRPC sends as Unknown.
+impl From<RecipeError> for Status {
+    fn from(e: RecipeError) -> Self {
+        Status::new(Code::Unknown, e.to_string())
     }
 }
 

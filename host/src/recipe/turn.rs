@@ -1,0 +1,106 @@
+//! Waiting for a participant's turn: no polling, only watch-hub wake-ups on deletes.
+
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use super::{Recipes, keys};
+use crate::proto::mvccpb::KeyValue;
+use crate::watch::{Delivery, EventBatch, KeyRange, WatchHub, WatchSpec, WatcherId};
+
+/// How a wait for a turn ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Turn {
+    /// The participant holds: confirmed by a linearizable read at `revision`.
+    Mine { revision: i64 },
+    /// Its key is gone or was re-created (its lease ended): it will never hold.
+    Lost,
+}
+
+/// A hub watcher that is unregistered when dropped.
+pub(super) struct HubWatch<'a> {
+    hub: &'a WatchHub,
+    id: WatcherId,
+    deliveries: mpsc::Receiver<Delivery>,
+}
+
+impl<'a> HubWatch<'a> {
+    pub(super) fn new(hub: &'a WatchHub, spec: WatchSpec, start_revision: i64) -> Self {
+        let reg = hub.register(spec, start_revision);
+        Self {
+            hub,
+            id: reg.id,
+            deliveries: reg.deliveries,
+        }
+    }
+
+    /// Deletes of exactly `key` from `start_revision` on.
+    pub(super) fn deletes_of(hub: &'a WatchHub, key: &[u8], start_revision: i64) -> Self {
+        let spec = WatchSpec {
+            range: KeyRange::Single(key.to_vec()),
+            no_put: true,
+            no_delete: false,
+            prev_kv: false,
+        };
+        Self::new(hub, spec, start_revision)
+    }
+
+    /// The next non-empty batch of events; None once the watcher is gone (its history was
+    /// compacted): the caller reads the current state again.
+    pub(super) async fn next_batch(&mut self) -> Option<EventBatch> {
+        loop {
+            match self.deliveries.recv().await? {
+                Delivery::Events(batch) if !batch.is_empty() => return Some(batch),
+                Delivery::Events(_) | Delivery::Progress { .. } => {}
+                Delivery::Compacted { .. } => return None,
+            }
+        }
+    }
+}
+
+impl Drop for HubWatch<'_> {
+    fn drop(&mut self) {
+        self.hub.unregister(self.id);
+    }
+}
+
+impl Recipes {
+    /// Waits until the participant whose key under `prefix` is `key`, created at
+    /// `create_revision`, is the earliest created under the prefix (see the module doc).
+    pub async fn wait_for_turn(
+        &self,
+        prefix: &[u8],
+        key: &[u8],
+        create_revision: i64,
+    ) -> Result<Turn, Status> {
+        loop {
+            self.server.linearize().await?;
+            let (revision, mine, before) = {
+                let view = self.server.read_view()?;
+                let mine = crate::mvcc::range(&view, &keys::get(key))?;
+                let req = keys::created_just_before(prefix, create_revision);
+                let before = crate::mvcc::range(&view, &req)?;
+                let revision = mine.header.map_or(0, |h| h.revision);
+                (revision, mine.kvs, before.kvs)
+            };
+            if mine
+                .first()
+                .is_none_or(|kv| kv.create_revision != create_revision)
+            {
+                return Ok(Turn::Lost);
+            }
+            let Some(KeyValue { key: ahead, .. }) = before.into_iter().next() else {
+                return Ok(Turn::Mine { revision });
+            };
+            // Either delete changes the answer; anything else cannot.
+            let mut ahead_gone = HubWatch::deletes_of(&self.hub, &ahead, revision + 1);
+            let mut mine_gone = HubWatch::deletes_of(&self.hub, key, revision + 1);
+            tokio::select! {
+                _ = ahead_gone.next_batch() => {}
+                _ = mine_gone.next_batch() => {}
+                () = self.stopped() => return Err(Status::unavailable(SHUTTING_DOWN)),
+            }
+        }
+    }
+}
+
+pub(super) const SHUTTING_DOWN: &str = "server is shutting down";
