@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use baton_e2e::inspect::{kv_tuple, rev};
-use baton_e2e::{Backend, assert_grpc_error, backend_test, connect_with_timeout, start_single};
+use baton_e2e::{
+    Backend, Cluster, assert_grpc_error, backend_test, connect_with_timeout, start_single,
+};
 use etcd_client::{
     CampaignResponse, Client, LeaderKey, LockOptions, LockResponse, ProclaimOptions, ResignOptions,
 };
@@ -403,6 +405,49 @@ async fn campaign_and_lock_on_a_missing_lease_fail(backend: Backend) -> Result<(
     Ok(())
 }
 
+/// Holder, waiter and unlocker on three different members: the waiter's member learns of the
+/// unlock through its own applied log.
+async fn lock_across_members(backend: Backend) -> Result<()> {
+    let cluster = Cluster::start(backend, 3).await?;
+    let mut holder = cluster.member_client(0).await?;
+    let mut waiter_client = cluster.member_client(1).await?;
+    let mut other = cluster.member_client(2).await?;
+    let l1 = holder.lease_grant(TTL_S, None).await?.id();
+    let l2 = waiter_client.lease_grant(TTL_S, None).await?.id();
+    let held = holder
+        .lock("xm", Some(LockOptions::new().with_lease(l1)))
+        .await?;
+    let waiter = spawn_lock(waiter_client.clone(), "xm", l2);
+    wait_until_exists(&mut other, &lock_key("xm", l2)).await?;
+    tokio::time::sleep(STILL_BLOCKED).await;
+    ensure!(!waiter.is_finished(), "the lock is held on another member");
+    let unlocked = other.unlock(held.key()).await?;
+    let granted = join(waiter, "waiter on another member").await??;
+    assert_eq!(granted.key(), lock_key("xm", l2));
+    assert!(rev(granted.header()) >= rev(unlocked.header()));
+    Ok(())
+}
+
+/// A candidate whose call is cancelled while it waits resigns (etcd deletes its key).
+async fn campaign_that_gives_up_resigns(backend: Backend) -> Result<()> {
+    let (cluster, mut c) = start_single(backend).await?;
+    let l1 = c.lease_grant(TTL_S, None).await?.id();
+    let l2 = c.lease_grant(TTL_S, None).await?.id();
+    c.campaign("cg", "a", l1).await?;
+    let mut impatient = connect_with_timeout(&cluster.endpoints(), Duration::from_secs(1)).await?;
+    let gave_up = impatient.campaign("cg", "b", l2).await;
+    ensure!(gave_up.is_err(), "the election is led: {gave_up:?}");
+    within(PROMPTLY, "resigned candidate", async {
+        while created_at(&mut c, &lock_key("cg", l2)).await?.is_some() {
+            tokio::time::sleep(POLL).await;
+        }
+        Ok::<_, anyhow::Error>(())
+    })
+    .await??;
+    assert_eq!(leader_value(&mut c, "cg").await?, "a");
+    Ok(())
+}
+
 backend_test!(
     lock_serializes_holders_with_increasing_fencing_tokens,
     lock_waiter_whose_lease_is_revoked_is_refused,
@@ -412,4 +457,6 @@ backend_test!(
     election_campaign_proclaim_resign,
     observe_sees_leadership_changes_in_order,
     campaign_and_lock_on_a_missing_lease_fail,
+    lock_across_members,
+    campaign_that_gives_up_resigns,
 );
