@@ -7,11 +7,12 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::api::status::recipe_status;
 use crate::limits::OBSERVE_RESPONSES_QUEUED_MAX;
 use crate::proto::v3electionpb::election_server::Election;
 use crate::proto::v3electionpb::{
@@ -60,15 +61,11 @@ impl ElectionService {
 
 type ObserveStream = Pin<Box<dyn Stream<Item = Result<LeaderResponse, Status>> + Send>>;
 
-#[tonic::async_trait]
-impl Election for ElectionService {
+impl ElectionService {
     /// Like etcd: a candidate whose key already exists with another value proclaims the new
     /// value first; the response's header is the join's; cancelling the call resigns.
-    async fn campaign(
-        &self,
-        request: Request<CampaignRequest>,
-    ) -> Result<Response<CampaignResponse>, Status> {
-        let CampaignRequest { name, lease, value } = request.into_inner();
+    async fn campaign_or_refuse(&self, req: CampaignRequest) -> Result<CampaignResponse, Status> {
+        let CampaignRequest { name, lease, value } = req;
         let lease = self.recipes.session_lease(lease).await?;
         let joined = self.recipes.join(&name, lease, &value).await?;
         let leader = LeaderKey {
@@ -100,12 +97,37 @@ impl Election for ElectionService {
             turn?
         };
         match turn {
-            Turn::Mine { .. } => Ok(Response::new(CampaignResponse {
+            Turn::Mine { .. } => Ok(CampaignResponse {
                 header: Some(joined.header),
                 leader: Some(leader),
-            })),
+            }),
             Turn::Lost => Err(RecipeError::ElectionSessionExpired.into()),
         }
+    }
+
+    async fn leader_or_refuse(&self, req: LeaderRequest) -> Result<LeaderResponse, Status> {
+        let prefix = keys::prefix(&req.name);
+        let (revision, kv) = self.recipes.first_created(&prefix).await?;
+        let kv = kv.ok_or(RecipeError::NoLeader)?;
+        Ok(LeaderResponse {
+            header: Some(self.recipes.server().header(revision)),
+            kv: Some(kv),
+        })
+    }
+}
+
+/// Every refusal goes out as etcd sends it (see [`recipe_status`]).
+fn reply<T>(result: Result<T, Status>) -> Result<Response<T>, Status> {
+    result.map(Response::new).map_err(recipe_status)
+}
+
+#[tonic::async_trait]
+impl Election for ElectionService {
+    async fn campaign(
+        &self,
+        request: Request<CampaignRequest>,
+    ) -> Result<Response<CampaignResponse>, Status> {
+        reply(self.campaign_or_refuse(request.into_inner()).await)
     }
 
     async fn proclaim(
@@ -113,21 +135,17 @@ impl Election for ElectionService {
         request: Request<ProclaimRequest>,
     ) -> Result<Response<ProclaimResponse>, Status> {
         let ProclaimRequest { leader, value } = request.into_inner();
-        let leader = leader.ok_or(RecipeError::MissingLeaderKey)?;
-        Ok(Response::new(self.proclaim_as(&leader, value).await?))
+        let Some(leader) = leader else {
+            return reply(Err(RecipeError::MissingLeaderKey.into()));
+        };
+        reply(self.proclaim_as(&leader, value).await)
     }
 
     async fn leader(
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<LeaderResponse>, Status> {
-        let prefix = keys::prefix(&request.into_inner().name);
-        let (revision, kv) = self.recipes.first_created(&prefix).await?;
-        let kv = kv.ok_or(RecipeError::NoLeader)?;
-        Ok(Response::new(LeaderResponse {
-            header: Some(self.recipes.server().header(revision)),
-            kv: Some(kv),
-        }))
+        reply(self.leader_or_refuse(request.into_inner()).await)
     }
 
     type ObserveStream = ObserveStream;
@@ -140,17 +158,17 @@ impl Election for ElectionService {
         let (tx, rx) = mpsc::channel(OBSERVE_RESPONSES_QUEUED_MAX);
         let recipes = self.recipes.clone();
         tokio::spawn(async move { recipes.observe(prefix, tx).await });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let stream = ReceiverStream::new(rx).map(|item| item.map_err(recipe_status));
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn resign(
         &self,
         request: Request<ResignRequest>,
     ) -> Result<Response<ResignResponse>, Status> {
-        let leader = request
-            .into_inner()
-            .leader
-            .ok_or(RecipeError::MissingLeaderKey)?;
-        Ok(Response::new(self.resign_as(&leader).await?))
+        let Some(leader) = request.into_inner().leader else {
+            return reply(Err(RecipeError::MissingLeaderKey.into()));
+        };
+        reply(self.resign_as(&leader).await)
     }
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use crate::api::status::recipe_status;
 use crate::proto::v3lockpb::lock_server::Lock;
 use crate::proto::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockResponse};
 use crate::recipe::error::RecipeError;
@@ -26,17 +27,16 @@ impl LockService {
     }
 }
 
-#[tonic::async_trait]
-impl Lock for LockService {
-    async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
-        let LockRequest { name, lease } = request.into_inner();
+impl LockService {
+    async fn lock_or_refuse(&self, req: LockRequest) -> Result<LockResponse, Status> {
+        let LockRequest { name, lease } = req;
         let lease = self.recipes.session_lease(lease).await?;
         let joined = self.recipes.join(&name, lease, b"").await?;
         if joined.holds {
-            return Ok(Response::new(LockResponse {
+            return Ok(LockResponse {
                 header: Some(joined.header),
                 key: joined.key,
-            }));
+            });
         }
         let withdrawal = self
             .recipes
@@ -48,12 +48,20 @@ impl Lock for LockService {
             .await?;
         withdrawal.keep();
         match turn {
-            Turn::Mine { revision } => Ok(Response::new(LockResponse {
+            Turn::Mine { revision } => Ok(LockResponse {
                 header: Some(self.recipes.server().header(revision)),
                 key: joined.key,
-            })),
+            }),
             Turn::Lost => Err(RecipeError::LockSessionExpired.into()),
         }
+    }
+}
+
+#[tonic::async_trait]
+impl Lock for LockService {
+    async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
+        let resp = self.lock_or_refuse(request.into_inner()).await;
+        resp.map(Response::new).map_err(recipe_status)
     }
 
     /// Deletes the key a Lock returned, whoever holds it (as etcd does).
@@ -61,7 +69,8 @@ impl Lock for LockService {
         &self,
         request: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
-        let resp = self.recipes.delete(request.into_inner().key).await?;
+        let resp = self.recipes.delete(request.into_inner().key).await;
+        let resp = resp.map_err(recipe_status)?;
         Ok(Response::new(UnlockResponse {
             header: resp.header,
         }))

@@ -104,3 +104,39 @@ impl Recipes {
 }
 
 pub(super) const SHUTTING_DOWN: &str = "server is shutting down";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::mvccpb::event::EventType;
+    use crate::proto::mvccpb::{Event, KeyValue};
+
+    fn event(kind: EventType, key: &str, rev: i64) -> Event {
+        Event {
+            r#type: kind as i32,
+            kv: Some(KeyValue {
+                key: key.as_bytes().to_vec(),
+                mod_revision: rev,
+                ..Default::default()
+            }),
+            prev_kv: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_delete_watch_skips_puts_and_other_keys_and_unregisters_when_dropped() {
+        let hub = WatchHub::new(1);
+        let mut watch = HubWatch::deletes_of(&hub, b"q/a", 2);
+        assert_eq!(hub.counts(), (1, 0));
+        hub.publish(2, vec![event(EventType::Put, "q/a", 2)]);
+        hub.publish(3, vec![event(EventType::Delete, "q/b", 3)]);
+        hub.publish(4, vec![event(EventType::Delete, "q/a", 4)]);
+        let batch = watch.next_batch().await.expect("the delete is delivered");
+        let events = batch.to_events();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].r#type, EventType::Delete as i32);
+        assert_eq!(batch.revision, 4);
+        drop(watch);
+        assert_eq!(hub.counts(), (0, 0));
+    }
+}
