@@ -6,7 +6,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use baton_e2e::inspect::rev;
 use baton_e2e::{Backend, Cluster, assert_grpc_error, backend_test};
-use etcd_client::{Client, GetOptions, LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions};
+use etcd_client::{
+    Client, EventType, GetOptions, LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions,
+    WatchOptions, WatchStream,
+};
 use tokio::time::{Instant, sleep};
 use tonic::Code;
 
@@ -23,6 +26,8 @@ const POLL: Duration = Duration::from_millis(100);
 const EXPIRY_SLACK: Duration = Duration::from_secs(3);
 /// Longest a leader election (detection included) may take in these tests.
 const ELECTION_MAX: Duration = Duration::from_secs(5);
+/// How long a watch event that must come may take.
+const WATCH_TIMEOUT: Duration = Duration::from_secs(20);
 /// A deadline may be met this much before the client's own clock says the TTL passed: the
 /// server starts the TTL when it applies the grant, before the client sees the response.
 const CLOCK_SKEW: Duration = Duration::from_millis(200);
@@ -244,6 +249,68 @@ async fn leases_and_attachments_survive_a_restart(backend: Backend) -> Result<()
     Ok(())
 }
 
+/// (deleted?, key, mod_revision, lease of the previous value) of the next `n` events.
+async fn watched(stream: &mut WatchStream, n: usize) -> Result<Vec<(bool, String, i64, i64)>> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let response = tokio::time::timeout(WATCH_TIMEOUT, stream.message())
+            .await
+            .context("no watch event in time")??
+            .context("the watch stream ended")?;
+        for e in response.events() {
+            let kv = e.kv().context("an event without a kv")?;
+            got.push((
+                e.event_type() == EventType::Delete,
+                String::from_utf8_lossy(kv.key()).into_owned(),
+                kv.mod_revision(),
+                e.prev_kv().map_or(0, |p| p.lease()),
+            ));
+        }
+    }
+    Ok(got)
+}
+
+async fn lease_revokes_and_expiries_reach_watchers_as_deletes(backend: Backend) -> Result<()> {
+    let (_cluster, mut c) = single(backend).await?;
+    let mut stream = c
+        .watch_client()
+        .watch(
+            "w/",
+            Some(WatchOptions::new().with_prefix().with_prev_key()),
+        )
+        .await?;
+    let created = stream.message().await?.context("no created response")?;
+    ensure!(
+        created.created(),
+        "expected the created response: {created:?}"
+    );
+    let revoked = c.lease_grant(60, None).await?.id();
+    let expiring = c.lease_grant(TTL_S_MIN, None).await?.id();
+    for (key, lease) in [
+        ("w/b", revoked),
+        ("w/a", revoked),
+        ("w/d", expiring),
+        ("w/c", expiring),
+    ] {
+        c.put(key, "v", leased(lease)).await?;
+    }
+    assert_eq!(watched(&mut stream, 4).await?.len(), 4, "the puts");
+    let revoke_rev = rev(c.lease_revoke(revoked).await?.header());
+    assert_eq!(revoke_rev, 6);
+    let deletes = watched(&mut stream, 4).await?;
+    let d = |key: &str, rev, lease| (true, key.to_owned(), rev, lease);
+    assert_eq!(
+        deletes,
+        [
+            d("w/a", 6, revoked),
+            d("w/b", 6, revoked),
+            d("w/c", 7, expiring),
+            d("w/d", 7, expiring),
+        ]
+    );
+    Ok(())
+}
+
 /// Renews `id` through `client` every `every` until `until`, reconnecting a broken stream. Fails
 /// if the server ever says the lease is gone.
 async fn keep_alive_until(
@@ -352,6 +419,7 @@ backend_test!(
     puts_attach_and_detach_leased_keys,
     leased_keys_expire_together,
     leases_and_attachments_survive_a_restart,
+    lease_revokes_and_expiries_reach_watchers_as_deletes,
     kept_alive_lease_survives_leader_kill,
     idle_lease_expires_after_leader_kill,
 );

@@ -59,10 +59,6 @@ pub struct LeaderTable {
 }
 
 impl LeaderTable {
-    pub fn is_active(&self) -> bool {
-        self.active
-    }
-
     pub fn len(&self) -> usize {
         self.leases.len()
     }

@@ -1,5 +1,6 @@
 //! What the API layer calls: proposing writes (through this member if it leads, forwarded to the
-//! leader otherwise), linearizable read barriers, and the facts every response header carries.
+//! leader otherwise), linearizable read barriers, leader-only work such as lease renewals
+//! ([`lease`], driven by [`lease_expiry`]), and the facts every response header carries.
 //!
 //! Every request is bounded by `REQUEST_TIMEOUT_MS`: without a leader a write fails with etcd's
 //! `etcdserver: no leader`, and one that cannot commit (a minority partition) with
