@@ -185,6 +185,48 @@ async fn lock_waiter_whose_lease_is_revoked_is_refused(backend: Backend) -> Resu
     Ok(())
 }
 
+/// A waiter that leaves the middle of the queue: the one behind it now waits for the holder,
+/// and gets the lock once the holder unlocks. On etcd 3.4 the departed waiter is granted the
+/// lock as well: two grants at once, the stale one on a key that no longer exists.
+async fn lock_queue_closes_up_behind_a_departed_waiter(backend: Backend) -> Result<()> {
+    let (_cluster, mut c) = start_single(backend).await?;
+    let mut leases = Vec::new();
+    for _ in 0..3 {
+        leases.push(c.lease_grant(TTL_S, None).await?.id());
+    }
+    let held = c
+        .lock("q", Some(LockOptions::new().with_lease(leases[0])))
+        .await?;
+    let middle = spawn_lock(c.clone(), "q", leases[1]);
+    wait_until_exists(&mut c, &lock_key("q", leases[1])).await?;
+    let last = spawn_lock(c.clone(), "q", leases[2]);
+    wait_until_exists(&mut c, &lock_key("q", leases[2])).await?;
+
+    c.lease_revoke(leases[1]).await?;
+    let middle = match backend {
+        Backend::Baton => {
+            let refused = join(middle, "departed waiter").await?;
+            assert_grpc_error(refused, tonic::Code::Unknown, LOCK_SESSION_EXPIRED);
+            None
+        }
+        Backend::Etcd => Some(middle),
+    };
+    tokio::time::sleep(STILL_BLOCKED).await;
+    ensure!(!last.is_finished(), "the holder still holds");
+    c.unlock(held.key()).await?;
+    let granted = join(last, "last waiter").await??;
+    assert_eq!(granted.key(), lock_key("q", leases[2]));
+    if let Some(middle) = middle {
+        let stale = join(middle, "etcd's stale grant").await??;
+        assert_eq!(
+            created_at(&mut c, stale.key()).await?,
+            None,
+            "granted a lost key"
+        );
+    }
+    Ok(())
+}
+
 async fn lock_passes_on_when_the_holders_lease_expires(backend: Backend) -> Result<()> {
     let (_cluster, mut c1) = start_single(backend).await?;
     let mut c2 = c1.clone();
@@ -448,6 +490,7 @@ backend_test!(
     lock_serializes_holders_with_increasing_fencing_tokens,
     lock_waiter_whose_lease_is_revoked_is_refused,
     lock_passes_on_when_the_holders_lease_expires,
+    lock_queue_closes_up_behind_a_departed_waiter,
     lock_waiter_that_gives_up_leaves_the_queue,
     lock_without_a_lease_gets_a_session_lease,
     election_campaign_proclaim_resign,
