@@ -466,6 +466,41 @@ async fn lock_across_members(backend: Backend) -> Result<()> {
     Ok(())
 }
 
+/// A waiter outlives a Raft leader change: its member keeps waiting, and the unlock committed
+/// under the new leader wakes it.
+async fn lock_waiter_survives_a_leader_change(backend: Backend) -> Result<()> {
+    let mut cluster = Cluster::start(backend, 3).await?;
+    let leader = cluster.leader().await?;
+    let mut others = (0..3).filter(|&m| m != leader);
+    let (waiting_on, holding_on) = (
+        others.next().context("member")?,
+        others.next().context("member")?,
+    );
+    let mut holder = cluster.member_client(holding_on).await?;
+    let waiter_client = cluster.member_client(waiting_on).await?;
+    let l1 = holder.lease_grant(TTL_S, None).await?.id();
+    let l2 = holder.lease_grant(TTL_S, None).await?.id();
+    let held = holder
+        .lock("lc", Some(LockOptions::new().with_lease(l1)))
+        .await?;
+    let waiter = spawn_lock(waiter_client, "lc", l2);
+    wait_until_exists(&mut holder, &lock_key("lc", l2)).await?;
+
+    cluster.kill(leader)?;
+    cluster.leader().await?;
+    ensure!(!waiter.is_finished(), "the lock is still held: {waiter:?}");
+    within(PROMPTLY, "unlock under the new leader", async {
+        // An unlock sent mid-election may fail; deleting again is harmless.
+        while holder.unlock(held.key()).await.is_err() {
+            tokio::time::sleep(POLL).await;
+        }
+    })
+    .await?;
+    let granted = join(waiter, "waiter after the leader change").await??;
+    assert_eq!(granted.key(), lock_key("lc", l2));
+    Ok(())
+}
+
 /// A candidate whose call is cancelled while it waits resigns (etcd deletes its key).
 async fn campaign_that_gives_up_resigns(backend: Backend) -> Result<()> {
     let (cluster, mut c) = start_single(backend).await?;
@@ -497,5 +532,6 @@ backend_test!(
     observe_sees_leadership_changes_in_order,
     campaign_and_lock_on_a_missing_lease_fail,
     lock_across_members,
+    lock_waiter_survives_a_leader_change,
     campaign_that_gives_up_resigns,
 );
