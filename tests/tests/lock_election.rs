@@ -443,6 +443,55 @@ async fn campaign_and_lock_on_a_missing_lease_fail(backend: Backend) -> Result<(
     Ok(())
 }
 
+/// Lockers contending for one name: no update made under the lock is lost, and the fencing
+/// tokens (create revisions), taken in grant order, strictly increase.
+async fn contended_lock_is_mutually_exclusive(backend: Backend) -> Result<()> {
+    const LOCKERS: usize = 4;
+    const ROUNDS: usize = 3;
+    let (_cluster, c) = start_single(backend).await?;
+    let grants = std::sync::Arc::new(tokio::sync::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for _ in 0..LOCKERS {
+        let (mut c, grants) = (c.clone(), grants.clone());
+        tasks.push(tokio::spawn(async move {
+            let lease = c.lease_grant(TTL_S, None).await?.id();
+            for _ in 0..ROUNDS {
+                let held = c
+                    .lock("cn", Some(LockOptions::new().with_lease(lease)))
+                    .await?;
+                let token = created_at(&mut c, held.key()).await?.context("held key")?;
+                // A read-modify-write that only mutual exclusion keeps from losing updates.
+                let count = c
+                    .get("counter", None)
+                    .await?
+                    .kvs()
+                    .first()
+                    .map_or(Ok(0), |kv| {
+                        String::from_utf8_lossy(kv.value()).parse::<usize>()
+                    })?;
+                grants.lock().await.push(token);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                c.put("counter", (count + 1).to_string(), None).await?;
+                c.unlock(held.key()).await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for task in tasks {
+        within(Duration::from_secs(60), "contending lockers", task).await???;
+    }
+    let mut c = c;
+    let counter = c.get("counter", None).await?;
+    let value = counter.kvs().first().map(|kv| kv.value().to_vec());
+    assert_eq!(value, Some((LOCKERS * ROUNDS).to_string().into_bytes()));
+    let tokens = grants.lock().await.clone();
+    assert!(
+        tokens.windows(2).all(|w| w[0] < w[1]),
+        "tokens in grant order: {tokens:?}"
+    );
+    Ok(())
+}
+
 /// Holder, waiter and unlocker on three different members: the waiter's member learns of the
 /// unlock through its own applied log.
 async fn lock_across_members(backend: Backend) -> Result<()> {
@@ -532,6 +581,7 @@ backend_test!(
     observe_sees_leadership_changes_in_order,
     campaign_and_lock_on_a_missing_lease_fail,
     lock_across_members,
+    contended_lock_is_mutually_exclusive,
     lock_waiter_survives_a_leader_change,
     campaign_that_gives_up_resigns,
 );
