@@ -77,6 +77,9 @@ pub const AUTO_COMPACTION_SAMPLES_PER_INTERVAL: u32 = 10;
 /// How long MoveLeader waits for the target to take over.
 pub const MOVE_LEADER_TIMEOUT_MS: u64 = REQUEST_TIMEOUT_MS;
 
+/// Election Observe responses queued between its task and gRPC.
+pub const OBSERVE_RESPONSES_QUEUED_MAX: usize = 16;
+
 const _: () = assert!(SNAPSHOT_CHUNK_BYTES < PEER_MESSAGE_BYTES_MAX);
 const _: () = assert!(REQUEST_BYTES_MAX + GRPC_OVERHEAD_BYTES < PEER_MESSAGE_BYTES_MAX);
 const _: () = assert!(LEADER_POLL_MS < REQUEST_TIMEOUT_MS);

@@ -24,10 +24,13 @@ use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::etcdserverpb::watch_server::WatchServer;
+use crate::proto::v3electionpb::election_server::ElectionServer;
+use crate::proto::v3lockpb::lock_server::LockServer;
 use crate::raft::channels::PeerChannels;
 use crate::raft::network::PeerNetwork;
 use crate::raft::peer_service::PeerService;
 use crate::raft::{LogStore, StateMachine};
+use crate::recipe::Recipes;
 use crate::server::lease::{Deadlines, Lessor};
 use crate::server::lease_expiry;
 use crate::server::{self, Server};
@@ -190,6 +193,12 @@ fn client_router(
     // The services enforce etcd's exact size limits themselves (see api::kv); the transport only
     // guards memory.
     let decode_max = PEER_MESSAGE_BYTES_MAX;
+    let recipes = Arc::new(Recipes::new(
+        server.clone(),
+        hub.clone(),
+        lessor.clone(),
+        stop.clone(),
+    ));
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     drop(health_reporter);
     tonic::transport::Server::builder()
@@ -212,6 +221,12 @@ fn client_router(
         .add_service(LeaseServer::new(api::lease::LeaseService::new(
             server.clone(),
             lessor.clone(),
+        )))
+        .add_service(LockServer::new(api::lock::LockService::new(
+            recipes.clone(),
+        )))
+        .add_service(ElectionServer::new(api::election::ElectionService::new(
+            recipes,
         )))
         .add_service(health_service)
 }
