@@ -155,6 +155,8 @@ WORKLOADS=(
     "put 64 clients, 8 conns|put --clients 64 --conns 8"
     "range l 64 clients, 8 conns|range --consistency l --clients 64 --conns 8"
     "range s 64 clients, 8 conns|range --consistency s --clients 64 --conns 8"
+    "lock 16 clients, 4 conns|lock --clients 16 --conns 4"
+    "watch 1 client|watch --clients 1 --conns 1"
 )
 
 # Runs the client in the background and waits, so INT/TERM traps fire at once.

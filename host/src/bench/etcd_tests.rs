@@ -140,6 +140,56 @@ async fn range_reads_find_the_populated_keys() {
 }
 
 #[tokio::test]
+#[ignore = "needs an etcd binary"]
+async fn lock_cycles_release_every_name() {
+    let etcd = Etcd::start().await;
+    let line = "lock --total 200 --clients 16 --conns 4 --names 4";
+    let summary = measure(vec![etcd.endpoint.clone()], args(line))
+        .await
+        .unwrap();
+    assert_eq!(
+        (summary.ops, summary.errors),
+        (200, 0),
+        "{:?}",
+        summary.error_samples
+    );
+    assert_eq!(summary.params["names"], "4");
+    // Every Lock was followed by its Unlock, so no lock key is left behind.
+    let mut client = Client::connect([&etcd.endpoint], None).await.unwrap();
+    let left = client
+        .get("bench/lock/", Some(GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    assert_eq!(left.kvs().len(), 0);
+}
+
+#[tokio::test]
+#[ignore = "needs an etcd binary"]
+async fn watch_sees_every_put() {
+    let etcd = Etcd::start().await;
+    let line = "watch --total 200 --clients 4 --conns 2 --watchers 2";
+    let summary = measure(vec![etcd.endpoint.clone()], args(line))
+        .await
+        .unwrap();
+    // An operation only succeeds once both watchers delivered its event.
+    assert_eq!(
+        (summary.ops, summary.errors),
+        (200, 0),
+        "{:?}",
+        summary.error_samples
+    );
+    let mut client = Client::connect([&etcd.endpoint], None).await.unwrap();
+    let written = client
+        .get(
+            "bench/watch/",
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(written.count(), 200);
+}
+
+#[tokio::test]
 async fn unreachable_endpoint_fails_instead_of_retrying() {
     // Nothing listens on a port just released by the OS.
     let endpoint = format!("http://127.0.0.1:{}", free_port());

@@ -22,8 +22,10 @@ use keys::KeySpace;
 use pool::Pool;
 use summary::{RunShape, Summary};
 use workload::Workload;
+use workload::lock::{LockWorkload, NAMES_MAX};
 use workload::put::PutWorkload;
 use workload::range::{Consistency, RangeWorkload};
+use workload::watch::{WATCHERS_MAX, WatchWorkload};
 
 /// `baton bench <workload> [options]`
 #[derive(Args, Debug, Clone)]
@@ -38,6 +40,10 @@ pub enum WorkloadCmd {
     Put(PutArgs),
     /// Read single keys (written beforehand) from a key space.
     Range(RangeArgs),
+    /// Lock and unlock names through the Lock service, each requester under its own lease.
+    Lock(LockArgs),
+    /// Put keys under a watched prefix and time each put until its event arrives.
+    Watch(WatchArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -65,11 +71,50 @@ pub struct RangeArgs {
     pub consistency: Consistency,
 }
 
+#[derive(Args, Debug, Clone)]
+pub struct LockArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Distinct lock names; operation n locks name n % names.
+    #[arg(long, default_value_t = 8)]
+    pub names: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Watch streams on the prefix (each its own connection); an operation completes when
+    /// all of them have delivered its event.
+    #[arg(long, default_value_t = 1)]
+    pub watchers: usize,
+}
+
+impl LockArgs {
+    fn validate(&self) -> anyhow::Result<()> {
+        if !(1..=NAMES_MAX).contains(&self.names) {
+            bail!("--names must be between 1 and {NAMES_MAX}");
+        }
+        Ok(())
+    }
+}
+
+impl WatchArgs {
+    fn validate(&self) -> anyhow::Result<()> {
+        if !(1..=WATCHERS_MAX).contains(&self.watchers) {
+            bail!("--watchers must be between 1 and {WATCHERS_MAX}");
+        }
+        Ok(())
+    }
+}
+
 impl BenchArgs {
     pub fn common(&self) -> &CommonArgs {
         match &self.workload {
             WorkloadCmd::Put(a) => &a.common,
             WorkloadCmd::Range(a) => &a.common,
+            WorkloadCmd::Lock(a) => &a.common,
+            WorkloadCmd::Watch(a) => &a.common,
         }
     }
 }
@@ -104,6 +149,14 @@ pub async fn measure(endpoints: Vec<String>, args: BenchArgs) -> anyhow::Result<
             let keys = KeySpace::new(&a.keys)?;
             let w = RangeWorkload::new(keys, a.val_size, a.consistency, a.keys.seed);
             execute(w, endpoints, &a.common).await
+        }
+        WorkloadCmd::Lock(a) => {
+            a.validate()?;
+            execute(LockWorkload::new(a.names), endpoints, &a.common).await
+        }
+        WorkloadCmd::Watch(a) => {
+            a.validate()?;
+            execute(WatchWorkload::new(a.watchers), endpoints, &a.common).await
         }
     }
 }
@@ -220,6 +273,38 @@ mod tests {
     }
 
     #[test]
+    fn lock_and_watch_defaults() {
+        let WorkloadCmd::Lock(lock) = parse(&["lock"]).unwrap().workload else {
+            panic!("not lock")
+        };
+        assert_eq!(lock.names, 8);
+        assert_eq!((lock.common.clients, lock.common.conns), (1, 1));
+        lock.validate().unwrap();
+        let WorkloadCmd::Lock(lock) = parse(&["lock", "--names", "2", "--clients", "16"])
+            .unwrap()
+            .workload
+        else {
+            panic!("not lock")
+        };
+        assert_eq!((lock.names, lock.common.clients), (2, 16));
+
+        let WorkloadCmd::Watch(watch) = parse(&["watch"]).unwrap().workload else {
+            panic!("not watch")
+        };
+        assert_eq!(watch.watchers, 1);
+        assert_eq!(watch.common.limits().total, args::TOTAL_DEFAULT);
+        watch.validate().unwrap();
+        let WorkloadCmd::Watch(watch) = parse(&["watch", "--watchers", "4", "--duration", "3s"])
+            .unwrap()
+            .workload
+        else {
+            panic!("not watch")
+        };
+        assert_eq!(watch.watchers, 4);
+        assert_eq!(watch.common.duration, Some(Duration::from_secs(3)));
+    }
+
+    #[test]
     fn total_and_duration_both_bound_the_run() {
         let WorkloadCmd::Put(put) = parse(&["put", "--total", "500", "--duration", "2m"])
             .unwrap()
@@ -250,7 +335,23 @@ mod tests {
         assert!(common(&["put", "--timeout", "0s"]).is_err());
         assert!(parse(&["put", "--duration", "soon"]).is_err());
         assert!(parse(&["range", "--consistency", "x"]).is_err());
-        assert!(parse(&["lock"]).is_err());
+        assert!(parse(&["txn"]).is_err());
+        let lock = |args: &[&str]| {
+            let WorkloadCmd::Lock(lock) = parse(args).unwrap().workload else {
+                panic!("not lock")
+            };
+            lock.validate()
+        };
+        assert!(lock(&["lock", "--names", "0"]).is_err());
+        assert!(lock(&["lock", "--names", "1000001"]).is_err());
+        let watch = |args: &[&str]| {
+            let WorkloadCmd::Watch(watch) = parse(args).unwrap().workload else {
+                panic!("not watch")
+            };
+            watch.validate()
+        };
+        assert!(watch(&["watch", "--watchers", "0"]).is_err());
+        assert!(watch(&["watch", "--watchers", "1001"]).is_err());
         assert!(check_val_size(args::VAL_SIZE_MAX + 1).is_err());
     }
 }

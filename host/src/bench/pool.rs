@@ -60,6 +60,17 @@ impl Pool {
     }
 }
 
+/// A connection for long-lived streams (watches, lease keep-alives): no per-request timeout,
+/// which would otherwise travel as a gRPC deadline and end the stream.
+pub async fn connect_streaming(endpoint: &str) -> anyhow::Result<Client> {
+    let options = ConnectOptions::new().with_connect_timeout(CONNECT_TIMEOUT);
+    let connecting = Client::connect([endpoint], Some(options));
+    timeout(CONNECT_TIMEOUT, connecting)
+        .await
+        .with_context(|| format!("{endpoint}: connect timed out after {CONNECT_TIMEOUT:?}"))?
+        .with_context(|| format!("{endpoint}: connect failed"))
+}
+
 async fn connect_one(endpoint: &str, request_timeout: Duration) -> anyhow::Result<Client> {
     let options = ConnectOptions::new()
         .with_connect_timeout(CONNECT_TIMEOUT)

@@ -1,8 +1,10 @@
 //! Workloads: each is one file implementing [`Workload`]; the driver supplies concurrency,
 //! limits and latency recording.
 
+pub mod lock;
 pub mod put;
 pub mod range;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::future::Future;
