@@ -2,6 +2,7 @@
 //! fresh, serve clients and peers, and shut everything down together.
 
 pub mod config;
+pub mod join;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use crate::entry::Raft;
 use crate::lease::rules::min_ttl_s;
 use crate::limits::{
     GRPC_OVERHEAD_BYTES, PEER_MESSAGE_BYTES_MAX, PUBLISH_RETRY_MS, PUBLISH_WAIT_MS,
-    REQUEST_BYTES_MAX,
+    REMOVAL_POLL_MS, REQUEST_BYTES_MAX,
 };
 use crate::proto::batonpb::raft_peer_server::RaftPeerServer;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
@@ -31,6 +32,7 @@ use crate::raft::{LogStore, StateMachine};
 use crate::server::Server;
 use crate::server::lease::{Deadlines, Lessor};
 use crate::server::lease_expiry;
+use crate::server::membership::LeaderMembership;
 use crate::watch::WatchHub;
 pub use config::NodeConfig;
 
@@ -44,8 +46,9 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
-    let member_id = config.member_id()?;
-    let cluster_id = config.cluster_id();
+    let identity = join::resolve(&config).await?;
+    let member_id = identity.member_id;
+    let cluster_id = identity.cluster_id;
 
     let log_store =
         LogStore::open(&config.data_dir.join("raft-log.redb")).context("opening the raft log")?;
@@ -107,7 +110,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     ))];
     for url in &config.listen_peer_urls {
         let addr = config::listen_addr(url)?;
-        let svc = RaftPeerServer::new(PeerService::new(raft.clone(), lessor.clone()))
+        let members = Arc::new(LeaderMembership::new(raft.clone(), cluster_id));
+        let svc = RaftPeerServer::new(PeerService::new(raft.clone(), lessor.clone(), members))
             .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
         let router = tonic::transport::Server::builder()
@@ -124,7 +128,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let publisher = {
         let server = server.clone();
         let urls = config.advertise_client_urls.clone();
-        tokio::spawn(async move { server.publish_until_done(urls).await })
+        let name = config.name.clone();
+        tokio::spawn(async move { server.publish_until_done(name, urls).await })
     };
     let published = async {
         while !publisher.is_finished() {
@@ -152,8 +157,12 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         clients = ?config.listen_client_urls, peers = ?config.listen_peer_urls, "baton member serving"
     );
 
-    shutdown_signal().await;
-    tracing::info!("shutting down");
+    tokio::select! {
+        () = shutdown_signal() => tracing::info!("shutting down"),
+        () = removed_from_cluster(&raft, member_id) => {
+            tracing::warn!("this member was removed from the cluster; shutting down");
+        }
+    }
     let _ = stop_tx.send(true);
     publisher.abort();
     catch_up.abort();
@@ -253,12 +262,37 @@ async fn bootstrap_if_new(raft: &Raft, config: &NodeConfig) -> anyhow::Result<()
         tracing::info!("existing data dir: rejoining the cluster without bootstrapping");
         return Ok(());
     }
+    if config.join_existing {
+        tracing::info!("joining: waiting for the leader to replicate the cluster to this member");
+        return Ok(());
+    }
     let members: BTreeMap<_, _> = config.founding_members().into_iter().collect();
     match raft.initialize(members).await {
         Ok(()) => tracing::info!("bootstrapped a new cluster"),
         Err(e) => tracing::info!(reason = %e, "cluster already initialized by a peer"),
     }
     Ok(())
+}
+
+/// Resolves once the committed membership, having listed this member, no longer does: like
+/// etcd, a removed member stops instead of lingering outside the cluster.
+async fn removed_from_cluster(raft: &Raft, id: crate::entry::MemberId) {
+    let mut listed_before = false;
+    loop {
+        let listed = {
+            let metrics = raft.metrics();
+            let m = openraft::type_config::async_runtime::WatchReceiver::borrow_watched(&metrics);
+            m.committed_membership_config
+                .membership()
+                .get_node(&id)
+                .is_some()
+        };
+        if listed_before && !listed {
+            return;
+        }
+        listed_before |= listed;
+        tokio::time::sleep(Duration::from_millis(REMOVAL_POLL_MS)).await;
+    }
 }
 
 async fn shutdown_signal() {
