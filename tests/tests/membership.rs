@@ -1,7 +1,7 @@
 //! Runtime membership changes (etcd's Cluster service), against etcd 3.4 and Baton: a learner is
 //! added, started with `--initial-cluster-state existing`, catches up, is promoted; the leader is
-//! removed and the rest carries on; refusals carry etcd's codes and messages; etcdctl prints the
-//! same lines for both.
+//! removed (its process stops) and the rest carries on; a voter is added and joins; refusals
+//! carry etcd's codes and messages; etcdctl prints the same lines for both.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -169,6 +169,12 @@ async fn learner_joins_is_promoted_and_leader_is_removed(backend: Backend) -> Re
     .await?;
     ensure!(removed.members().len() == 3);
     ensure!(removed.members().iter().all(|m| m.id() != leader_id));
+    // Like etcd's, the removed member's process stops by itself once it sees its removal.
+    let deadline = Instant::now() + RECOVER_TIMEOUT;
+    while !cluster.has_exited(leader) {
+        ensure!(Instant::now() < deadline, "the removed leader still runs");
+        sleep(POLL).await;
+    }
     cluster.forget(leader)?;
     let mut rest = cluster.client().await?;
     put_when_led(&mut rest, "after-remove", "v3").await?;
@@ -184,7 +190,33 @@ async fn learner_joins_is_promoted_and_leader_is_removed(backend: Backend) -> Re
     }
     let new_leader = cluster.leader().await?;
     ensure!(new_leader != leader);
-    Ok(())
+    add_voter_and_join(&mut cluster, &mut rest).await
+}
+
+/// etcd's default `member add` (a voter, through joint consensus) into a running cluster; the
+/// new member then starts, catches up and publishes its name.
+async fn add_voter_and_join(cluster: &mut Cluster, client: &mut Client) -> Result<()> {
+    let addrs = cluster.next_member_addrs()?;
+    let name = addrs.name.clone();
+    let added = when_ready("adding a voter", || {
+        let mut client = client.clone();
+        let url = addrs.peer_url();
+        async move { client.member_add([url], None).await }
+    })
+    .await?;
+    let id = added.member().context("added member")?.id();
+    ensure!(added.member_list().iter().all(|m| !m.is_learner()));
+    let joined = cluster.start_added(addrs, &[])?;
+    cluster.wait_ready().await?;
+    wait_readable(cluster, joined, "after-remove", "v3").await?;
+    let deadline = Instant::now() + CATCH_UP_TIMEOUT;
+    while !listing(client).await?.contains(&(id, name.clone(), false)) {
+        ensure!(Instant::now() < deadline, "{name} never published its name");
+        sleep(POLL).await;
+    }
+    ensure!(listing(client).await?.len() == 4);
+    client.put("after-voter-add", "v4", None).await?;
+    wait_readable(cluster, joined, "after-voter-add", "v4").await
 }
 
 async fn membership_refusals_match_etcd(backend: Backend) -> Result<()> {

@@ -356,11 +356,8 @@ impl Server {
     ) -> Result<pb::MemberRemoveResponse, Status> {
         let leader = self.membership_leader();
         self.at_leader(
-            || leader.remove(req.clone()),
-            |mut c| {
-                let req = req.clone();
-                async move { c.member_remove(req).await.map(tonic::Response::into_inner) }
-            },
+            || leader.remove(req),
+            |mut c| async move { c.member_remove(req).await.map(tonic::Response::into_inner) },
         )
         .await
     }
@@ -386,11 +383,8 @@ impl Server {
     ) -> Result<pb::MemberPromoteResponse, Status> {
         let leader = self.membership_leader();
         self.at_leader(
-            || leader.promote(req.clone()),
-            |mut c| {
-                let req = req.clone();
-                async move { c.member_promote(req).await.map(tonic::Response::into_inner) }
-            },
+            || leader.promote(req),
+            |mut c| async move { c.member_promote(req).await.map(tonic::Response::into_inner) },
         )
         .await
     }
