@@ -27,14 +27,32 @@ backend_test!(
     etcdctl_member_commands_print_like_etcd,
 );
 
-/// (id, name, is_learner) of every member, as `member list` reports it.
-async fn listing(client: &mut Client) -> Result<Vec<(u64, String, bool)>> {
-    let list = client.member_list().await?;
-    Ok(list
-        .members()
-        .iter()
-        .map(|m| (m.id(), m.name().to_string(), m.is_learner()))
-        .collect())
+type Listing = Vec<(u64, String, bool)>;
+
+/// Polls `member list` until `wanted` holds for its (id, name, is_learner) entries: a member
+/// answers from its own applied membership, which may trail the leader's briefly.
+async fn wait_listing(
+    client: &mut Client,
+    what: &str,
+    wanted: impl Fn(&Listing) -> bool,
+) -> Result<Listing> {
+    let deadline = Instant::now() + CATCH_UP_TIMEOUT;
+    loop {
+        let list = client.member_list().await?;
+        let listing: Listing = list
+            .members()
+            .iter()
+            .map(|m| (m.id(), m.name().to_string(), m.is_learner()))
+            .collect();
+        if wanted(&listing) {
+            return Ok(listing);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "member list never showed {what}: {listing:?}"
+        );
+        sleep(POLL).await;
+    }
 }
 
 /// Polls a serializable read on `member` until it returns `value` for `key`.
@@ -120,11 +138,10 @@ async fn learner_joins_is_promoted_and_leader_is_removed(backend: Backend) -> Re
     ensure!(added.member_list().len() == 4, "{:?}", added.member_list());
     let founders: BTreeSet<u64> = (0..3).map(|i| cluster.member_id(i)).collect();
     ensure!(!founders.contains(&new_id), "a new member gets a new id");
-    let unstarted = listing(&mut client).await?;
-    ensure!(
-        unstarted.contains(&(new_id, String::new(), true)),
-        "{unstarted:?}"
-    );
+    wait_listing(&mut client, "the unstarted learner", |l| {
+        l.len() == 4 && l.contains(&(new_id, String::new(), true))
+    })
+    .await?;
 
     let joined = cluster.start_added(addrs, &[])?;
     cluster.wait_ready().await?;
@@ -133,25 +150,20 @@ async fn learner_joins_is_promoted_and_leader_is_removed(backend: Backend) -> Re
         "the joiner took the id it was given"
     );
     wait_readable(&cluster, joined, "before-join", "v1").await?;
-    let deadline = Instant::now() + CATCH_UP_TIMEOUT;
-    while !listing(&mut client)
-        .await?
-        .contains(&(new_id, "n4".into(), true))
-    {
-        ensure!(Instant::now() < deadline, "n4 never published its name");
-        sleep(POLL).await;
-    }
+    wait_listing(&mut client, "n4's published name", |l| {
+        l.contains(&(new_id, "n4".into(), true))
+    })
+    .await?;
 
     when_ready("promoting the learner", || {
         let mut client = client.clone();
         async move { client.member_promote(new_id).await }
     })
     .await?;
-    let voters = listing(&mut client).await?;
-    ensure!(
-        voters.len() == 4 && voters.iter().all(|m| !m.2),
-        "{voters:?}"
-    );
+    wait_listing(&mut client, "4 voters", |l| {
+        l.len() == 4 && l.iter().all(|m| !m.2)
+    })
+    .await?;
     client.put("after-promote", "v2", None).await?;
     wait_readable(&cluster, joined, "after-promote", "v2").await?;
 
@@ -178,13 +190,14 @@ async fn learner_joins_is_promoted_and_leader_is_removed(backend: Backend) -> Re
     cluster.forget(leader)?;
     let mut rest = cluster.client().await?;
     put_when_led(&mut rest, "after-remove", "v3").await?;
-    let remaining = listing(&mut rest).await?;
-    let ids: BTreeSet<u64> = remaining.iter().map(|m| m.0).collect();
     let expected: BTreeSet<u64> = (0..cluster.size())
         .filter(|&i| i != leader)
         .map(|i| cluster.member_id(i))
         .collect();
-    ensure!(ids == expected, "{remaining:?}");
+    wait_listing(&mut rest, "the three remaining members", |l| {
+        l.iter().map(|m| m.0).collect::<BTreeSet<_>>() == expected
+    })
+    .await?;
     for member in (0..cluster.size()).filter(|&i| i != leader) {
         wait_readable(&cluster, member, "after-remove", "v3").await?;
     }
@@ -209,12 +222,10 @@ async fn add_voter_and_join(cluster: &mut Cluster, client: &mut Client) -> Resul
     let joined = cluster.start_added(addrs, &[])?;
     cluster.wait_ready().await?;
     wait_readable(cluster, joined, "after-remove", "v3").await?;
-    let deadline = Instant::now() + CATCH_UP_TIMEOUT;
-    while !listing(client).await?.contains(&(id, name.clone(), false)) {
-        ensure!(Instant::now() < deadline, "{name} never published its name");
-        sleep(POLL).await;
-    }
-    ensure!(listing(client).await?.len() == 4);
+    wait_listing(client, "the new voter by name", |l| {
+        l.len() == 4 && l.contains(&(id, name.clone(), false))
+    })
+    .await?;
     client.put("after-voter-add", "v4", None).await?;
     wait_readable(cluster, joined, "after-voter-add", "v4").await
 }

@@ -85,6 +85,12 @@ pub async fn publish_as_leader(
             "member {id:x} is not in the membership"
         )));
     };
+    // A member that sends no name (an older version) keeps the one it has.
+    let name = if name.is_empty() {
+        member.name.clone()
+    } else {
+        name
+    };
     if member.client_urls == client_urls && member.name == name {
         return Ok(());
     }

@@ -414,6 +414,26 @@ mod tests {
     }
 
     #[test]
+    fn learner_is_in_sync_at_ninety_percent_of_the_leader_log() {
+        let leader: MemberId = 1;
+        let learner: MemberId = 2;
+        let mut metrics = Metrics::new_initial(leader);
+        metrics.last_log_index = Some(100);
+        let at = |index: u64| Some(openraft::testing::log_id::<TypeConfig>(1, leader, index));
+        for (matched, ready) in [
+            (None, false),
+            (at(89), false),
+            (at(90), true),
+            (at(100), true),
+        ] {
+            metrics.replication = Some(BTreeMap::from([(learner, matched.clone())]));
+            assert_eq!(learner_in_sync(&metrics, learner), ready, "{matched:?}");
+        }
+        metrics.replication = None;
+        assert!(!learner_in_sync(&metrics, learner), "no replication state");
+    }
+
+    #[test]
     fn quorum_is_a_strict_majority() {
         assert_eq!(
             [1, 2, 3, 4, 5].map(quorum),
