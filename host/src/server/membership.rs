@@ -426,7 +426,7 @@ mod tests {
             (at(90), true),
             (at(100), true),
         ] {
-            metrics.replication = Some(BTreeMap::from([(learner, matched.clone())]));
+            metrics.replication = Some(BTreeMap::from([(learner, matched)]));
             assert_eq!(learner_in_sync(&metrics, learner), ready, "{matched:?}");
         }
         metrics.replication = None;
