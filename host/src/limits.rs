@@ -77,3 +77,5 @@ pub const JOIN_LOOKUP_WAIT_MS: u64 = 30_000;
 pub const JOIN_LOOKUP_RETRY_MS: u64 = 200;
 /// How often a member checks whether it was removed from the cluster.
 pub const REMOVAL_POLL_MS: u64 = 200;
+/// A member without a leader asks its peers whether it was removed every this many polls.
+pub const REMOVAL_PROBE_EVERY_POLLS: u64 = 5;

@@ -1,7 +1,7 @@
 //! Runtime membership changes (etcd's Cluster service), against etcd 3.4 and Baton: a learner is
 //! added, started with `--initial-cluster-state existing`, catches up, is promoted; the leader is
-//! removed (its process stops) and the rest carries on; a voter is added and joins; refusals
-//! carry etcd's codes and messages; etcdctl prints the same lines for both.
+//! removed (its process stops) and the rest carries on; a voter is added, joins and is removed;
+//! refusals carry etcd's codes and messages; etcdctl prints the same lines for both.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -182,11 +182,7 @@ async fn learner_joins_is_promoted_and_leader_is_removed(backend: Backend) -> Re
     ensure!(removed.members().len() == 3);
     ensure!(removed.members().iter().all(|m| m.id() != leader_id));
     // Like etcd's, the removed member's process stops by itself once it sees its removal.
-    let deadline = Instant::now() + RECOVER_TIMEOUT;
-    while !cluster.has_exited(leader) {
-        ensure!(Instant::now() < deadline, "the removed leader still runs");
-        sleep(POLL).await;
-    }
+    wait_exited(&mut cluster, leader).await?;
     cluster.forget(leader)?;
     let mut rest = cluster.client().await?;
     put_when_led(&mut rest, "after-remove", "v3").await?;
@@ -227,7 +223,36 @@ async fn add_voter_and_join(cluster: &mut Cluster, client: &mut Client) -> Resul
     })
     .await?;
     client.put("after-voter-add", "v4", None).await?;
-    wait_readable(cluster, joined, "after-voter-add", "v4").await
+    wait_readable(cluster, joined, "after-voter-add", "v4").await?;
+
+    // Removing it again: a removed follower stops by itself too.
+    when_ready("removing the new voter", || {
+        let mut client = client.clone();
+        async move { client.member_remove(id).await }
+    })
+    .await?;
+    wait_exited(cluster, joined).await?;
+    cluster.forget(joined)?;
+    put_when_led(client, "after-second-remove", "v5").await?;
+    wait_listing(client, "three members", |l| {
+        l.len() == 3 && l.iter().all(|m| m.0 != id)
+    })
+    .await?;
+    Ok(())
+}
+
+/// Waits until a removed member's process has stopped on its own.
+async fn wait_exited(cluster: &mut Cluster, member: usize) -> Result<()> {
+    let deadline = Instant::now() + RECOVER_TIMEOUT;
+    while !cluster.has_exited(member) {
+        ensure!(
+            Instant::now() < deadline,
+            "removed member {} still runs",
+            cluster.name(member)
+        );
+        sleep(POLL).await;
+    }
+    Ok(())
 }
 
 async fn membership_refusals_match_etcd(backend: Backend) -> Result<()> {

@@ -1,7 +1,7 @@
 //! Who this member is: its member id and cluster id. Founding members derive both from their
 //! flags; a member added at run time (`--initial-cluster-state existing`) asks the members it
 //! was told about which id the leader gave its peer URLs, and remembers the answer in its data
-//! dir so restarts need nobody.
+//! dir so restarts need nobody. Also: noticing that this member was removed.
 
 use std::path::Path;
 use std::time::Duration;
@@ -10,11 +10,16 @@ use anyhow::{Context, bail};
 use tokio::time::Instant;
 use tonic::transport::Endpoint;
 
-use crate::entry::MemberId;
-use crate::limits::{JOIN_LOOKUP_RETRY_MS, JOIN_LOOKUP_WAIT_MS, PEER_CONNECT_TIMEOUT_MS};
+use openraft::type_config::async_runtime::WatchReceiver;
+
+use crate::entry::{MemberId, Raft};
+use crate::limits::{
+    JOIN_LOOKUP_RETRY_MS, JOIN_LOOKUP_WAIT_MS, PEER_CONNECT_TIMEOUT_MS, REMOVAL_POLL_MS,
+    REMOVAL_PROBE_EVERY_POLLS,
+};
 use crate::node::NodeConfig;
-use crate::proto::batonpb::MembershipRequest;
 use crate::proto::batonpb::raft_peer_client::RaftPeerClient;
+use crate::proto::batonpb::{MembershipRequest, MembershipResponse};
 
 /// Written once a joining member learned its ids: `<member id hex> <cluster id hex>`.
 const IDENTITY_FILE: &str = "member-identity";
@@ -101,16 +106,20 @@ async fn look_up(config: &NodeConfig) -> anyhow::Result<Identity> {
     bail!("cannot join the existing cluster (add this member with `member add` first): {last}")
 }
 
-async fn ask(url: &str, own: &[String]) -> anyhow::Result<Option<Identity>> {
+async fn membership_of(url: &str) -> anyhow::Result<MembershipResponse> {
     let channel = Endpoint::from_shared(url.to_string())?
         .connect_timeout(Duration::from_millis(PEER_CONNECT_TIMEOUT_MS))
         .timeout(Duration::from_millis(PEER_CONNECT_TIMEOUT_MS))
         .connect()
         .await?;
-    let reply = RaftPeerClient::new(channel)
+    Ok(RaftPeerClient::new(channel)
         .membership(MembershipRequest {})
         .await?
-        .into_inner();
+        .into_inner())
+}
+
+async fn ask(url: &str, own: &[String]) -> anyhow::Result<Option<Identity>> {
+    let reply = membership_of(url).await?;
     Ok(reply
         .members
         .iter()
@@ -119,6 +128,49 @@ async fn ask(url: &str, own: &[String]) -> anyhow::Result<Option<Identity>> {
             member_id: m.id,
             cluster_id: reply.cluster_id,
         }))
+}
+
+/// Resolves once this member learns it was removed, like etcd's, which then stops. Either its
+/// own committed membership drops it (a removed leader, or a follower that received the change),
+/// or — while it sees no leader, as a member cut off by its removal does — another member
+/// reports a newer committed membership without it. Ids are never reused, so that is final.
+pub async fn removed_from_cluster(raft: &Raft, id: MemberId) {
+    let mut listed_before = false;
+    for poll in 1u64.. {
+        let (listed, index, peers, leaderless) = {
+            let metrics = raft.metrics();
+            let m = metrics.borrow_watched();
+            let committed = &m.committed_membership_config;
+            let peers: Vec<String> = committed
+                .membership()
+                .nodes()
+                .filter(|(node, _)| **node != id)
+                .filter_map(|(_, member)| member.peer_urls.first().cloned())
+                .collect();
+            (
+                committed.membership().get_node(&id).is_some(),
+                committed.log_id().map_or(0, |l| l.index()),
+                peers,
+                m.current_leader.is_none(),
+            )
+        };
+        if listed_before && !listed {
+            return;
+        }
+        listed_before |= listed;
+        if listed && leaderless && poll.is_multiple_of(REMOVAL_PROBE_EVERY_POLLS) {
+            for url in &peers {
+                if let Ok(reply) = membership_of(url).await
+                    && reply.committed_membership_index > index
+                    && !reply.committed_member_ids.contains(&id)
+                {
+                    tracing::info!(peer = %url, "a peer's newer membership no longer lists this member");
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(REMOVAL_POLL_MS)).await;
+    }
 }
 
 #[cfg(test)]

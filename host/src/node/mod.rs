@@ -17,7 +17,7 @@ use crate::entry::Raft;
 use crate::lease::rules::min_ttl_s;
 use crate::limits::{
     GRPC_OVERHEAD_BYTES, PEER_MESSAGE_BYTES_MAX, PUBLISH_RETRY_MS, PUBLISH_WAIT_MS,
-    REMOVAL_POLL_MS, REQUEST_BYTES_MAX,
+    REQUEST_BYTES_MAX,
 };
 use crate::proto::batonpb::raft_peer_server::RaftPeerServer;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
@@ -159,7 +159,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
 
     tokio::select! {
         () = shutdown_signal() => tracing::info!("shutting down"),
-        () = removed_from_cluster(&raft, member_id) => {
+        () = join::removed_from_cluster(&raft, member_id) => {
             tracing::warn!("this member was removed from the cluster; shutting down");
         }
     }
@@ -272,27 +272,6 @@ async fn bootstrap_if_new(raft: &Raft, config: &NodeConfig) -> anyhow::Result<()
         Err(e) => tracing::info!(reason = %e, "cluster already initialized by a peer"),
     }
     Ok(())
-}
-
-/// Resolves once the committed membership, having listed this member, no longer does: like
-/// etcd, a removed member stops instead of lingering outside the cluster.
-async fn removed_from_cluster(raft: &Raft, id: crate::entry::MemberId) {
-    let mut listed_before = false;
-    loop {
-        let listed = {
-            let metrics = raft.metrics();
-            let m = openraft::type_config::async_runtime::WatchReceiver::borrow_watched(&metrics);
-            m.committed_membership_config
-                .membership()
-                .get_node(&id)
-                .is_some()
-        };
-        if listed_before && !listed {
-            return;
-        }
-        listed_before |= listed;
-        tokio::time::sleep(Duration::from_millis(REMOVAL_POLL_MS)).await;
-    }
 }
 
 async fn shutdown_signal() {

@@ -187,9 +187,12 @@ fn not_found() -> Status {
 impl MembershipLeader for LeaderMembership {
     fn describe(&self) -> MembershipResponse {
         let metrics = self.raft.metrics().borrow_watched().clone();
+        let committed = &metrics.committed_membership_config;
         MembershipResponse {
             cluster_id: self.cluster_id,
             members: members_of(metrics.membership_config.membership()),
+            committed_membership_index: committed.log_id().map_or(0, |id| id.index()),
+            committed_member_ids: committed.membership().nodes().map(|(id, _)| *id).collect(),
         }
     }
 
