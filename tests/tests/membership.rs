@@ -379,11 +379,13 @@ async fn etcdctl_member_commands_print_like_etcd(backend: Backend) -> Result<()>
     )?;
     let lines: Vec<&str> = out.lines().collect();
     let first = lines.first().context("output")?;
+    // etcdctl pads both ids to 16 columns with spaces here (`%16x`).
     let id_hex = first
         .strip_prefix("Member ")
-        .and_then(|rest| rest.strip_suffix(&format!(" added to cluster {cluster_id:x}")))
+        .and_then(|rest| rest.strip_suffix(&format!(" added to cluster {cluster_id:16x}")))
         .with_context(|| format!("first line {first:?}"))?;
-    let id = u64::from_str_radix(id_hex, 16).context("member id in hex")?;
+    ensure!(id_hex.len() == 16, "{first:?}");
+    let id = u64::from_str_radix(id_hex.trim_start(), 16).context("member id in hex")?;
     let expected = [
         String::new(),
         "ETCD_NAME=\"n2\"".to_string(),
