@@ -166,6 +166,12 @@ async fn learner_joins_is_promoted_and_leader_is_removed(backend: Backend) -> Re
     .await?;
     client.put("after-promote", "v2", None).await?;
     wait_readable(&cluster, joined, "after-promote", "v2").await?;
+    // A restarted joiner keeps its id without asking anyone (its data dir remembers it).
+    cluster.kill(joined)?;
+    cluster.restart(joined)?;
+    cluster.wait_ready().await?;
+    ensure!(cluster.member_id(joined) == new_id);
+    wait_readable(&cluster, joined, "after-promote", "v2").await?;
 
     // Remove the leader through another member; leadership moves to one of the other three.
     let leader = cluster.leader().await?;
@@ -429,7 +435,7 @@ async fn etcdctl_member_commands_print_like_etcd(backend: Backend) -> Result<()>
             .await?,
     )?;
     ensure!(
-        out.trim_end() == format!("Member {id:x} removed from cluster {cluster_id:x}"),
+        out.trim_end() == format!("Member {id:16x} removed from cluster {cluster_id:16x}"),
         "{out}"
     );
     let list = stdout_of(&cluster.etcdctl(&["member", "list"]).await?)?;

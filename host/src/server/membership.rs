@@ -298,9 +298,9 @@ impl MembershipLeader for LeaderMembership {
     ) -> Result<pb::MemberPromoteResponse, Status> {
         let metrics = self.leader_metrics()?;
         let membership = metrics.membership_config.membership();
-        if membership.get_node(&req.id).is_none() {
+        let Some(mut node) = membership.get_node(&req.id).cloned() else {
             return Err(not_found());
-        }
+        };
         if membership.voter_ids().any(|v| v == req.id) {
             return Err(Status::failed_precondition(NOT_LEARNER));
         }
@@ -311,8 +311,13 @@ impl MembershipLeader for LeaderMembership {
         if self.active_voters(&metrics).len() + 1 < quorum(voters + 1) {
             return Err(Status::failed_precondition(NOT_ENOUGH_STARTED));
         }
+        // The member record's learner flag changes in the same joint change as the voter set.
+        node.is_learner = false;
         let members = self
-            .change(ChangeMembers::AddVoterIds(BTreeSet::from([req.id])))
+            .change(ChangeMembers::Batch(vec![
+                ChangeMembers::SetNodes(BTreeMap::from([(req.id, node)])),
+                ChangeMembers::AddVoterIds(BTreeSet::from([req.id])),
+            ]))
             .await?;
         tracing::info!(id = format!("{:x}", req.id), "learner promoted");
         Ok(pb::MemberPromoteResponse {
