@@ -6,8 +6,12 @@
 //! - [`cli`]: the `baton` command line (`serve`, client tools).
 //! - [`bench`]: `baton bench`, a load generator for any etcd-compatible endpoint.
 //! - [`node`]: composition root — opens storage, builds Raft, serves, shuts down.
+//! - [`maintenance`]: what the Maintenance service computes from the state database (hashes,
+//!   the snapshot stream).
 //! - [`api`]: tonic services for the etcd API; request-shape checks; the one table that maps
 //!   errors to gRPC status. Protobuf in, protobuf out; no storage access except read views.
+//! - [`recipe`]: etcd's lock and election recipes run server-side (queue keys, waits on the
+//!   watch hub), for the Lock and Election services.
 //! - [`server`]: what the API calls — proposals (forwarded to the leader when needed),
 //!   linearizable read barriers, response headers, request deadlines.
 //! - [`raft`]: openraft glue — redb log store with group commit, state machine wrapper, peer
@@ -28,10 +32,12 @@ pub mod cli;
 pub mod entry;
 pub mod lease;
 pub mod limits;
+pub mod maintenance;
 pub mod mvcc;
 pub mod node;
 pub mod proto;
 pub mod raft;
+pub mod recipe;
 pub mod server;
 pub mod sm;
 pub mod storage;

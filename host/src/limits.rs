@@ -59,6 +59,26 @@ pub const LEASE_CHECKPOINT_BATCH_MAX: usize = 1_000;
 pub const LEASE_CHECKPOINTS_PER_TICK_MAX: usize = 5_000;
 /// Keep-alive responses queued per stream before the server stops reading its requests.
 pub const LEASE_KEEPALIVE_RESPONSES_QUEUED_MAX: usize = 16;
+/// Pieces of a client's `Snapshot` stream (etcd sends 32 KiB).
+pub const SNAPSHOT_STREAM_CHUNK_BYTES: usize = 32 * 1024;
+/// Snapshot pieces produced ahead of the client.
+pub const SNAPSHOT_STREAM_QUEUE_CHUNKS: usize = 8;
+/// etcd's default `--quota-backend-bytes` (2 GiB), used when the flag is 0.
+pub const QUOTA_BACKEND_BYTES_DEFAULT: u64 = 2 * 1024 * 1024 * 1024;
+/// How often a member compares its state database's size with the quota.
+pub const QUOTA_CHECK_INTERVAL_MS: u64 = 500;
+/// How often revision-mode auto-compaction looks at the revision, as a Go duration (etcd's
+/// fixed 5 minutes).
+pub const AUTO_COMPACTION_REVISION_CHECK: &str = "5m";
+/// Periodic auto-compaction compacts at most this far apart (etcd: 1 hour).
+pub const AUTO_COMPACTION_PERIOD_MAX_MS: u64 = 60 * 60 * 1000;
+/// Periodic auto-compaction samples the revision this many times per compaction interval.
+pub const AUTO_COMPACTION_SAMPLES_PER_INTERVAL: u32 = 10;
+/// How long MoveLeader waits for the target to take over.
+pub const MOVE_LEADER_TIMEOUT_MS: u64 = REQUEST_TIMEOUT_MS;
+
+/// Election Observe responses queued between its task and gRPC.
+pub const OBSERVE_RESPONSES_QUEUED_MAX: usize = 16;
 
 const _: () = assert!(SNAPSHOT_CHUNK_BYTES < PEER_MESSAGE_BYTES_MAX);
 const _: () = assert!(REQUEST_BYTES_MAX + GRPC_OVERHEAD_BYTES < PEER_MESSAGE_BYTES_MAX);

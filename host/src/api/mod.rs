@@ -1,9 +1,11 @@
 //! tonic services for the etcd API, request-shape checks, and the error-to-status table.
 
 pub mod cluster;
+pub mod election;
 pub mod kv;
 pub mod kv_checks;
 pub mod lease;
+pub mod lock;
 pub mod maintenance;
 pub mod status;
 pub mod watch;

@@ -5,6 +5,7 @@ use tonic::{Code, Status};
 
 use crate::lease::LeaseError;
 use crate::mvcc::error::KvError;
+use crate::recipe::error::RecipeError;
 
 /// gRPC code and message for each KV error.
 fn kv_status(e: &KvError) -> (Code, String) {
@@ -40,6 +41,20 @@ impl From<LeaseError> for Status {
         };
         Status::new(code, e.to_string())
     }
+}
+
+/// etcd's recipe servers return their errors unwrapped, which gRPC sends as Unknown.
+impl From<RecipeError> for Status {
+    fn from(e: RecipeError) -> Self {
+        Status::new(Code::Unknown, e.to_string())
+    }
+}
+
+/// Any refusal of a Lock or Election call, as etcd 3.4 sends it: its recipe servers run their
+/// KV operations through an embedded client, which turns every error into a plain one, so
+/// clients get the message with code Unknown (`etcdserver: requested lease not found` too).
+pub fn recipe_status(status: Status) -> Status {
+    Status::new(Code::Unknown, status.message())
 }
 
 #[cfg(test)]
@@ -135,6 +150,23 @@ mod tests {
         for (err, code, message) in cases {
             let s = Status::from(err);
             assert_eq!((s.code(), s.message()), (code, message));
+        }
+    }
+
+    #[test]
+    fn recipe_errors_are_unknown_with_etcds_words() {
+        let cases = [
+            (RecipeError::LockSessionExpired, "mutex: session is expired"),
+            (RecipeError::NotLeader, "election: not leader"),
+            (RecipeError::NoLeader, "election: no leader"),
+            (
+                RecipeError::MissingLeaderKey,
+                "\"leader\" field must be provided",
+            ),
+        ];
+        for (err, message) in cases {
+            let s = Status::from(err);
+            assert_eq!((s.code(), s.message()), (Code::Unknown, message));
         }
     }
 }

@@ -4,8 +4,11 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::limits::SNAPSHOT_LOGS_SINCE_LAST;
+use crate::limits::{
+    AUTO_COMPACTION_REVISION_CHECK, QUOTA_BACKEND_BYTES_DEFAULT, SNAPSHOT_LOGS_SINCE_LAST,
+};
 use crate::node::{self, NodeConfig, config::parse_initial_cluster};
+use crate::server::compaction::AutoCompaction;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -54,6 +57,65 @@ pub struct ServeArgs {
         value_parser = parse_go_duration_ms
     )]
     pub watch_progress_notify_interval_ms: u64,
+    /// Raise the NOSPACE alarm when the state database reaches this many bytes (0: etcd's
+    /// default of 2 GiB; negative: no quota).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub quota_backend_bytes: i64,
+    /// `periodic` (retention is a duration) or `revision` (retention is a revision count).
+    #[arg(long, default_value = "periodic")]
+    pub auto_compaction_mode: String,
+    /// History to keep: for periodic, a Go duration or whole hours (`0` disables); for
+    /// revision, a number of revisions.
+    #[arg(long, default_value = "0")]
+    pub auto_compaction_retention: String,
+    /// How often revision-mode auto-compaction looks at the revision, as a Go duration
+    /// (Baton only; etcd always waits 5 minutes).
+    #[arg(
+        long,
+        hide = true,
+        default_value = AUTO_COMPACTION_REVISION_CHECK,
+        value_parser = parse_go_duration_ms
+    )]
+    pub experimental_auto_compaction_check_interval: u64,
+}
+
+/// etcd's reading of the auto-compaction flags: a bare integer is hours (periodic) or revisions
+/// (revision); anything else must be a Go duration and only makes sense for periodic.
+fn parse_auto_compaction(
+    mode: &str,
+    retention: &str,
+    revision_check_ms: u64,
+) -> anyhow::Result<AutoCompaction> {
+    let whole: Option<u64> = retention.parse().ok();
+    let policy = match (mode, whole) {
+        ("revision", Some(0)) | ("periodic", Some(0)) => AutoCompaction::Off,
+        ("revision", Some(n)) => AutoCompaction::Revision {
+            retention: i64::try_from(n)?,
+            check_ms: revision_check_ms,
+        },
+        ("revision", None) => {
+            anyhow::bail!("--auto-compaction-retention {retention:?} is not a revision count")
+        }
+        ("periodic", Some(hours)) => AutoCompaction::Periodic {
+            retention_ms: hours.saturating_mul(3_600_000),
+        },
+        ("periodic", None) => match parse_go_duration_ms(retention).map_err(anyhow::Error::msg)? {
+            0 => AutoCompaction::Off,
+            retention_ms => AutoCompaction::Periodic { retention_ms },
+        },
+        (other, _) => {
+            anyhow::bail!("--auto-compaction-mode {other:?}: expected \"periodic\" or \"revision\"")
+        }
+    };
+    Ok(policy)
+}
+
+/// etcd's quota rule: 0 means the default, a negative value means none.
+fn quota_bytes(flag: i64) -> u64 {
+    match flag {
+        0 => QUOTA_BACKEND_BYTES_DEFAULT,
+        n => u64::try_from(n).unwrap_or(0),
+    }
 }
 
 /// Parses a Go `time.Duration` string (as etcd's flags take them) into whole milliseconds:
@@ -122,13 +184,49 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         election_timeout_ms: args.election_timeout_ms,
         watch_progress_notify_interval_ms: args.watch_progress_notify_interval_ms,
         snapshot_count: args.snapshot_count.max(1),
+        quota_backend_bytes: quota_bytes(args.quota_backend_bytes),
+        auto_compaction: parse_auto_compaction(
+            &args.auto_compaction_mode,
+            &args.auto_compaction_retention,
+            args.experimental_auto_compaction_check_interval,
+        )?,
     })
     .await
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse_go_duration_ms;
+    use super::*;
+
+    #[test]
+    fn auto_compaction_flags_read_like_etcd() {
+        let parse = |m, r| parse_auto_compaction(m, r, 7).unwrap();
+        assert_eq!(parse("periodic", "0"), AutoCompaction::Off);
+        assert_eq!(
+            parse("periodic", "2"),
+            AutoCompaction::Periodic {
+                retention_ms: 7_200_000
+            }
+        );
+        assert_eq!(
+            parse("periodic", "30m"),
+            AutoCompaction::Periodic {
+                retention_ms: 1_800_000
+            }
+        );
+        assert_eq!(
+            parse("revision", "1000"),
+            AutoCompaction::Revision {
+                retention: 1000,
+                check_ms: 7
+            }
+        );
+        assert!(parse_auto_compaction("revision", "1h", 7).is_err());
+        assert!(parse_auto_compaction("sometimes", "1", 7).is_err());
+        assert_eq!(quota_bytes(0), QUOTA_BACKEND_BYTES_DEFAULT);
+        assert_eq!(quota_bytes(-1), 0);
+        assert_eq!(quota_bytes(4096), 4096);
+    }
 
     #[test]
     fn go_durations_parse_to_milliseconds() {

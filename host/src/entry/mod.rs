@@ -56,6 +56,7 @@ impl fmt::Display for Command {
             Some(Op::LeaseGrant(_)) => "lease_grant",
             Some(Op::LeaseRevoke(_)) => "lease_revoke",
             Some(Op::LeaseCheckpoint(_)) => "lease_checkpoint",
+            Some(Op::Alarm(_)) => "alarm",
             None => "unknown",
         };
         write!(f, "{kind}@{}", self.0.leader_time_ms)

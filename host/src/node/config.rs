@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
 
 use crate::entry::{Member, MemberId};
+use crate::server::compaction::AutoCompaction;
 
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -30,6 +31,11 @@ pub struct NodeConfig {
     /// Period of watch progress notifications (etcd
     /// `--experimental-watch-progress-notify-interval`).
     pub watch_progress_notify_interval_ms: u64,
+    /// Size of the state database at which NOSPACE is raised (etcd's
+    /// `--quota-backend-bytes`); 0 disables the quota.
+    pub quota_backend_bytes: u64,
+    /// etcd's `--auto-compaction-mode` and `--auto-compaction-retention`.
+    pub auto_compaction: AutoCompaction,
 }
 
 /// Parses etcd's `--initial-cluster` form: `n1=http://a:2380,n2=http://b:2380`. A name may

@@ -25,14 +25,17 @@ use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::etcdserverpb::watch_server::WatchServer;
+use crate::proto::v3electionpb::election_server::ElectionServer;
+use crate::proto::v3lockpb::lock_server::LockServer;
 use crate::raft::channels::PeerChannels;
 use crate::raft::network::PeerNetwork;
 use crate::raft::peer_service::PeerService;
 use crate::raft::{LogStore, StateMachine};
-use crate::server::Server;
+use crate::recipe::Recipes;
 use crate::server::lease::{Deadlines, Lessor};
 use crate::server::lease_expiry;
 use crate::server::membership::LeaderMembership;
+use crate::server::{self, Server};
 use crate::watch::WatchHub;
 pub use config::NodeConfig;
 
@@ -108,6 +111,18 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         lessor.clone(),
         stop_rx.clone(),
     ))];
+    let mut background = Vec::new();
+    if config.quota_backend_bytes > 0 {
+        background.push(server::alarm::spawn_quota_watch(
+            server.clone(),
+            state_path.clone(),
+            config.quota_backend_bytes,
+        ));
+    }
+    background.extend(server::compaction::spawn_auto_compaction(
+        server.clone(),
+        config.auto_compaction,
+    ));
     for url in &config.listen_peer_urls {
         let addr = config::listen_addr(url)?;
         let members = Arc::new(LeaderMembership::new(raft.clone(), cluster_id));
@@ -166,6 +181,9 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     publisher.abort();
     catch_up.abort();
+    for task in background {
+        task.abort();
+    }
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
@@ -184,6 +202,12 @@ fn client_router(
     // The services enforce etcd's exact size limits themselves (see api::kv); the transport only
     // guards memory.
     let decode_max = PEER_MESSAGE_BYTES_MAX;
+    let recipes = Arc::new(Recipes::new(
+        server.clone(),
+        hub.clone(),
+        lessor.clone(),
+        stop.clone(),
+    ));
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     drop(health_reporter);
     tonic::transport::Server::builder()
@@ -193,7 +217,11 @@ fn client_router(
                 .max_encoding_message_size(usize::MAX),
         )
         .add_service(MaintenanceServer::new(
-            api::maintenance::MaintenanceService::new(server.clone(), state_path.to_path_buf()),
+            api::maintenance::MaintenanceService::new(
+                server.clone(),
+                state_path.to_path_buf(),
+                config.quota_backend_bytes,
+            ),
         ))
         .add_service(ClusterServer::new(api::cluster::ClusterService::new(
             server.clone(),
@@ -202,6 +230,12 @@ fn client_router(
         .add_service(LeaseServer::new(api::lease::LeaseService::new(
             server.clone(),
             lessor.clone(),
+        )))
+        .add_service(LockServer::new(api::lock::LockService::new(
+            recipes.clone(),
+        )))
+        .add_service(ElectionServer::new(api::election::ElectionService::new(
+            recipes,
         )))
         .add_service(health_service)
 }

@@ -22,8 +22,7 @@ use crate::proto::etcdserverpb::{
     MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse,
 };
 use crate::raft::propose::{
-    LEADER_CHANGED, LeaderError, NOT_LEADER, propose_as_leader, publish_as_leader,
-    read_index_as_leader,
+    leader_error_status, propose_as_leader, publish_as_leader, read_index_as_leader,
 };
 
 type Vote = openraft::alias::VoteOf<TypeConfig>;
@@ -87,15 +86,6 @@ fn encode<T: Serialize>(value: &T) -> Result<Response<RaftPayload>, Status> {
 /// A Raft error means this member's Raft has stopped: the sender should treat it as down.
 fn raft_down(e: impl std::fmt::Display) -> Status {
     Status::unavailable(format!("raft is not running on this member: {e}"))
-}
-
-/// Tells a forwarding member why the leader path failed, in a form it can act on.
-pub fn leader_error_status(e: LeaderError) -> Status {
-    match e {
-        LeaderError::NotLeader { .. } => Status::failed_precondition(NOT_LEADER),
-        LeaderError::Discarded => Status::unavailable(LEADER_CHANGED),
-        LeaderError::Unavailable(m) => Status::unavailable(m),
-    }
 }
 
 #[tonic::async_trait]

@@ -29,6 +29,16 @@ pub enum LeaderError {
     Unavailable(String),
 }
 
+/// Tells whoever asked (a local client or a forwarding member) why the leader path failed, in a
+/// form it can act on: `NOT_LEADER` means "ask the leader you now know of".
+pub fn leader_error_status(e: LeaderError) -> tonic::Status {
+    match e {
+        LeaderError::NotLeader { .. } => tonic::Status::failed_precondition(NOT_LEADER),
+        LeaderError::Discarded => tonic::Status::unavailable(LEADER_CHANGED),
+        LeaderError::Unavailable(m) => tonic::Status::unavailable(m),
+    }
+}
+
 /// The leader's clock in Unix milliseconds: stamped into commands so that time reaches the state
 /// machine only through the log.
 pub fn leader_time_ms() -> u64 {

@@ -7,6 +7,8 @@
 //! `etcdserver: request timed out`. Nothing waits forever.
 
 use openraft::type_config::async_runtime::WatchReceiver;
+pub mod alarm;
+pub mod compaction;
 pub mod lease;
 pub mod lease_expiry;
 pub mod membership;
@@ -28,8 +30,7 @@ use crate::proto::batonpb::{LogCommand, LogReply, PublishRequest, ReadIndexReque
 use crate::proto::etcdserverpb::ResponseHeader;
 use crate::raft::channels::PeerChannels;
 use crate::raft::propose::{
-    LEADER_CHANGED, LeaderError, NOT_LEADER, propose_as_leader, publish_as_leader,
-    read_index_as_leader,
+    NOT_LEADER, leader_error_status, propose_as_leader, publish_as_leader, read_index_as_leader,
 };
 
 pub const NO_LEADER: &str = "etcdserver: no leader";
@@ -138,33 +139,18 @@ impl Server {
             leader_time_ms: 0,
             op: Some(op),
         };
-        let deadline = Instant::now() + Duration::from_millis(REQUEST_TIMEOUT_MS);
-        loop {
-            let attempt = async {
-                match self.route() {
-                    Route::Local => match propose_as_leader(&self.raft, cmd.clone()).await {
-                        Ok(reply) => Attempt::Done(reply),
-                        Err(LeaderError::NotLeader { .. }) => Attempt::Retry,
-                        Err(LeaderError::Discarded) => {
-                            Attempt::Fail(Status::unavailable(LEADER_CHANGED))
-                        }
-                        Err(LeaderError::Unavailable(m)) => Attempt::Fail(Status::unavailable(m)),
-                    },
-                    Route::Remote(mut client) => match client.forward(cmd.clone()).await {
-                        Ok(reply) => Attempt::Done(reply.into_inner()),
-                        Err(s) if is_retryable_forward(&s) => Attempt::Retry,
-                        Err(s) => Attempt::Fail(s),
-                    },
-                    Route::NoLeader => Attempt::Retry,
-                }
-            };
-            match tokio::time::timeout_at(deadline, attempt).await {
-                Ok(Attempt::Done(reply)) => return Ok(reply),
-                Ok(Attempt::Fail(status)) => return Err(status),
-                Ok(Attempt::Retry) => self.pause_or_give_up(deadline).await?,
-                Err(_) => return Err(self.deadline_status()),
-            }
-        }
+        self.at_leader(
+            || async {
+                propose_as_leader(&self.raft, cmd.clone())
+                    .await
+                    .map_err(leader_error_status)
+            },
+            |mut client| {
+                let cmd = cmd.clone();
+                async move { client.forward(cmd).await.map(tonic::Response::into_inner) }
+            },
+        )
+        .await
     }
 
     /// Runs leader-only work that is not a log entry (lease renewals and TTL queries): `local`
@@ -205,7 +191,7 @@ impl Server {
     /// between concurrent readers.
     pub async fn linearize(&self) -> Result<(), Status> {
         let deadline = Instant::now() + Duration::from_millis(REQUEST_TIMEOUT_MS);
-        let read_index = self.reads.read_index(|| self.read_index(deadline)).await?;
+        let read_index = self.reads.read_index(|| self.read_index()).await?;
         let mut applied = self.applied.clone();
         let caught_up = applied.wait_for(|index| *index >= read_index);
         match tokio::time::timeout_at(deadline, caught_up).await {
@@ -216,31 +202,21 @@ impl Server {
     }
 
     /// One ReadIndex round: from this member if it leads, otherwise from the leader.
-    async fn read_index(&self, deadline: Instant) -> Result<u64, Status> {
-        loop {
-            let attempt = async {
-                match self.route() {
-                    Route::Local => match read_index_as_leader(&self.raft).await {
-                        Ok(index) => Attempt::Done(index),
-                        Err(LeaderError::NotLeader { .. }) => Attempt::Retry,
-                        Err(e) => Attempt::Fail(Status::unavailable(e.to_string())),
-                    },
-                    Route::Remote(mut client) => match client.read_index(ReadIndexRequest {}).await
-                    {
-                        Ok(reply) => Attempt::Done(reply.into_inner().read_index),
-                        Err(s) if is_retryable_forward(&s) => Attempt::Retry,
-                        Err(s) => Attempt::Fail(s),
-                    },
-                    Route::NoLeader => Attempt::Retry,
-                }
-            };
-            match tokio::time::timeout_at(deadline, attempt).await {
-                Ok(Attempt::Done(index)) => return Ok(index),
-                Ok(Attempt::Fail(status)) => return Err(status),
-                Ok(Attempt::Retry) => self.pause_or_give_up(deadline).await?,
-                Err(_) => return Err(self.deadline_status()),
-            }
-        }
+    async fn read_index(&self) -> Result<u64, Status> {
+        self.at_leader(
+            || async {
+                read_index_as_leader(&self.raft)
+                    .await
+                    .map_err(leader_error_status)
+            },
+            |mut client| async move {
+                client
+                    .read_index(ReadIndexRequest {})
+                    .await
+                    .map(|reply| reply.into_inner().read_index)
+            },
+        )
+        .await
     }
 
     /// Makes sure the replicated membership lists this member's name and client URLs, retrying

@@ -7,6 +7,7 @@ use crate::lease::LeaseChange;
 use crate::lease::error::LeaseApplyError;
 use crate::proto::batonpb::{ApplyRefusal, LogCommand, LogReply, log_command, log_reply};
 use crate::proto::mvccpb;
+use crate::sm::alarm::{self, NO_SPACE};
 use crate::sm::kv::{self, ApplyError, KvRequest, KvResponse};
 use crate::sm::lease::{self, LeaseOp};
 
@@ -31,6 +32,19 @@ pub fn apply_command(
     cmd: &LogCommand,
 ) -> Result<CommandOutcome, ApplyFatal> {
     use log_command::Op;
+    if let Some(Op::Alarm(r)) = &cmd.op {
+        let resp = alarm::apply_alarm(txn, r).map_err(|e| ApplyFatal(e.to_string()))?;
+        return Ok(CommandOutcome {
+            reply: LogReply {
+                result: Some(log_reply::Result::Alarm(resp)),
+            },
+            events: Vec::new(),
+            lease_changes: Vec::new(),
+        });
+    }
+    if stores_value(cmd) && alarm::no_space(txn).map_err(|e| ApplyFatal(e.to_string()))? {
+        return Ok(refused(tonic::Status::resource_exhausted(NO_SPACE)));
+    }
     let request = match &cmd.op {
         Some(Op::Put(r)) => KvRequest::Put(r.clone()),
         Some(Op::DeleteRange(r)) => KvRequest::DeleteRange(r.clone()),
@@ -40,8 +54,8 @@ pub fn apply_command(
         Some(Op::LeaseRevoke(r)) => return apply_lease_op(txn, LeaseOp::Revoke(r)),
         Some(Op::LeaseCheckpoint(r)) => return apply_lease_op(txn, LeaseOp::Checkpoint(r)),
         // A command from a newer version this member does not understand: refuse it the same way
-        // on every member rather than guess.
-        None => {
+        // on every member rather than guess. (Alarms were handled above.)
+        None | Some(Op::Alarm(_)) => {
             return Ok(refused(tonic::Status::unimplemented(
                 "baton: unknown log command",
             )));
@@ -76,6 +90,15 @@ fn apply_lease_op(txn: &WriteTransaction, op: LeaseOp<'_>) -> Result<CommandOutc
         }),
         Err(LeaseApplyError::Rejected(e)) => Ok(refused(tonic::Status::from(e))),
         Err(LeaseApplyError::Storage(e)) => Err(ApplyFatal(e.to_string())),
+    }
+}
+
+/// The commands NOSPACE refuses: those that may store a value (etcd also refuses lease grants).
+fn stores_value(cmd: &LogCommand) -> bool {
+    match &cmd.op {
+        Some(log_command::Op::Put(_)) | Some(log_command::Op::LeaseGrant(_)) => true,
+        Some(log_command::Op::Txn(t)) => alarm::txn_puts(t),
+        _ => false,
     }
 }
 

@@ -26,6 +26,9 @@ pub const LEASES: TableDefinition<i64, (i64, i64)> = TableDefinition::new("lease
 /// Keys attached to each lease: (lease id, user key) -> nothing. A key is here iff it is live in
 /// [`KV_LATEST`] with that lease, so a revoke finds its keys without scanning the store.
 pub const LEASE_KEYS: TableDefinition<(i64, &[u8]), ()> = TableDefinition::new("lease_keys");
+/// Active alarms: (member id, `etcdserverpb.AlarmType` number) -> nothing. Replicated like the
+/// key space, so every member refuses the same writes while NOSPACE is raised.
+pub const ALARMS: TableDefinition<(u64, i32), ()> = TableDefinition::new("alarms");
 
 /// [`KV_KEY_REVS`] value and [`KV_HISTORY`] kind byte of a put.
 pub const REV_KIND_PUT: u8 = 0;
@@ -46,6 +49,7 @@ pub fn init_schema(db: &Database) -> Result<(), redb::Error> {
     txn.open_table(KV_HISTORY)?;
     txn.open_table(LEASES)?;
     txn.open_table(LEASE_KEYS)?;
+    txn.open_table(ALARMS)?;
     txn.commit()?;
     Ok(())
 }

@@ -18,7 +18,9 @@ use redb::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::storage::schema::{KV_HISTORY, KV_KEY_REVS, KV_LATEST, LEASE_KEYS, LEASES, META};
+use crate::storage::schema::{
+    ALARMS, KV_HISTORY, KV_KEY_REVS, KV_LATEST, LEASE_KEYS, LEASES, META,
+};
 
 const MAGIC: &[u8; 8] = b"BATNSNAP";
 const FORMAT_VERSION: u32 = 1;
@@ -31,6 +33,7 @@ const LAYOUT_KV_KEY_REVS: &str = "(bytes, i64, i64) -> u8";
 const LAYOUT_KV_HISTORY: &str = "(i64, i64) -> bytes";
 const LAYOUT_LEASES: &str = "i64 -> (i64, i64)";
 const LAYOUT_LEASE_KEYS: &str = "(i64, bytes) -> ()";
+const LAYOUT_ALARMS: &str = "(u64, i32) -> ()";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -68,7 +71,7 @@ pub fn write_snapshot(txn: &ReadTransaction, out: &mut impl Write) -> Result<(),
     };
     w.write_all(MAGIC)?;
     w.write_all(&FORMAT_VERSION.to_le_bytes())?;
-    let tables: u32 = 6;
+    let tables: u32 = 7;
     w.write_all(&tables.to_le_bytes())?;
     dump_table(txn, META, LAYOUT_META, &mut w)?;
     dump_table(txn, KV_LATEST, LAYOUT_KV_LATEST, &mut w)?;
@@ -76,6 +79,7 @@ pub fn write_snapshot(txn: &ReadTransaction, out: &mut impl Write) -> Result<(),
     dump_table(txn, KV_HISTORY, LAYOUT_KV_HISTORY, &mut w)?;
     dump_table(txn, LEASES, LAYOUT_LEASES, &mut w)?;
     dump_table(txn, LEASE_KEYS, LAYOUT_LEASE_KEYS, &mut w)?;
+    dump_table(txn, ALARMS, LAYOUT_ALARMS, &mut w)?;
     let digest = w.hasher.finalize();
     w.out.write_all(&digest)?;
     Ok(())
@@ -103,6 +107,7 @@ pub fn restore_snapshot(db: &Database, input: &mut impl Read) -> Result<(), Snap
     load_table(&txn, KV_HISTORY, LAYOUT_KV_HISTORY, &parsed)?;
     load_table(&txn, LEASES, LAYOUT_LEASES, &parsed)?;
     load_table(&txn, LEASE_KEYS, LAYOUT_LEASE_KEYS, &parsed)?;
+    load_table(&txn, ALARMS, LAYOUT_ALARMS, &parsed)?;
     txn.commit()?;
     Ok(())
 }
@@ -197,6 +202,7 @@ fn parse(body: &[u8]) -> Result<HashMap<&str, ParsedTable<'_>>, SnapshotError> {
         KV_HISTORY.name(),
         LEASES.name(),
         LEASE_KEYS.name(),
+        ALARMS.name(),
     ];
     if let Some(name) = tables.keys().find(|name| !known.contains(name)) {
         return Err(SnapshotError::Format(format!("unknown table {name}")));

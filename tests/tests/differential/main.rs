@@ -4,6 +4,7 @@
 //! Against `Backend::Etcd` this compares etcd with etcd, which proves the generator and the
 //! comparison are deterministic.
 
+mod events;
 mod execute;
 mod generate;
 mod model;
@@ -46,6 +47,11 @@ async fn differential(backend: Backend, members: usize, ops: usize) -> Result<()
     )?;
     let mut reference_client = reference.client().await?;
     let mut candidate_client = candidate.client().await?;
+    // Live watches over everything, opened before the first operation.
+    let (mut ref_live, mut cand_live) = tokio::try_join!(
+        events::open(&mut reference_client, 0),
+        events::open(&mut candidate_client, 0)
+    )?;
     let mut generator = Generator::new(StdRng::seed_from_u64(seed), members == 1);
     let mut history = History {
         current_revision: 1,
@@ -82,6 +88,15 @@ async fn differential(backend: Backend, members: usize, ops: usize) -> Result<()
             _ => {}
         }
     }
+    compare_events(
+        backend,
+        seed,
+        &mut reference_client,
+        &mut candidate_client,
+        (&mut ref_live, &mut cand_live),
+        &history,
+    )
+    .await?;
     let error_count: usize = errors.values().sum();
     println!(
         "{ops} ops agreed; final revision {}; errors: {errors:#?}",
@@ -96,6 +111,47 @@ async fn differential(backend: Backend, members: usize, ops: usize) -> Result<()
         history.current_revision > (ops / 10) as i64,
         "too few writes"
     );
+    Ok(())
+}
+
+/// The live watches must have seen identical events, and so must watches replaying history from
+/// the oldest revision still kept (and from one already compacted, which both must cancel alike).
+async fn compare_events(
+    backend: Backend,
+    seed: u64,
+    reference: &mut etcd_client::Client,
+    candidate: &mut etcd_client::Client,
+    live: (&mut etcd_client::WatchStream, &mut etcd_client::WatchStream),
+    history: &History,
+) -> Result<()> {
+    let last = history.current_revision;
+    if last < 2 {
+        return Ok(());
+    }
+    let (want, got) =
+        tokio::try_join!(events::collect(live.0, last), events::collect(live.1, last))?;
+    if want != got {
+        bail!("live watch events differ (seed {seed})\netcd 3.4: {want:#?}\n{backend}: {got:#?}");
+    }
+    let mut starts = vec![history.compacted_revision.max(2)];
+    if history.compacted_revision > 2 {
+        starts.push(history.compacted_revision - 1);
+    }
+    for start in starts {
+        let (mut s1, mut s2) = tokio::try_join!(
+            events::open(reference, start),
+            events::open(candidate, start)
+        )?;
+        let (want, got) = tokio::try_join!(
+            events::collect(&mut s1, last),
+            events::collect(&mut s2, last)
+        )?;
+        if want != got {
+            bail!(
+                "replayed watch events from revision {start} differ (seed {seed})\netcd 3.4: {want:#?}\n{backend}: {got:#?}"
+            );
+        }
+    }
     Ok(())
 }
 

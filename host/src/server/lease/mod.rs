@@ -27,7 +27,8 @@ use crate::proto::etcdserverpb::{
     LeaseCheckpoint, LeaseCheckpointRequest, LeaseGrantRequest, LeaseRevokeRequest,
     LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
-use crate::raft::peer_service::{LeaseLeader, leader_error_status};
+use crate::raft::peer_service::LeaseLeader;
+use crate::raft::propose::leader_error_status;
 use crate::raft::propose::{NOT_LEADER, leader_time_ms, propose_as_leader, read_index_as_leader};
 use crate::server::TIMED_OUT;
 use crate::server::read_batch::ReadBatcher;

@@ -36,6 +36,7 @@ fn dump_raw(db: &Database) -> Vec<RawTable> {
         raw(&txn, KV_HISTORY),
         raw(&txn, LEASES),
         raw(&txn, LEASE_KEYS),
+        raw(&txn, ALARMS),
     ]
 }
 
@@ -71,6 +72,7 @@ fn populated() -> TestStore {
         .unwrap()
         .insert("raft.applied", b"opaque".as_slice())
         .unwrap();
+    txn.open_table(ALARMS).unwrap().insert((7, 1), ()).unwrap();
     txn.commit().unwrap();
     s
 }

@@ -1,0 +1,87 @@
+//! The watch half of the differential test: the same operations must produce the same event
+//! sequence on both servers, both live (a watch opened before the first operation) and replayed
+//! from history afterwards (a watch opened at a past revision).
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use etcd_client::{Client, EventType, WatchOptions, WatchStream};
+
+/// Everything a client can see of one event.
+#[derive(Debug, PartialEq, Eq)]
+pub struct EventView {
+    kind: &'static str,
+    key: Vec<u8>,
+    value: Vec<u8>,
+    create_revision: i64,
+    mod_revision: i64,
+    version: i64,
+    lease: i64,
+    prev: Option<(Vec<u8>, i64, i64)>,
+}
+
+/// How long to wait for the events of operations that have already been answered.
+const EVENTS_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A watch over the whole key space with prev_kv, from `start_revision` (0 = from now).
+pub async fn open(client: &mut Client, start_revision: i64) -> Result<WatchStream> {
+    let options = WatchOptions::new()
+        .with_all_keys()
+        .with_prev_key()
+        .with_start_revision(start_revision);
+    let mut stream = client.watch("", Some(options)).await?;
+    // The first response confirms the watch was created.
+    let created = stream
+        .message()
+        .await?
+        .context("watch stream ended before `created`")?;
+    if !created.created() {
+        bail!("first watch response was not `created`: {created:?}");
+    }
+    Ok(stream)
+}
+
+/// Reads events until one at `final_revision` (or later) arrived. A cancellation (a compacted
+/// start revision) is reported as its compact revision so both servers can be compared on it.
+pub async fn collect(
+    stream: &mut WatchStream,
+    final_revision: i64,
+) -> Result<Result<Vec<EventView>, i64>> {
+    let mut events = Vec::new();
+    let mut last = 0;
+    let read = async {
+        while last < final_revision {
+            let Some(resp) = stream.message().await? else {
+                bail!("watch stream ended at revision {last}, expected {final_revision}");
+            };
+            if resp.canceled() {
+                return Ok(Err(resp.compact_revision()));
+            }
+            for event in resp.events() {
+                let Some(kv) = event.kv() else { continue };
+                last = kv.mod_revision();
+                events.push(EventView {
+                    kind: match event.event_type() {
+                        EventType::Put => "put",
+                        EventType::Delete => "delete",
+                    },
+                    key: kv.key().to_vec(),
+                    value: kv.value().to_vec(),
+                    create_revision: kv.create_revision(),
+                    mod_revision: kv.mod_revision(),
+                    version: kv.version(),
+                    lease: kv.lease(),
+                    prev: event
+                        .prev_kv()
+                        .map(|p| (p.value().to_vec(), p.mod_revision(), p.version())),
+                });
+            }
+        }
+        Ok(Ok(std::mem::take(&mut events)))
+    };
+    tokio::time::timeout(EVENTS_TIMEOUT, read)
+        .await
+        .with_context(|| {
+            format!("no event at revision {final_revision} within {EVENTS_TIMEOUT:?}")
+        })?
+}
