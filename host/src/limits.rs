@@ -85,3 +85,17 @@ const _: () = assert!(REQUEST_BYTES_MAX + GRPC_OVERHEAD_BYTES < PEER_MESSAGE_BYT
 const _: () = assert!(LEADER_POLL_MS < REQUEST_TIMEOUT_MS);
 const _: () = assert!(LEASE_CHECKPOINT_BATCH_MAX <= LEASE_CHECKPOINTS_PER_TICK_MAX);
 const _: () = assert!(LEASE_EXPIRY_TICK_MS < LEASE_CHECKPOINT_STALENESS_MS_MAX);
+
+/// Most learners a cluster may have at once (etcd 3.4's `maxLearners`).
+pub const LEARNERS_MAX: usize = 1;
+/// A learner may be promoted once its log reaches this share of the leader's, in percent
+/// (etcd's `readyPercent`).
+pub const LEARNER_READY_PERCENT: u64 = 90;
+/// How long a member joining an existing cluster keeps asking its peers for its member id.
+pub const JOIN_LOOKUP_WAIT_MS: u64 = 30_000;
+/// Pause between rounds of asking peers for this member's id.
+pub const JOIN_LOOKUP_RETRY_MS: u64 = 200;
+/// How often a member checks whether it was removed from the cluster.
+pub const REMOVAL_POLL_MS: u64 = 200;
+/// A member without a leader asks its peers whether it was removed every this many polls.
+pub const REMOVAL_PROBE_EVERY_POLLS: u64 = 5;

@@ -52,6 +52,9 @@ pub(crate) struct LaunchSpec<'a> {
     pub data_dir: &'a Path,
     /// Unique per cluster so stray etcd peers of other tests can never join.
     pub cluster_token: &'a str,
+    /// Joining a running cluster it was added to (`--initial-cluster-state existing`)
+    /// rather than founding one.
+    pub existing: bool,
 }
 
 impl Backend {
@@ -87,13 +90,20 @@ impl Backend {
         }
         args.push("--data-dir".into());
         args.push(spec.data_dir.into());
+        if spec.existing {
+            args.push("--initial-cluster-state".into());
+            args.push("existing".into());
+        }
         if self == Backend::Etcd {
             let etcd_only = [
                 ("--advertise-client-urls", spec.member.client_url()),
                 ("--initial-advertise-peer-urls", spec.member.peer_url()),
-                ("--initial-cluster-state", "new".to_owned()),
                 ("--initial-cluster-token", spec.cluster_token.to_owned()),
             ];
+            if !spec.existing {
+                args.push("--initial-cluster-state".into());
+                args.push("new".into());
+            }
             for (flag, value) in etcd_only {
                 args.push(flag.into());
                 args.push(value.into());

@@ -80,11 +80,7 @@ impl Cluster {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let token = root
-            .path()
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let token = cluster_token(root.path());
         let mut members = Vec::with_capacity(size);
         for addrs in &all {
             let data_dir = root.path().join(&addrs.name);
@@ -93,6 +89,7 @@ impl Cluster {
                 all: &all,
                 data_dir: &data_dir,
                 cluster_token: &token,
+                existing: false,
             };
             let mut args = backend.args(&spec);
             args.extend(flags.iter().map(Into::into));
@@ -128,9 +125,64 @@ impl Cluster {
         self.members.len()
     }
 
-    /// Client URLs of all members, running or not, in member order.
+    /// Client URLs of all members, running or not (but not removed), in member order.
     pub fn endpoints(&self) -> Vec<String> {
-        self.members.iter().map(|m| m.addrs.client_url()).collect()
+        self.members
+            .iter()
+            .filter(|m| !m.removed)
+            .map(|m| m.addrs.client_url())
+            .collect()
+    }
+
+    /// Fresh addresses and the next free name for a member to add with `member add`.
+    pub fn next_member_addrs(&self) -> Result<MemberAddrs> {
+        Ok(MemberAddrs {
+            name: format!("n{}", self.members.len() + 1),
+            client_port: free_port()?,
+            peer_port: free_port()?,
+        })
+    }
+
+    /// Starts a member already added with `member add`, the way both servers join a running
+    /// cluster: `--initial-cluster-state existing` and an `--initial-cluster` of every current
+    /// member plus itself. Returns its index; does not wait (see `wait_ready`).
+    pub fn start_added(&mut self, addrs: MemberAddrs, flags: &[&str]) -> Result<usize> {
+        let program = self.backend.program()?;
+        let mut all: Vec<MemberAddrs> = self
+            .members
+            .iter()
+            .filter(|m| !m.removed)
+            .map(|m| m.addrs.clone())
+            .collect();
+        all.push(addrs.clone());
+        let token = cluster_token(self.root.path());
+        let data_dir = self.root.path().join(&addrs.name);
+        let spec = LaunchSpec {
+            member: &addrs,
+            all: &all,
+            data_dir: &data_dir,
+            cluster_token: &token,
+            existing: true,
+        };
+        let mut args = self.backend.args(&spec);
+        args.extend(flags.iter().map(Into::into));
+        let mut member = MemberProcess::new(addrs, program, args, self.root.path());
+        member.spawn()?;
+        self.members.push(member);
+        Ok(self.members.len() - 1)
+    }
+
+    /// Records that `member remove` took this member out: its process is stopped if it has not
+    /// stopped by itself (etcd's does), and it is left out of endpoints and of the
+    /// `--initial-cluster` of members started later.
+    pub fn forget(&mut self, member: usize) -> Result<()> {
+        self.members[member].removed = true;
+        self.members[member].kill()
+    }
+
+    /// Whether the member's process ended on its own (as etcd's does once removed).
+    pub fn has_exited(&mut self, member: usize) -> bool {
+        self.members[member].exited().is_some()
     }
 
     pub fn endpoint(&self, member: usize) -> String {
@@ -185,6 +237,9 @@ impl Cluster {
     /// Starts a killed member again with the same arguments and data dir. Does not wait;
     /// call `wait_ready` (a lone member cannot become ready without a quorum).
     pub fn restart(&mut self, member: usize) -> Result<()> {
+        if self.members[member].removed {
+            bail!("member {member} was removed from the cluster");
+        }
         if self.members[member].is_running() {
             bail!("member {member} is still running");
         }
@@ -318,6 +373,13 @@ impl Cluster {
         }
         out
     }
+}
+
+/// Unique per cluster (the temp dir's name) so stray etcd peers of other tests never join.
+fn cluster_token(root: &std::path::Path) -> String {
+    root.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 impl Drop for Cluster {

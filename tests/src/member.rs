@@ -24,6 +24,8 @@ pub(crate) struct MemberProcess {
     child: Option<Child>,
     /// Raft member id as reported in response headers; 0 until the member was seen ready.
     pub member_id: u64,
+    /// Removed from the cluster with `member remove`; never started again.
+    pub removed: bool,
 }
 
 impl MemberProcess {
@@ -35,6 +37,7 @@ impl MemberProcess {
             args,
             child: None,
             member_id: 0,
+            removed: false,
         }
     }
 

@@ -1,5 +1,5 @@
-//! etcd's `Cluster` service. `MemberList` reports the replicated membership; membership changes
-//! answer UNIMPLEMENTED until they are built.
+//! etcd's `Cluster` service: the replicated membership and changes to it, made by the leader
+//! (see [`crate::server::membership`]) and answered with this member's header.
 
 use openraft::type_config::async_runtime::WatchReceiver;
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use crate::proto::etcdserverpb::{
     MemberUpdateRequest, MemberUpdateResponse,
 };
 use crate::server::Server;
+use crate::server::membership::members_of;
 
 pub struct ClusterService {
     server: Arc<Server>,
@@ -23,53 +24,45 @@ impl ClusterService {
         Self { server }
     }
 
-    /// Every member in the current membership, voters first then learners, each by id.
+    /// Every member in the current membership, ordered by id.
     pub fn members(&self) -> Vec<Member> {
         let metrics = self.server.raft().metrics().borrow_watched().clone();
-        let membership = metrics.membership_config.membership();
-        let voters: Vec<u64> = membership.voter_ids().collect();
-        let mut members: Vec<Member> = membership
-            .nodes()
-            .map(|(id, node)| Member {
-                id: *id,
-                name: node.name.clone(),
-                peer_ur_ls: node.peer_urls.clone(),
-                client_ur_ls: node.client_urls.clone(),
-                is_learner: !voters.contains(id),
-            })
-            .collect();
-        members.sort_by_key(|m| (m.is_learner, m.id));
-        members
+        members_of(metrics.membership_config.membership())
     }
-}
 
-fn not_yet(what: &str) -> Status {
-    Status::unimplemented(format!(
-        "baton: {what} is not supported by this version of Baton yet; the membership is fixed at bootstrap"
-    ))
+    /// A header stamped after the change, so its raft term is current.
+    fn header(&self) -> Option<crate::proto::etcdserverpb::ResponseHeader> {
+        Some(self.server.header(0))
+    }
 }
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn member_add(
         &self,
-        _: Request<MemberAddRequest>,
+        request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
-        Err(not_yet("member add"))
+        let mut response = self.server.member_add(request.into_inner()).await?;
+        response.header = self.header();
+        Ok(Response::new(response))
     }
 
     async fn member_remove(
         &self,
-        _: Request<MemberRemoveRequest>,
+        request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
-        Err(not_yet("member remove"))
+        let mut response = self.server.member_remove(request.into_inner()).await?;
+        response.header = self.header();
+        Ok(Response::new(response))
     }
 
     async fn member_update(
         &self,
-        _: Request<MemberUpdateRequest>,
+        request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
-        Err(not_yet("member update"))
+        let mut response = self.server.member_update(request.into_inner()).await?;
+        response.header = self.header();
+        Ok(Response::new(response))
     }
 
     async fn member_list(
@@ -80,15 +73,17 @@ impl Cluster for ClusterService {
             self.server.linearize().await?;
         }
         Ok(Response::new(MemberListResponse {
-            header: Some(self.server.header(0)),
+            header: self.header(),
             members: self.members(),
         }))
     }
 
     async fn member_promote(
         &self,
-        _: Request<MemberPromoteRequest>,
+        request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        Err(not_yet("member promote"))
+        let mut response = self.server.member_promote(request.into_inner()).await?;
+        response.header = self.header();
+        Ok(Response::new(response))
     }
 }

@@ -36,8 +36,9 @@ pub struct ServeArgs {
     /// Distinguishes clusters started from the same member list.
     #[arg(long, default_value = "baton-cluster")]
     pub initial_cluster_token: String,
-    /// Accepted for etcd compatibility; a member with an existing data dir always rejoins.
-    #[arg(long, default_value = "new")]
+    /// `new` to found a cluster, `existing` to join one this member was added to (with
+    /// `member add`). A member with an existing data dir always rejoins.
+    #[arg(long, default_value = "new", value_parser = ["new", "existing"])]
     pub initial_cluster_state: String,
     /// Leader heartbeat interval in milliseconds.
     #[arg(long = "heartbeat-interval", default_value_t = 100)]
@@ -178,6 +179,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         initial_advertise_peer_urls: advertise_peer_urls,
         initial_cluster,
         initial_cluster_token: args.initial_cluster_token,
+        join_existing: args.initial_cluster_state == "existing",
         heartbeat_interval_ms: args.heartbeat_interval_ms,
         election_timeout_ms: args.election_timeout_ms,
         watch_progress_notify_interval_ms: args.watch_progress_notify_interval_ms,

@@ -21,6 +21,9 @@ pub struct NodeConfig {
     /// Every founding member: name and peer URLs.
     pub initial_cluster: Vec<(String, Vec<String>)>,
     pub initial_cluster_token: String,
+    /// Join a running cluster this member was added to instead of founding one
+    /// (`--initial-cluster-state existing`).
+    pub join_existing: bool,
     pub heartbeat_interval_ms: u64,
     pub election_timeout_ms: u64,
     /// Applied entries between snapshots (etcd's `--snapshot-count`).

@@ -2,6 +2,7 @@
 //! fresh, serve clients and peers, and shut everything down together.
 
 pub mod config;
+pub mod join;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,6 +34,7 @@ use crate::raft::{LogStore, StateMachine};
 use crate::recipe::Recipes;
 use crate::server::lease::{Deadlines, Lessor};
 use crate::server::lease_expiry;
+use crate::server::membership::LeaderMembership;
 use crate::server::{self, Server};
 use crate::watch::WatchHub;
 pub use config::NodeConfig;
@@ -47,8 +49,9 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
-    let member_id = config.member_id()?;
-    let cluster_id = config.cluster_id();
+    let identity = join::resolve(&config).await?;
+    let member_id = identity.member_id;
+    let cluster_id = identity.cluster_id;
 
     let log_store =
         LogStore::open(&config.data_dir.join("raft-log.redb")).context("opening the raft log")?;
@@ -122,7 +125,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     ));
     for url in &config.listen_peer_urls {
         let addr = config::listen_addr(url)?;
-        let svc = RaftPeerServer::new(PeerService::new(raft.clone(), lessor.clone()))
+        let members = Arc::new(LeaderMembership::new(raft.clone(), cluster_id));
+        let svc = RaftPeerServer::new(PeerService::new(raft.clone(), lessor.clone(), members))
             .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
         let router = tonic::transport::Server::builder()
@@ -139,7 +143,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let publisher = {
         let server = server.clone();
         let urls = config.advertise_client_urls.clone();
-        tokio::spawn(async move { server.publish_until_done(urls).await })
+        let name = config.name.clone();
+        tokio::spawn(async move { server.publish_until_done(name, urls).await })
     };
     let published = async {
         while !publisher.is_finished() {
@@ -167,8 +172,12 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         clients = ?config.listen_client_urls, peers = ?config.listen_peer_urls, "baton member serving"
     );
 
-    shutdown_signal().await;
-    tracing::info!("shutting down");
+    tokio::select! {
+        () = shutdown_signal() => tracing::info!("shutting down"),
+        () = join::removed_from_cluster(&raft, member_id) => {
+            tracing::warn!("this member was removed from the cluster; shutting down");
+        }
+    }
     let _ = stop_tx.send(true);
     publisher.abort();
     catch_up.abort();
@@ -285,6 +294,10 @@ async fn bootstrap_if_new(raft: &Raft, config: &NodeConfig) -> anyhow::Result<()
         .context("raft stopped during start-up")?
     {
         tracing::info!("existing data dir: rejoining the cluster without bootstrapping");
+        return Ok(());
+    }
+    if config.join_existing {
+        tracing::info!("joining: waiting for the leader to replicate the cluster to this member");
         return Ok(());
     }
     let members: BTreeMap<_, _> = config.founding_members().into_iter().collect();

@@ -13,11 +13,13 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::entry::{Raft, TypeConfig, codec};
 use crate::proto::batonpb::raft_peer_server::RaftPeer;
 use crate::proto::batonpb::{
-    LogCommand, LogReply, PublishRequest, PublishResponse, RaftPayload, ReadIndexRequest,
-    ReadIndexResponse, SnapshotChunk,
+    LogCommand, LogReply, MembershipRequest, MembershipResponse, PublishRequest, PublishResponse,
+    RaftPayload, ReadIndexRequest, ReadIndexResponse, SnapshotChunk,
 };
 use crate::proto::etcdserverpb::{
     LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+    MemberAddRequest, MemberAddResponse, MemberPromoteRequest, MemberPromoteResponse,
+    MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse,
 };
 use crate::raft::propose::{
     leader_error_status, propose_as_leader, publish_as_leader, read_index_as_leader,
@@ -39,14 +41,34 @@ pub trait LeaseLeader: Send + Sync {
     ) -> Result<LeaseTimeToLiveResponse, Status>;
 }
 
+/// Membership as the peer service needs it: any member describes the cluster; changes are
+/// made by the leader only (others answer `NOT_LEADER`). Responses carry no header.
+#[tonic::async_trait]
+pub trait MembershipLeader: Send + Sync {
+    fn describe(&self) -> MembershipResponse;
+    async fn add(&self, req: MemberAddRequest) -> Result<MemberAddResponse, Status>;
+    async fn remove(&self, req: MemberRemoveRequest) -> Result<MemberRemoveResponse, Status>;
+    async fn update(&self, req: MemberUpdateRequest) -> Result<MemberUpdateResponse, Status>;
+    async fn promote(&self, req: MemberPromoteRequest) -> Result<MemberPromoteResponse, Status>;
+}
+
 pub struct PeerService {
     raft: Raft,
     leases: Arc<dyn LeaseLeader>,
+    members: Arc<dyn MembershipLeader>,
 }
 
 impl PeerService {
-    pub fn new(raft: Raft, leases: Arc<dyn LeaseLeader>) -> Self {
-        Self { raft, leases }
+    pub fn new(
+        raft: Raft,
+        leases: Arc<dyn LeaseLeader>,
+        members: Arc<dyn MembershipLeader>,
+    ) -> Self {
+        Self {
+            raft,
+            leases,
+            members,
+        }
     }
 }
 
@@ -179,7 +201,7 @@ impl RaftPeer for PeerService {
         request: Request<PublishRequest>,
     ) -> Result<Response<PublishResponse>, Status> {
         let req = request.into_inner();
-        publish_as_leader(&self.raft, req.member_id, req.client_urls)
+        publish_as_leader(&self.raft, req.member_id, req.name, req.client_urls)
             .await
             .map(|()| Response::new(PublishResponse {}))
             .map_err(leader_error_status)
@@ -204,6 +226,53 @@ impl RaftPeer for PeerService {
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         self.leases
             .time_to_live(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn membership(
+        &self,
+        _: Request<MembershipRequest>,
+    ) -> Result<Response<MembershipResponse>, Status> {
+        Ok(Response::new(self.members.describe()))
+    }
+
+    async fn member_add(
+        &self,
+        request: Request<MemberAddRequest>,
+    ) -> Result<Response<MemberAddResponse>, Status> {
+        self.members
+            .add(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn member_remove(
+        &self,
+        request: Request<MemberRemoveRequest>,
+    ) -> Result<Response<MemberRemoveResponse>, Status> {
+        self.members
+            .remove(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn member_update(
+        &self,
+        request: Request<MemberUpdateRequest>,
+    ) -> Result<Response<MemberUpdateResponse>, Status> {
+        self.members
+            .update(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn member_promote(
+        &self,
+        request: Request<MemberPromoteRequest>,
+    ) -> Result<Response<MemberPromoteResponse>, Status> {
+        self.members
+            .promote(request.into_inner())
             .await
             .map(Response::new)
     }

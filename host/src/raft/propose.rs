@@ -78,10 +78,11 @@ pub async fn read_index_as_leader(raft: &Raft) -> Result<u64, LeaderError> {
     }
 }
 
-/// Records `client_urls` for member `id` in the replicated membership. Leader only.
+/// Records member `id`'s name and `client_urls` in the replicated membership. Leader only.
 pub async fn publish_as_leader(
     raft: &Raft,
     id: MemberId,
+    name: String,
     client_urls: Vec<String>,
 ) -> Result<(), LeaderError> {
     let current = {
@@ -94,10 +95,17 @@ pub async fn publish_as_leader(
             "member {id:x} is not in the membership"
         )));
     };
-    if member.client_urls == client_urls {
+    // A member that sends no name (an older version) keeps the one it has.
+    let name = if name.is_empty() {
+        member.name.clone()
+    } else {
+        name
+    };
+    if member.client_urls == client_urls && member.name == name {
         return Ok(());
     }
     member.client_urls = client_urls;
+    member.name = name;
     let change = openraft::ChangeMembers::SetNodes([(id, member)].into_iter().collect());
     match raft.change_membership(change, false).await {
         Ok(_) => Ok(()),

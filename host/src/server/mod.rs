@@ -11,6 +11,7 @@ pub mod alarm;
 pub mod compaction;
 pub mod lease;
 pub mod lease_expiry;
+pub mod membership;
 mod read_batch;
 
 use std::future::Future;
@@ -218,24 +219,31 @@ impl Server {
         .await
     }
 
-    /// Makes sure the replicated membership lists this member's client URLs, retrying until it
-    /// does (the leader may not be elected yet when a member starts).
-    pub async fn publish_until_done(&self, client_urls: Vec<String>) {
+    /// Makes sure the replicated membership lists this member's name and client URLs, retrying
+    /// until it does (the leader may not be elected yet when a member starts, and a member added
+    /// at run time is not known by name until it publishes).
+    pub async fn publish_until_done(&self, name: String, client_urls: Vec<String>) {
         loop {
             let listed = self
                 .member(self.member_id)
-                .is_some_and(|m| m.client_urls == client_urls);
+                .is_some_and(|m| m.client_urls == client_urls && m.name == name);
             if listed {
                 return;
             }
             let outcome = match self.route() {
-                Route::Local => publish_as_leader(&self.raft, self.member_id, client_urls.clone())
-                    .await
-                    .map_err(|e| e.to_string()),
+                Route::Local => publish_as_leader(
+                    &self.raft,
+                    self.member_id,
+                    name.clone(),
+                    client_urls.clone(),
+                )
+                .await
+                .map_err(|e| e.to_string()),
                 Route::Remote(mut client) => client
                     .publish(PublishRequest {
                         member_id: self.member_id,
                         client_urls: client_urls.clone(),
+                        name: name.clone(),
                     })
                     .await
                     .map(|_| ())
