@@ -14,6 +14,8 @@
 //!   transport.
 //! - [`entry`]: the replicated log's format (commands, replies, member records).
 //! - [`sm`]: the only code that changes state when a committed entry is applied.
+//! - [`wasm`]: deterministic guest runtime (fuel, memory caps, no WASI) for Baton modules;
+//!   reaches the store only through a trait `sm` implements.
 //! - [`watch`]: fan-out of committed events to watchers.
 //! - [`mvcc`]: revisioned key-value store over redb (revisions, history, range, compaction).
 //! - [`storage`]: redb table definitions and snapshot dump/restore.
@@ -32,4 +34,5 @@ pub mod raft;
 pub mod server;
 pub mod sm;
 pub mod storage;
+pub mod wasm;
 pub mod watch;
