@@ -4,5 +4,6 @@ pub mod cluster;
 pub mod kv;
 pub mod kv_checks;
 pub mod maintenance;
+pub mod modules;
 pub mod status;
 pub mod watch;

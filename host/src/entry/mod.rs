@@ -53,6 +53,9 @@ impl fmt::Display for Command {
             Some(Op::DeleteRange(_)) => "delete_range",
             Some(Op::Txn(_)) => "txn",
             Some(Op::Compaction(_)) => "compaction",
+            Some(Op::ModuleDeploy(_)) => "module_deploy",
+            Some(Op::ModuleInvoke(_)) => "module_invoke",
+            Some(Op::ModuleDelete(_)) => "module_delete",
             None => "unknown",
         };
         write!(f, "{kind}@{}", self.0.leader_time_ms)

@@ -1,6 +1,7 @@
 //! The composition root: open storage, build Raft, bootstrap a new cluster if this data dir is
 //! fresh, serve clients and peers, and shut everything down together.
 
+mod builtin;
 pub mod config;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use crate::limits::{
     GRPC_OVERHEAD_BYTES, PEER_MESSAGE_BYTES_MAX, PUBLISH_RETRY_MS, PUBLISH_WAIT_MS,
     REQUEST_BYTES_MAX,
 };
+use crate::proto::baton::v1::modules_server::ModulesServer;
 use crate::proto::batonpb::raft_peer_server::RaftPeerServer;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
@@ -27,6 +29,7 @@ use crate::raft::network::PeerNetwork;
 use crate::raft::peer_service::PeerService;
 use crate::raft::{LogStore, StateMachine};
 use crate::server::Server;
+use crate::wasm::Runtime;
 use crate::watch::WatchHub;
 pub use config::NodeConfig;
 
@@ -51,6 +54,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         .context("opening the state machine")?;
     let applied = state_machine.applied_index();
     let hub = state_machine.hub();
+    let runtime = state_machine.runtime().clone();
 
     let channels = PeerChannels::default();
     let raft_config = openraft::Config {
@@ -75,7 +79,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     )
     .await
     .context("starting raft")?;
-    bootstrap_if_new(&raft, &config).await?;
+    let fresh = bootstrap_if_new(&raft, &config).await?;
 
     let catch_up = hub.spawn_catch_up(state_db.clone());
     let server = Arc::new(Server::new(
@@ -88,6 +92,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     ));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
+    // A new cluster gets the built-in modules through the log, so every replica stores them.
+    let builtins = fresh.then(|| tokio::spawn(builtin::deploy_builtins(server.clone())));
     for url in &config.listen_peer_urls {
         let addr = config::listen_addr(url)?;
         let svc = RaftPeerServer::new(PeerService::new(raft.clone()))
@@ -124,7 +130,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     }
     for url in &config.listen_client_urls {
         let addr = config::listen_addr(url)?;
-        let router = client_router(&server, &state_path, &hub, &config, &stop_rx);
+        let router = client_router(&server, &runtime, &state_path, &hub, &config, &stop_rx);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen for clients on {addr}"))?;
@@ -140,6 +146,9 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     publisher.abort();
     catch_up.abort();
+    if let Some(builtins) = builtins {
+        builtins.abort();
+    }
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
@@ -149,6 +158,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
 
 fn client_router(
     server: &Arc<Server>,
+    runtime: &Runtime,
     state_path: &std::path::Path,
     hub: &Arc<WatchHub>,
     config: &NodeConfig,
@@ -172,6 +182,13 @@ fn client_router(
             server.clone(),
         )))
         .add_service(watch_service(server, hub, config, stop))
+        .add_service(
+            ModulesServer::new(api::modules::ModulesService::new(
+                server.clone(),
+                runtime.clone(),
+            ))
+            .max_decoding_message_size(decode_max),
+        )
         .add_service(health_service)
 }
 
@@ -221,22 +238,23 @@ async fn serve(
 
 /// A fresh member (no log, no vote) initializes Raft with the founding membership. Every founding
 /// member does the same with identical input, so whichever runs first wins and the others find
-/// the cluster already formed — which openraft reports as an error we can ignore.
-async fn bootstrap_if_new(raft: &Raft, config: &NodeConfig) -> anyhow::Result<()> {
+/// the cluster already formed — which openraft reports as an error we can ignore. Returns
+/// whether this member was fresh.
+async fn bootstrap_if_new(raft: &Raft, config: &NodeConfig) -> anyhow::Result<bool> {
     if raft
         .is_initialized()
         .await
         .context("raft stopped during start-up")?
     {
         tracing::info!("existing data dir: rejoining the cluster without bootstrapping");
-        return Ok(());
+        return Ok(false);
     }
     let members: BTreeMap<_, _> = config.founding_members().into_iter().collect();
     match raft.initialize(members).await {
         Ok(()) => tracing::info!("bootstrapped a new cluster"),
         Err(e) => tracing::info!(reason = %e, "cluster already initialized by a peer"),
     }
-    Ok(())
+    Ok(true)
 }
 
 async fn shutdown_signal() {

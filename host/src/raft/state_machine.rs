@@ -22,6 +22,7 @@ use crate::limits::SM_DURABLE_EVERY_ENTRIES;
 use crate::sm::command::apply_command;
 use crate::storage::schema::META;
 use crate::storage::snapshot::{restore_snapshot, write_snapshot};
+use crate::wasm::Runtime;
 use crate::watch::WatchHub;
 
 type LogId = openraft::alias::LogIdOf<TypeConfig>;
@@ -41,6 +42,8 @@ pub struct StateMachine {
     snapshot_path: PathBuf,
     entries_since_durable: u64,
     hub: Arc<WatchHub>,
+    /// Runs module calls on apply; its compiled-module cache is shared by clones.
+    runtime: Runtime,
 }
 
 fn io_err(e: impl std::fmt::Display) -> io::Error {
@@ -60,10 +63,16 @@ impl StateMachine {
             snapshot_path,
             entries_since_durable: 0,
             hub: WatchHub::new(revision),
+            runtime: Runtime::new().map_err(io_err)?,
         };
         let (applied, _) = sm.read_applied()?;
         sm.applied.send_replace(applied.map_or(0, |id| id.index));
         Ok(sm)
+    }
+
+    /// The module runtime, also used to validate deploys before they are proposed.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
     }
 
     pub fn db(&self) -> &Arc<Database> {
@@ -196,6 +205,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut txn = self.db.begin_write().map_err(io_err)?;
         txn.set_durability(Durability::None).map_err(io_err)?;
+        // Shared with module calls' store views for the length of the batch.
+        let txn_shared = Arc::new(txn);
         let mut replies = Vec::new();
         let mut events = Vec::new();
         let mut last_applied = None;
@@ -204,7 +215,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let reply = match &entry.payload {
                 EntryPayload::Blank => Reply::default(),
                 EntryPayload::Normal(cmd) => {
-                    let outcome = apply_command(&txn, &cmd.0).map_err(io_err)?;
+                    let outcome =
+                        apply_command(&txn_shared, &cmd.0, &self.runtime, entry.log_id.index)
+                            .map_err(io_err)?;
                     events.extend(outcome.events);
                     Reply(outcome.reply)
                 }
@@ -222,6 +235,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let Some(last_applied) = last_applied else {
             return Ok(());
         };
+        let mut txn = Arc::into_inner(txn_shared)
+            .ok_or_else(|| io_err("a module call kept the apply transaction"))?;
         Self::write_bookkeeping(&txn, &last_applied, membership.as_ref())?;
         let revision = events
             .last()

@@ -1,5 +1,10 @@
 //! The only code that changes state when a committed log entry is applied.
 
 pub mod command;
+pub mod guest_store;
 pub mod kv;
+pub mod module;
 pub mod txn;
+
+#[cfg(test)]
+mod module_tests;

@@ -19,6 +19,13 @@ pub const KV_KEY_REVS: TableDefinition<(&[u8], i64, i64), u8> = TableDefinition:
 /// the prost-encoded `mvccpb::KeyValue` (for a delete only key and mod_revision are set).
 pub const KV_HISTORY: TableDefinition<(i64, i64), &[u8]> = TableDefinition::new("kv_history");
 
+/// Module names: name -> prost-encoded `batonpb::ModuleRecord` (every version's hash, size
+/// and exports). Deleting a name removes its record; the code stays in [`MODULE_CODE`].
+pub const MODULES: TableDefinition<&str, &[u8]> = TableDefinition::new("modules");
+
+/// Module code by content: SHA-256 of the component -> component bytes.
+pub const MODULE_CODE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("module_code");
+
 /// [`KV_KEY_REVS`] value and [`KV_HISTORY`] kind byte of a put.
 pub const REV_KIND_PUT: u8 = 0;
 /// [`KV_KEY_REVS`] value and [`KV_HISTORY`] kind byte of a delete.
@@ -36,6 +43,8 @@ pub fn init_schema(db: &Database) -> Result<(), redb::Error> {
     txn.open_table(KV_LATEST)?;
     txn.open_table(KV_KEY_REVS)?;
     txn.open_table(KV_HISTORY)?;
+    txn.open_table(MODULES)?;
+    txn.open_table(MODULE_CODE)?;
     txn.commit()?;
     Ok(())
 }

@@ -18,7 +18,7 @@ use redb::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::storage::schema::{KV_HISTORY, KV_KEY_REVS, KV_LATEST, META};
+use crate::storage::schema::{KV_HISTORY, KV_KEY_REVS, KV_LATEST, META, MODULE_CODE, MODULES};
 
 const MAGIC: &[u8; 8] = b"BATNSNAP";
 const FORMAT_VERSION: u32 = 1;
@@ -29,6 +29,8 @@ const LAYOUT_META: &str = "str -> bytes";
 const LAYOUT_KV_LATEST: &str = "bytes -> bytes";
 const LAYOUT_KV_KEY_REVS: &str = "(bytes, i64, i64) -> u8";
 const LAYOUT_KV_HISTORY: &str = "(i64, i64) -> bytes";
+const LAYOUT_MODULES: &str = "str -> bytes";
+const LAYOUT_MODULE_CODE: &str = "bytes -> bytes";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -66,12 +68,14 @@ pub fn write_snapshot(txn: &ReadTransaction, out: &mut impl Write) -> Result<(),
     };
     w.write_all(MAGIC)?;
     w.write_all(&FORMAT_VERSION.to_le_bytes())?;
-    let tables: u32 = 4;
+    let tables: u32 = 6;
     w.write_all(&tables.to_le_bytes())?;
     dump_table(txn, META, LAYOUT_META, &mut w)?;
     dump_table(txn, KV_LATEST, LAYOUT_KV_LATEST, &mut w)?;
     dump_table(txn, KV_KEY_REVS, LAYOUT_KV_KEY_REVS, &mut w)?;
     dump_table(txn, KV_HISTORY, LAYOUT_KV_HISTORY, &mut w)?;
+    dump_table(txn, MODULES, LAYOUT_MODULES, &mut w)?;
+    dump_table(txn, MODULE_CODE, LAYOUT_MODULE_CODE, &mut w)?;
     let digest = w.hasher.finalize();
     w.out.write_all(&digest)?;
     Ok(())
@@ -97,6 +101,8 @@ pub fn restore_snapshot(db: &Database, input: &mut impl Read) -> Result<(), Snap
     load_table(&txn, KV_LATEST, LAYOUT_KV_LATEST, &parsed)?;
     load_table(&txn, KV_KEY_REVS, LAYOUT_KV_KEY_REVS, &parsed)?;
     load_table(&txn, KV_HISTORY, LAYOUT_KV_HISTORY, &parsed)?;
+    load_table(&txn, MODULES, LAYOUT_MODULES, &parsed)?;
+    load_table(&txn, MODULE_CODE, LAYOUT_MODULE_CODE, &parsed)?;
     txn.commit()?;
     Ok(())
 }
@@ -189,6 +195,8 @@ fn parse(body: &[u8]) -> Result<HashMap<&str, ParsedTable<'_>>, SnapshotError> {
         KV_LATEST.name(),
         KV_KEY_REVS.name(),
         KV_HISTORY.name(),
+        MODULES.name(),
+        MODULE_CODE.name(),
     ];
     if let Some(name) = tables.keys().find(|name| !known.contains(name)) {
         return Err(SnapshotError::Format(format!("unknown table {name}")));

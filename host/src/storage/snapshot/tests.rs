@@ -34,6 +34,8 @@ fn dump_raw(db: &Database) -> Vec<RawTable> {
         raw(&txn, KV_LATEST),
         raw(&txn, KV_KEY_REVS),
         raw(&txn, KV_HISTORY),
+        raw(&txn, MODULES),
+        raw(&txn, MODULE_CODE),
     ]
 }
 
@@ -61,6 +63,14 @@ fn populated() -> TestStore {
     txn.open_table(META)
         .unwrap()
         .insert("raft.applied", b"opaque".as_slice())
+        .unwrap();
+    txn.open_table(MODULES)
+        .unwrap()
+        .insert("counter", b"record".as_slice())
+        .unwrap();
+    txn.open_table(MODULE_CODE)
+        .unwrap()
+        .insert(b"hash".as_slice(), b"component".as_slice())
         .unwrap();
     txn.commit().unwrap();
     s
