@@ -1,5 +1,9 @@
 //! Compiles every `.proto` under `proto/` into tonic server and client code with
-//! the pure-Rust protox compiler, so no system `protoc` is needed.
+//! the pure-Rust protox compiler, so no system `protoc` is needed, and builds the Wasm guests
+//! under `guests/` into components (see `build_guests.rs`).
+
+#[path = "build_guests.rs"]
+mod build_guests;
 
 use std::path::{Path, PathBuf};
 
@@ -38,6 +42,7 @@ fn main() -> Result<()> {
         .build_client(true)
         .compile_fds(fds)
         .context("generating Rust code from descriptors")?;
+    build_guests::build_guests(&out_dir)?;
     Ok(())
 }
 

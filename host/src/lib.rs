@@ -20,6 +20,8 @@
 //! - [`sm`]: the only code that changes state when a committed entry is applied.
 //! - [`lease`]: lease rules, the replicated lease tables, and the leader's deadline table
 //!   (deterministic; the server drives it with a clock).
+//! - [`wasm`]: deterministic guest runtime (fuel, memory caps, no WASI) for Baton modules;
+//!   reaches the store only through a trait `sm` implements.
 //! - [`watch`]: fan-out of committed events to watchers.
 //! - [`mvcc`]: revisioned key-value store over redb (revisions, history, range, compaction).
 //! - [`storage`]: redb table definitions and snapshot dump/restore.
@@ -41,4 +43,5 @@ pub mod recipe;
 pub mod server;
 pub mod sm;
 pub mod storage;
+pub mod wasm;
 pub mod watch;

@@ -99,3 +99,36 @@ pub const JOIN_LOOKUP_RETRY_MS: u64 = 200;
 pub const REMOVAL_POLL_MS: u64 = 200;
 /// A member without a leader asks its peers whether it was removed every this many polls.
 pub const REMOVAL_PROBE_EVERY_POLLS: u64 = 5;
+
+/// Fuel a module call gets when the caller names none (about one unit per Wasm operator).
+pub const GUEST_FUEL_DEFAULT: u64 = 10_000_000;
+/// Most fuel a caller may grant one module call.
+pub const GUEST_FUEL_MAX: u64 = 1_000_000_000;
+/// Linear memory one module instance may grow to (16 MiB).
+pub const GUEST_MEMORY_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Table elements one module instance may grow to.
+pub const GUEST_TABLE_ELEMENTS_MAX: usize = 100_000;
+/// Wasm stack of one call; deeper recursion traps with `stack overflow`.
+pub const GUEST_STACK_BYTES: usize = 512 * 1024;
+/// Largest module (component) accepted at deploy.
+pub const MODULE_BYTES_MAX: usize = 1024 * 1024;
+/// Longest module name.
+pub const MODULE_NAME_BYTES_MAX: usize = 128;
+/// Largest input of one module call.
+pub const GUEST_INPUT_BYTES_MAX: usize = 1024 * 1024;
+/// Largest output of one module call.
+pub const GUEST_OUTPUT_BYTES_MAX: usize = 1024 * 1024;
+/// Most keys one `range` host call returns, whatever limit the guest asks for.
+pub const GUEST_RANGE_KEYS_MAX: usize = 10_000;
+/// Instances the pooling allocator keeps room for; calls run one at a time on the apply path,
+/// the rest serves deploy-time validation.
+pub const GUEST_POOL_INSTANCES: u32 = 16;
+/// Compiled modules kept in memory; past this the cache starts over.
+pub const COMPILED_MODULES_CACHED_MAX: usize = 64;
+
+const _: () = assert!(GUEST_FUEL_DEFAULT <= GUEST_FUEL_MAX);
+const _: () = assert!(MODULE_BYTES_MAX < REQUEST_BYTES_MAX);
+/// Tries a new member makes to deploy each built-in module before giving up (with a log line).
+pub const BUILTIN_DEPLOY_ATTEMPTS: u32 = 100;
+/// Pause between those tries.
+pub const BUILTIN_DEPLOY_RETRY_MS: u64 = 200;

@@ -7,5 +7,6 @@ pub mod kv_checks;
 pub mod lease;
 pub mod lock;
 pub mod maintenance;
+pub mod modules;
 pub mod status;
 pub mod watch;

@@ -1,6 +1,7 @@
 //! The `baton` command line: `serve` runs a member; client subcommands talk to any
 //! etcd-compatible endpoint given by `--endpoints`, like etcdctl.
 
+mod module;
 mod serve;
 
 use std::process::ExitCode;
@@ -33,6 +34,11 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Drive any etcd-compatible endpoint with load and report throughput and latency.
     Bench(crate::bench::BenchArgs),
+    /// Deploy, list, describe or remove Wasm modules.
+    #[command(subcommand)]
+    Module(module::ModuleCommand),
+    /// Call a function of a module: `baton call counter add '{"keys":["c1"],"by":1}'`.
+    Call(module::CallArgs),
 }
 
 /// Parses arguments, sets up logging and runs the chosen subcommand.
@@ -59,6 +65,8 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Bench(args) => crate::bench::run(cli.endpoints, args).await,
+            Command::Module(command) => module::run_module(cli.endpoints, command).await,
+            Command::Call(args) => module::run_call(cli.endpoints, args).await,
         }
     });
     match result {

@@ -57,6 +57,9 @@ impl fmt::Display for Command {
             Some(Op::LeaseRevoke(_)) => "lease_revoke",
             Some(Op::LeaseCheckpoint(_)) => "lease_checkpoint",
             Some(Op::Alarm(_)) => "alarm",
+            Some(Op::ModuleDeploy(_)) => "module_deploy",
+            Some(Op::ModuleInvoke(_)) => "module_invoke",
+            Some(Op::ModuleDelete(_)) => "module_delete",
             None => "unknown",
         };
         write!(f, "{kind}@{}", self.0.leader_time_ms)

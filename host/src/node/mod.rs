@@ -1,6 +1,7 @@
 //! The composition root: open storage, build Raft, bootstrap a new cluster if this data dir is
 //! fresh, serve clients and peers, and shut everything down together.
 
+mod builtin;
 pub mod config;
 pub mod join;
 
@@ -19,6 +20,7 @@ use crate::limits::{
     GRPC_OVERHEAD_BYTES, PEER_MESSAGE_BYTES_MAX, PUBLISH_RETRY_MS, PUBLISH_WAIT_MS,
     REQUEST_BYTES_MAX,
 };
+use crate::proto::baton::v1::modules_server::ModulesServer;
 use crate::proto::batonpb::raft_peer_server::RaftPeerServer;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
@@ -36,6 +38,7 @@ use crate::server::lease::{Deadlines, Lessor};
 use crate::server::lease_expiry;
 use crate::server::membership::LeaderMembership;
 use crate::server::{self, Server};
+use crate::wasm::Runtime;
 use crate::watch::WatchHub;
 pub use config::NodeConfig;
 
@@ -63,6 +66,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         .with_lease_observer(lease_deadlines.clone());
     let applied = state_machine.applied_index();
     let hub = state_machine.hub();
+    let runtime = state_machine.runtime().clone();
 
     let channels = PeerChannels::default();
     let raft_config = openraft::Config {
@@ -87,7 +91,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     )
     .await
     .context("starting raft")?;
-    bootstrap_if_new(&raft, &config).await?;
+    let fresh = bootstrap_if_new(&raft, &config).await?;
 
     let catch_up = hub.spawn_catch_up(state_db.clone());
     let lessor = Arc::new(Lessor::new(
@@ -123,6 +127,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         server.clone(),
         config.auto_compaction,
     ));
+    // A new cluster gets the built-in modules through the log, so every replica stores them.
+    let builtins = fresh.then(|| tokio::spawn(builtin::deploy_builtins(server.clone())));
     for url in &config.listen_peer_urls {
         let addr = config::listen_addr(url)?;
         let members = Arc::new(LeaderMembership::new(raft.clone(), cluster_id));
@@ -161,7 +167,15 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     }
     for url in &config.listen_client_urls {
         let addr = config::listen_addr(url)?;
-        let router = client_router(&server, &lessor, &state_path, &hub, &config, &stop_rx);
+        let router = client_router(
+            &server,
+            &lessor,
+            &runtime,
+            &state_path,
+            &hub,
+            &config,
+            &stop_rx,
+        );
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen for clients on {addr}"))?;
@@ -181,6 +195,9 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     publisher.abort();
     catch_up.abort();
+    if let Some(builtins) = builtins {
+        builtins.abort();
+    }
     for task in background {
         task.abort();
     }
@@ -194,6 +211,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
 fn client_router(
     server: &Arc<Server>,
     lessor: &Arc<Lessor>,
+    runtime: &Runtime,
     state_path: &std::path::Path,
     hub: &Arc<WatchHub>,
     config: &NodeConfig,
@@ -237,6 +255,13 @@ fn client_router(
         .add_service(ElectionServer::new(api::election::ElectionService::new(
             recipes,
         )))
+        .add_service(
+            ModulesServer::new(api::modules::ModulesService::new(
+                server.clone(),
+                runtime.clone(),
+            ))
+            .max_decoding_message_size(decode_max),
+        )
         .add_service(health_service)
 }
 
@@ -286,26 +311,28 @@ async fn serve(
 
 /// A fresh member (no log, no vote) initializes Raft with the founding membership. Every founding
 /// member does the same with identical input, so whichever runs first wins and the others find
-/// the cluster already formed — which openraft reports as an error we can ignore.
-async fn bootstrap_if_new(raft: &Raft, config: &NodeConfig) -> anyhow::Result<()> {
+/// the cluster already formed — which openraft reports as an error we can ignore. Returns
+/// whether this member was fresh.
+async fn bootstrap_if_new(raft: &Raft, config: &NodeConfig) -> anyhow::Result<bool> {
     if raft
         .is_initialized()
         .await
         .context("raft stopped during start-up")?
     {
         tracing::info!("existing data dir: rejoining the cluster without bootstrapping");
-        return Ok(());
+        return Ok(false);
     }
     if config.join_existing {
         tracing::info!("joining: waiting for the leader to replicate the cluster to this member");
-        return Ok(());
+        // The cluster already has the built-in modules.
+        return Ok(false);
     }
     let members: BTreeMap<_, _> = config.founding_members().into_iter().collect();
     match raft.initialize(members).await {
         Ok(()) => tracing::info!("bootstrapped a new cluster"),
         Err(e) => tracing::info!(reason = %e, "cluster already initialized by a peer"),
     }
-    Ok(())
+    Ok(true)
 }
 
 async fn shutdown_signal() {

@@ -14,6 +14,17 @@ pub mod authpb {
     tonic::include_proto!("authpb");
 }
 
+/// Baton's own client API (`baton.v1`): modules.
+pub mod baton {
+    #[allow(
+        clippy::allow_attributes_without_reason,
+        reason = "generated code: tonic emits bare allow attributes"
+    )]
+    pub mod v1 {
+        tonic::include_proto!("baton.v1");
+    }
+}
+
 #[allow(
     clippy::allow_attributes_without_reason,
     reason = "generated code: tonic emits bare allow attributes"

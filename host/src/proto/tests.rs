@@ -258,6 +258,10 @@ fn descriptor_set_carries_etcd_grpc_paths() {
         );
     }
     // KV 5 + Watch 1 + Lease 5 + Cluster 5 + Maintenance 8 + Auth 17 + Lock 2 + Election 5.
-    let etcd_paths = paths.iter().filter(|p| !p.starts_with("/batonpb.")).count();
+    let baton_prefixes = ["/batonpb.", "/baton.v1."];
+    let etcd_paths = paths
+        .iter()
+        .filter(|p| !baton_prefixes.iter().any(|b| p.starts_with(b)))
+        .count();
     assert_eq!(etcd_paths, 48, "{paths:?}");
 }

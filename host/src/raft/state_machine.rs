@@ -23,6 +23,7 @@ use crate::limits::SM_DURABLE_EVERY_ENTRIES;
 use crate::sm::command::apply_command;
 use crate::storage::schema::META;
 use crate::storage::snapshot::{restore_snapshot, write_snapshot};
+use crate::wasm::Runtime;
 use crate::watch::WatchHub;
 
 type LogId = openraft::alias::LogIdOf<TypeConfig>;
@@ -44,6 +45,8 @@ pub struct StateMachine {
     hub: Arc<WatchHub>,
     /// Told about applied lease changes after each commit (the leader's deadline tracker).
     leases: Arc<dyn LeaseObserver>,
+    /// Runs module calls on apply; its compiled-module cache is shared by clones.
+    runtime: Runtime,
 }
 
 fn io_err(e: impl std::fmt::Display) -> io::Error {
@@ -64,10 +67,16 @@ impl StateMachine {
             entries_since_durable: 0,
             hub: WatchHub::new(revision),
             leases: Arc::new(IgnoreLeaseChanges),
+            runtime: Runtime::new().map_err(io_err)?,
         };
         let (applied, _) = sm.read_applied()?;
         sm.applied.send_replace(applied.map_or(0, |id| id.index));
         Ok(sm)
+    }
+
+    /// The module runtime, also used to validate deploys before they are proposed.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
     }
 
     pub fn db(&self) -> &Arc<Database> {
@@ -206,6 +215,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut txn = self.db.begin_write().map_err(io_err)?;
         txn.set_durability(Durability::None).map_err(io_err)?;
+        // Shared with module calls' store views for the length of the batch.
+        let txn_shared = Arc::new(txn);
         let mut replies = Vec::new();
         let mut events = Vec::new();
         let mut lease_changes = Vec::new();
@@ -215,7 +226,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let reply = match &entry.payload {
                 EntryPayload::Blank => Reply::default(),
                 EntryPayload::Normal(cmd) => {
-                    let outcome = apply_command(&txn, &cmd.0).map_err(io_err)?;
+                    let outcome =
+                        apply_command(&txn_shared, &cmd.0, &self.runtime, entry.log_id.index)
+                            .map_err(io_err)?;
                     events.extend(outcome.events);
                     lease_changes.extend(outcome.lease_changes);
                     Reply(outcome.reply)
@@ -234,6 +247,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let Some(last_applied) = last_applied else {
             return Ok(());
         };
+        let mut txn = Arc::into_inner(txn_shared)
+            .ok_or_else(|| io_err("a module call kept the apply transaction"))?;
         Self::write_bookkeeping(&txn, &last_applied, membership.as_ref())?;
         let revision = events
             .last()

@@ -1,6 +1,8 @@
 //! Applying one replicated [`LogCommand`]: the single place where a committed log entry turns
 //! into state changes. Deterministic: the result depends only on the state and the command.
 
+use std::sync::Arc;
+
 use redb::WriteTransaction;
 
 use crate::lease::LeaseChange;
@@ -10,6 +12,8 @@ use crate::proto::mvccpb;
 use crate::sm::alarm::{self, NO_SPACE};
 use crate::sm::kv::{self, ApplyError, KvRequest, KvResponse};
 use crate::sm::lease::{self, LeaseOp};
+use crate::sm::module::{self, ModuleApplied, ModuleEnv};
+use crate::wasm::Runtime;
 
 /// The outcome of applying one command: the proposer's reply, the events watchers will see, and
 /// the lease changes the leader's deadline tracker must follow.
@@ -25,11 +29,15 @@ pub struct CommandOutcome {
 #[error("state machine storage failed while applying: {0}")]
 pub struct ApplyFatal(pub String);
 
-/// Applies `cmd` inside `txn`. A deterministic refusal (a compare on a compacted revision, an
-/// unknown lease, ...) is a normal outcome carried in the reply; only storage failures are errors.
+/// Applies `cmd`, the entry at `log_index`, inside `txn`. A deterministic refusal (a compare on
+/// a compacted revision, an unknown lease, a guest trap, ...) is a normal outcome carried in the
+/// reply; only storage (or host) failures are errors. `txn` is shared because a guest call's
+/// store view outlives any borrow the engine could hold.
 pub fn apply_command(
-    txn: &WriteTransaction,
+    txn: &Arc<WriteTransaction>,
     cmd: &LogCommand,
+    runtime: &Runtime,
+    log_index: u64,
 ) -> Result<CommandOutcome, ApplyFatal> {
     use log_command::Op;
     if let Some(Op::Alarm(r)) = &cmd.op {
@@ -45,7 +53,15 @@ pub fn apply_command(
     if stores_value(cmd) && alarm::no_space(txn).map_err(|e| ApplyFatal(e.to_string()))? {
         return Ok(refused(tonic::Status::resource_exhausted(NO_SPACE)));
     }
+    let env = ModuleEnv {
+        runtime,
+        log_index,
+        leader_time_ms: cmd.leader_time_ms,
+    };
     let request = match &cmd.op {
+        Some(Op::ModuleDeploy(d)) => return module_outcome(module::deploy(txn, &env, d)?),
+        Some(Op::ModuleDelete(d)) => return module_outcome(module::delete(txn, d)?),
+        Some(Op::ModuleInvoke(i)) => return module_outcome(module::invoke(txn, &env, i)?),
         Some(Op::Put(r)) => KvRequest::Put(r.clone()),
         Some(Op::DeleteRange(r)) => KvRequest::DeleteRange(r.clone()),
         Some(Op::Txn(r)) => KvRequest::Txn(r.clone()),
@@ -79,6 +95,23 @@ pub fn apply_command(
     }
 }
 
+fn module_outcome(applied: ModuleApplied) -> Result<CommandOutcome, ApplyFatal> {
+    Ok(match applied {
+        ModuleApplied::Reply(result, events) => CommandOutcome {
+            reply: LogReply {
+                result: Some(result),
+            },
+            events,
+            lease_changes: Vec::new(),
+        },
+        ModuleApplied::Refused(code, message) => CommandOutcome {
+            reply: refusal(code, &message),
+            events: Vec::new(),
+            lease_changes: Vec::new(),
+        },
+    })
+}
+
 fn apply_lease_op(txn: &WriteTransaction, op: LeaseOp<'_>) -> Result<CommandOutcome, ApplyFatal> {
     match lease::apply_lease(txn, op) {
         Ok(applied) => Ok(CommandOutcome {
@@ -93,10 +126,14 @@ fn apply_lease_op(txn: &WriteTransaction, op: LeaseOp<'_>) -> Result<CommandOutc
     }
 }
 
-/// The commands NOSPACE refuses: those that may store a value (etcd also refuses lease grants).
+/// The commands NOSPACE refuses: those that may store a value (etcd also refuses lease grants;
+/// module deploys and calls may write too).
 fn stores_value(cmd: &LogCommand) -> bool {
     match &cmd.op {
-        Some(log_command::Op::Put(_)) | Some(log_command::Op::LeaseGrant(_)) => true,
+        Some(log_command::Op::Put(_))
+        | Some(log_command::Op::LeaseGrant(_))
+        | Some(log_command::Op::ModuleDeploy(_))
+        | Some(log_command::Op::ModuleInvoke(_)) => true,
         Some(log_command::Op::Txn(t)) => alarm::txn_puts(t),
         _ => false,
     }

@@ -2,6 +2,11 @@
 
 pub mod alarm;
 pub mod command;
+pub mod guest_store;
 pub mod kv;
 pub mod lease;
+pub mod module;
 pub mod txn;
+
+#[cfg(test)]
+mod module_tests;

@@ -29,6 +29,12 @@ pub const LEASE_KEYS: TableDefinition<(i64, &[u8]), ()> = TableDefinition::new("
 /// Active alarms: (member id, `etcdserverpb.AlarmType` number) -> nothing. Replicated like the
 /// key space, so every member refuses the same writes while NOSPACE is raised.
 pub const ALARMS: TableDefinition<(u64, i32), ()> = TableDefinition::new("alarms");
+/// Module names: name -> prost-encoded `batonpb::ModuleRecord` (every version's hash, size
+/// and exports). Deleting a name removes its record; the code stays in [`MODULE_CODE`].
+pub const MODULES: TableDefinition<&str, &[u8]> = TableDefinition::new("modules");
+
+/// Module code by content: SHA-256 of the component -> component bytes.
+pub const MODULE_CODE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("module_code");
 
 /// [`KV_KEY_REVS`] value and [`KV_HISTORY`] kind byte of a put.
 pub const REV_KIND_PUT: u8 = 0;
@@ -50,6 +56,8 @@ pub fn init_schema(db: &Database) -> Result<(), redb::Error> {
     txn.open_table(LEASES)?;
     txn.open_table(LEASE_KEYS)?;
     txn.open_table(ALARMS)?;
+    txn.open_table(MODULES)?;
+    txn.open_table(MODULE_CODE)?;
     txn.commit()?;
     Ok(())
 }

@@ -19,7 +19,7 @@ use redb::{
 use sha2::{Digest, Sha256};
 
 use crate::storage::schema::{
-    ALARMS, KV_HISTORY, KV_KEY_REVS, KV_LATEST, LEASE_KEYS, LEASES, META,
+    ALARMS, KV_HISTORY, KV_KEY_REVS, KV_LATEST, LEASE_KEYS, LEASES, META, MODULE_CODE, MODULES,
 };
 
 const MAGIC: &[u8; 8] = b"BATNSNAP";
@@ -34,6 +34,8 @@ const LAYOUT_KV_HISTORY: &str = "(i64, i64) -> bytes";
 const LAYOUT_LEASES: &str = "i64 -> (i64, i64)";
 const LAYOUT_LEASE_KEYS: &str = "(i64, bytes) -> ()";
 const LAYOUT_ALARMS: &str = "(u64, i32) -> ()";
+const LAYOUT_MODULES: &str = "str -> bytes";
+const LAYOUT_MODULE_CODE: &str = "bytes -> bytes";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -71,7 +73,7 @@ pub fn write_snapshot(txn: &ReadTransaction, out: &mut impl Write) -> Result<(),
     };
     w.write_all(MAGIC)?;
     w.write_all(&FORMAT_VERSION.to_le_bytes())?;
-    let tables: u32 = 7;
+    let tables: u32 = 9;
     w.write_all(&tables.to_le_bytes())?;
     dump_table(txn, META, LAYOUT_META, &mut w)?;
     dump_table(txn, KV_LATEST, LAYOUT_KV_LATEST, &mut w)?;
@@ -80,6 +82,8 @@ pub fn write_snapshot(txn: &ReadTransaction, out: &mut impl Write) -> Result<(),
     dump_table(txn, LEASES, LAYOUT_LEASES, &mut w)?;
     dump_table(txn, LEASE_KEYS, LAYOUT_LEASE_KEYS, &mut w)?;
     dump_table(txn, ALARMS, LAYOUT_ALARMS, &mut w)?;
+    dump_table(txn, MODULES, LAYOUT_MODULES, &mut w)?;
+    dump_table(txn, MODULE_CODE, LAYOUT_MODULE_CODE, &mut w)?;
     let digest = w.hasher.finalize();
     w.out.write_all(&digest)?;
     Ok(())
@@ -108,6 +112,8 @@ pub fn restore_snapshot(db: &Database, input: &mut impl Read) -> Result<(), Snap
     load_table(&txn, LEASES, LAYOUT_LEASES, &parsed)?;
     load_table(&txn, LEASE_KEYS, LAYOUT_LEASE_KEYS, &parsed)?;
     load_table(&txn, ALARMS, LAYOUT_ALARMS, &parsed)?;
+    load_table(&txn, MODULES, LAYOUT_MODULES, &parsed)?;
+    load_table(&txn, MODULE_CODE, LAYOUT_MODULE_CODE, &parsed)?;
     txn.commit()?;
     Ok(())
 }
@@ -203,6 +209,8 @@ fn parse(body: &[u8]) -> Result<HashMap<&str, ParsedTable<'_>>, SnapshotError> {
         LEASES.name(),
         LEASE_KEYS.name(),
         ALARMS.name(),
+        MODULES.name(),
+        MODULE_CODE.name(),
     ];
     if let Some(name) = tables.keys().find(|name| !known.contains(name)) {
         return Err(SnapshotError::Format(format!("unknown table {name}")));

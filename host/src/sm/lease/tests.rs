@@ -18,8 +18,9 @@ fn apply(s: &TestStore, op: Op) -> CommandOutcome {
         leader_time_ms: 0,
         op: Some(op),
     };
-    let out = apply_command(&txn, &cmd).unwrap();
-    txn.commit().unwrap();
+    let txn = std::sync::Arc::new(txn);
+    let out = apply_command(&txn, &cmd, crate::sm::module_tests::runtime(), 1).unwrap();
+    std::sync::Arc::into_inner(txn).unwrap().commit().unwrap();
     out
 }
 

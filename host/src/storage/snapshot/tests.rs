@@ -37,6 +37,8 @@ fn dump_raw(db: &Database) -> Vec<RawTable> {
         raw(&txn, LEASES),
         raw(&txn, LEASE_KEYS),
         raw(&txn, ALARMS),
+        raw(&txn, MODULES),
+        raw(&txn, MODULE_CODE),
     ]
 }
 
@@ -73,6 +75,14 @@ fn populated() -> TestStore {
         .insert("raft.applied", b"opaque".as_slice())
         .unwrap();
     txn.open_table(ALARMS).unwrap().insert((7, 1), ()).unwrap();
+    txn.open_table(MODULES)
+        .unwrap()
+        .insert("counter", b"record".as_slice())
+        .unwrap();
+    txn.open_table(MODULE_CODE)
+        .unwrap()
+        .insert(b"hash".as_slice(), b"component".as_slice())
+        .unwrap();
     txn.commit().unwrap();
     s
 }

@@ -1,0 +1,65 @@
+//! Builds the modules under `guests/` for wasm32-unknown-unknown with a nested cargo and turns
+//! each core module into a component with `wit-component`, so `cargo build` needs nothing more.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+/// The guests' own workspace, relative to this crate.
+const GUESTS_DIR: &str = "../guests";
+/// Paths whose changes require rebuilding the guests.
+const GUEST_INPUTS: [&str; 3] = ["../guests", "../sdk", "../wit"];
+const GUEST_TARGET: &str = "wasm32-unknown-unknown";
+/// Crates of the guests' workspace; each becomes `OUT_DIR/<name>.wasm` (a component).
+pub const GUESTS: [&str; 3] = ["counter", "compare-and-move", "hostile"];
+
+pub fn build_guests(out_dir: &Path) -> Result<()> {
+    for input in GUEST_INPUTS {
+        println!("cargo:rerun-if-changed={input}");
+    }
+    // Its own target dir: the outer cargo holds a lock on ours for the whole build.
+    let target_dir = out_dir.join("guest-target");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--release", "--locked", "--target", GUEST_TARGET])
+        .arg("--manifest-path")
+        .arg(Path::new(GUESTS_DIR).join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir);
+    // The outer build's flags and wrappers (clippy, coverage) are for the host, not the guests.
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd.status().context("running cargo for the guests")?;
+    if !status.success() {
+        bail!("building the guests failed ({status})");
+    }
+    let core_dir = target_dir.join(GUEST_TARGET).join("release");
+    for guest in GUESTS {
+        let core_path = core_dir.join(format!("{}.wasm", guest.replace('-', "_")));
+        let component = componentize(&core_path)?;
+        let out: PathBuf = out_dir.join(format!("{guest}.wasm"));
+        std::fs::write(&out, component).with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(())
+}
+
+/// Wraps a core module carrying wit-bindgen's type section into a component.
+fn componentize(core_path: &Path) -> Result<Vec<u8>> {
+    let core =
+        std::fs::read(core_path).with_context(|| format!("reading {}", core_path.display()))?;
+    wit_component::ComponentEncoder::default()
+        .module(&core)
+        .with_context(|| format!("decoding {}", core_path.display()))?
+        .validate(true)
+        .encode()
+        .with_context(|| format!("encoding {} as a component", core_path.display()))
+}

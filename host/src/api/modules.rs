@@ -1,0 +1,188 @@
+//! Baton's `baton.v1.Modules` service: deploy, list, describe, delete and invoke modules.
+//! Writes go through the log (forwarded to the leader like any write); a deploy is validated
+//! here first so a bad module costs no log entry, and again by every member at apply.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::limits::{GUEST_FUEL_DEFAULT, GUEST_FUEL_MAX, GUEST_INPUT_BYTES_MAX};
+use crate::proto::baton::v1 as pb;
+use crate::proto::baton::v1::modules_server::Modules;
+use crate::proto::batonpb::{self, LogReply, log_command, log_reply};
+use crate::server::Server;
+use crate::sm::module::{check_name, describe, list};
+use crate::wasm::Runtime;
+
+pub struct ModulesService {
+    server: Arc<Server>,
+    runtime: Runtime,
+}
+
+impl ModulesService {
+    pub fn new(server: Arc<Server>, runtime: Runtime) -> Self {
+        Self { server, runtime }
+    }
+
+    async fn write(&self, op: log_command::Op) -> Result<log_reply::Result, Status> {
+        let LogReply { result } = self.server.propose(op).await?;
+        match result {
+            Some(log_reply::Result::Refused(r)) => {
+                Err(Status::new(tonic::Code::from(r.code), r.message))
+            }
+            Some(other) => Ok(other),
+            None => Err(Status::internal(
+                "the state machine returned an empty reply",
+            )),
+        }
+    }
+
+    /// A linearizable read view of the module tables.
+    async fn read_view(&self) -> Result<redb::ReadTransaction, Status> {
+        self.server.linearize().await?;
+        self.server.read_view()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn parse_hex(text: &str) -> Result<Vec<u8>, Status> {
+    let invalid = || Status::invalid_argument(format!("hash must be 64 hex digits: {text:?}"));
+    if text.len() != 64 || !text.is_ascii() {
+        return Err(invalid());
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).map_err(|_| invalid()))
+        .collect()
+}
+
+fn info(name: String, record: batonpb::ModuleRecord) -> pb::ModuleInfo {
+    let versions = record
+        .versions
+        .into_iter()
+        .map(|v| pb::ModuleVersion {
+            version: v.version,
+            hash: hex(&v.hash),
+            size_bytes: v.size_bytes,
+            exports: v.exports,
+        })
+        .collect();
+    pb::ModuleInfo { name, versions }
+}
+
+fn unexpected_reply() -> Status {
+    Status::internal("the state machine replied with the wrong kind of response")
+}
+
+fn storage(e: impl std::fmt::Display) -> Status {
+    Status::internal(e.to_string())
+}
+
+#[tonic::async_trait]
+impl Modules for ModulesService {
+    async fn deploy(
+        &self,
+        request: Request<pb::DeployRequest>,
+    ) -> Result<Response<pb::DeployResponse>, Status> {
+        let req = request.into_inner();
+        check_name(&req.name).map_err(Status::invalid_argument)?;
+        self.runtime
+            .validate(&req.component)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let op = log_command::Op::ModuleDeploy(batonpb::ModuleDeploy {
+            name: req.name,
+            component: req.component,
+        });
+        match self.write(op).await? {
+            log_reply::Result::ModuleDeployed(d) => Ok(Response::new(pb::DeployResponse {
+                hash: hex(&d.hash),
+                version: d.version,
+            })),
+            _ => Err(unexpected_reply()),
+        }
+    }
+
+    async fn list(
+        &self,
+        _request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
+        let view = self.read_view().await?;
+        let modules = list(&view).map_err(storage)?;
+        Ok(Response::new(pb::ListResponse {
+            modules: modules.into_iter().map(|(n, r)| info(n, r)).collect(),
+        }))
+    }
+
+    async fn describe(
+        &self,
+        request: Request<pb::DescribeRequest>,
+    ) -> Result<Response<pb::ModuleInfo>, Status> {
+        let name = request.into_inner().name;
+        let view = self.read_view().await?;
+        match describe(&view, &name).map_err(storage)? {
+            Some(record) => Ok(Response::new(info(name, record))),
+            None => Err(Status::not_found(format!("module not found: {name}"))),
+        }
+    }
+
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let name = request.into_inner().name;
+        let op = log_command::Op::ModuleDelete(batonpb::ModuleDelete { name });
+        match self.write(op).await? {
+            log_reply::Result::ModuleDeleted(d) => Ok(Response::new(pb::DeleteResponse {
+                versions: d.versions,
+            })),
+            _ => Err(unexpected_reply()),
+        }
+    }
+
+    async fn invoke(
+        &self,
+        request: Request<pb::InvokeRequest>,
+    ) -> Result<Response<pb::InvokeResponse>, Status> {
+        let req = request.into_inner();
+        let hash = if req.hash.is_empty() {
+            check_name(&req.name).map_err(Status::invalid_argument)?;
+            Vec::new()
+        } else {
+            parse_hex(&req.hash)?
+        };
+        if req.input.len() > GUEST_INPUT_BYTES_MAX {
+            return Err(Status::invalid_argument(format!(
+                "input of {} bytes exceeds the limit of {GUEST_INPUT_BYTES_MAX}",
+                req.input.len()
+            )));
+        }
+        let fuel = match req.fuel {
+            0 => GUEST_FUEL_DEFAULT,
+            f if f > GUEST_FUEL_MAX => {
+                return Err(Status::invalid_argument(format!(
+                    "fuel {f} exceeds the limit of {GUEST_FUEL_MAX}"
+                )));
+            }
+            f => f,
+        };
+        let op = log_command::Op::ModuleInvoke(batonpb::ModuleInvoke {
+            name: req.name,
+            hash,
+            function: req.function,
+            input: req.input,
+            lease: req.lease,
+            fuel,
+        });
+        match self.write(op).await? {
+            log_reply::Result::ModuleInvoked(r) => Ok(Response::new(pb::InvokeResponse {
+                output: r.output,
+                revision: r.revision,
+                fuel_used: r.fuel_used,
+            })),
+            _ => Err(unexpected_reply()),
+        }
+    }
+}

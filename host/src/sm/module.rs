@@ -1,0 +1,261 @@
+//! Applying module commands: deploy (store a validated component as a name's next version),
+//! delete (drop a name), invoke (run a guest; commit its buffered writes as one revision, or
+//! nothing). Deterministic: validation, fuel and memory caps depend only on the command and the
+//! state; a failure the host cannot attribute to the call is an [`ApplyFatal`].
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use prost::Message;
+use redb::{ReadableTable, WriteTransaction};
+
+use crate::limits::{GUEST_FUEL_MAX, MODULE_NAME_BYTES_MAX};
+use crate::mvcc::tables::Revisions;
+use crate::mvcc::write::WriteCtx;
+use crate::proto::batonpb::{
+    ModuleDelete, ModuleDeleted, ModuleDeploy, ModuleDeployed, ModuleInvoke, ModuleInvoked,
+    ModuleRecord, ModuleVersion, log_reply,
+};
+use crate::proto::mvccpb::Event;
+use crate::sm::command::ApplyFatal;
+use crate::sm::guest_store::{BufferedWrites, TxnGuestStore};
+use crate::storage::schema::{META, MODULE_CODE, MODULES};
+use crate::wasm::{CallContext, CallRequest, ModuleHash, Outcome, Runtime, RuntimeFatal};
+
+/// What applying a module command needs besides the transaction.
+pub struct ModuleEnv<'a> {
+    pub runtime: &'a Runtime,
+    pub log_index: u64,
+    pub leader_time_ms: u64,
+}
+
+/// A module command's result: a reply with the events it caused, or a deterministic refusal.
+pub enum ModuleApplied {
+    Reply(log_reply::Result, Vec<Event>),
+    Refused(tonic::Code, String),
+}
+
+fn fatal(e: impl std::fmt::Display) -> ApplyFatal {
+    ApplyFatal(e.to_string())
+}
+
+/// Why a module name is unacceptable, if it is.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MODULE_NAME_BYTES_MAX {
+        return Err(format!(
+            "module name must be 1 to {MODULE_NAME_BYTES_MAX} bytes"
+        ));
+    }
+    if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("module name must not contain whitespace or control characters".into());
+    }
+    Ok(())
+}
+
+pub fn deploy(
+    txn: &WriteTransaction,
+    env: &ModuleEnv<'_>,
+    d: &ModuleDeploy,
+) -> Result<ModuleApplied, ApplyFatal> {
+    if let Err(message) = check_name(&d.name) {
+        return Ok(ModuleApplied::Refused(
+            tonic::Code::InvalidArgument,
+            message,
+        ));
+    }
+    let validated = match env.runtime.validate(&d.component) {
+        Ok(v) => v,
+        Err(e) => {
+            return Ok(ModuleApplied::Refused(
+                tonic::Code::InvalidArgument,
+                e.to_string(),
+            ));
+        }
+    };
+    let mut names = txn.open_table(MODULES).map_err(fatal)?;
+    let mut record = match names.get(d.name.as_str()).map_err(fatal)? {
+        Some(v) => ModuleRecord::decode(v.value()).map_err(fatal)?,
+        None => ModuleRecord::default(),
+    };
+    // Deploying the bytes a name already runs changes nothing (built-ins are deployed by every
+    // founding member).
+    if let Some(last) = record.versions.last()
+        && last.hash == validated.hash
+    {
+        let reply = ModuleDeployed {
+            hash: last.hash.clone(),
+            version: last.version,
+        };
+        return Ok(ModuleApplied::Reply(
+            log_reply::Result::ModuleDeployed(reply),
+            Vec::new(),
+        ));
+    }
+    let version = record.versions.last().map_or(0, |v| v.version) + 1;
+    record.versions.push(ModuleVersion {
+        version,
+        hash: validated.hash.to_vec(),
+        size_bytes: d.component.len() as u64,
+        exports: validated.exports,
+        deployed_index: env.log_index,
+    });
+    names
+        .insert(d.name.as_str(), record.encode_to_vec().as_slice())
+        .map_err(fatal)?;
+    let mut code = txn.open_table(MODULE_CODE).map_err(fatal)?;
+    code.insert(validated.hash.as_slice(), d.component.as_slice())
+        .map_err(fatal)?;
+    let reply = ModuleDeployed {
+        hash: validated.hash.to_vec(),
+        version,
+    };
+    Ok(ModuleApplied::Reply(
+        log_reply::Result::ModuleDeployed(reply),
+        Vec::new(),
+    ))
+}
+
+pub fn delete(txn: &WriteTransaction, d: &ModuleDelete) -> Result<ModuleApplied, ApplyFatal> {
+    let mut names = txn.open_table(MODULES).map_err(fatal)?;
+    let Some(record) = names.remove(d.name.as_str()).map_err(fatal)? else {
+        let message = format!("module not found: {}", d.name);
+        return Ok(ModuleApplied::Refused(tonic::Code::NotFound, message));
+    };
+    let record = ModuleRecord::decode(record.value()).map_err(fatal)?;
+    let reply = ModuleDeleted {
+        versions: record.versions.len() as u64,
+    };
+    Ok(ModuleApplied::Reply(
+        log_reply::Result::ModuleDeleted(reply),
+        Vec::new(),
+    ))
+}
+
+/// The hash a call runs: `hash` when given, else the latest version of `name`.
+fn resolve(txn: &WriteTransaction, call: &ModuleInvoke) -> Result<Option<ModuleHash>, ApplyFatal> {
+    if !call.hash.is_empty() {
+        let Ok(hash) = ModuleHash::try_from(call.hash.as_slice()) else {
+            return Ok(None);
+        };
+        let code = txn.open_table(MODULE_CODE).map_err(fatal)?;
+        return Ok(code.get(hash.as_slice()).map_err(fatal)?.map(|_| hash));
+    }
+    let names = txn.open_table(MODULES).map_err(fatal)?;
+    let Some(record) = names.get(call.name.as_str()).map_err(fatal)? else {
+        return Ok(None);
+    };
+    let record = ModuleRecord::decode(record.value()).map_err(fatal)?;
+    Ok(record
+        .versions
+        .last()
+        .and_then(|v| ModuleHash::try_from(v.hash.as_slice()).ok()))
+}
+
+fn load_code(txn: &WriteTransaction, hash: &ModuleHash) -> Result<Vec<u8>, RuntimeFatal> {
+    let storage = |e: &dyn std::fmt::Display| RuntimeFatal::Storage(e.to_string());
+    let code = txn.open_table(MODULE_CODE).map_err(|e| storage(&e))?;
+    let bytes = code.get(hash.as_slice()).map_err(|e| storage(&e))?;
+    let bytes = bytes.ok_or_else(|| storage(&"module code vanished during a call"))?;
+    Ok(bytes.value().to_vec())
+}
+
+pub fn invoke(
+    txn: &Arc<WriteTransaction>,
+    env: &ModuleEnv<'_>,
+    call: &ModuleInvoke,
+) -> Result<ModuleApplied, ApplyFatal> {
+    if call.fuel == 0 || call.fuel > GUEST_FUEL_MAX {
+        let message = format!("fuel must be between 1 and {GUEST_FUEL_MAX}");
+        return Ok(ModuleApplied::Refused(
+            tonic::Code::InvalidArgument,
+            message,
+        ));
+    }
+    let Some(hash) = resolve(txn, call)? else {
+        let which = if call.hash.is_empty() {
+            call.name.clone()
+        } else {
+            hex(&call.hash)
+        };
+        let message = format!("module not found: {which}");
+        return Ok(ModuleApplied::Refused(tonic::Code::NotFound, message));
+    };
+    let current = Revisions::load(&txn.open_table(META).map_err(fatal)?)
+        .map_err(fatal)?
+        .current;
+    let writes = Rc::new(RefCell::new(BufferedWrites::default()));
+    let store = TxnGuestStore::new(txn.clone(), writes.clone(), current + 1);
+    let request = CallRequest {
+        function: call.function.clone(),
+        input: call.input.clone(),
+        fuel: call.fuel,
+        context: CallContext {
+            log_index: env.log_index,
+            revision: current + 1,
+            proposal_time_ms: env.leader_time_ms,
+            caller_lease: call.lease,
+            module_name: call.name.clone(),
+            module_hash: hash,
+        },
+    };
+    let outcome = env
+        .runtime
+        .invoke(|| load_code(txn, &hash), request, Box::new(store))
+        .map_err(fatal)?;
+    let (output, fuel_used) = match outcome {
+        Outcome::Done { output, fuel_used } => (output, fuel_used),
+        Outcome::Wait { .. } => {
+            let message = "baton: waiting module calls are not supported yet".to_string();
+            return Ok(ModuleApplied::Refused(tonic::Code::Unimplemented, message));
+        }
+        Outcome::Failed(failure) => {
+            return Ok(ModuleApplied::Refused(
+                failure.grpc_code(),
+                failure.to_string(),
+            ));
+        }
+    };
+    let writes = writes.take();
+    let mut w = WriteCtx::open(txn).map_err(fatal)?;
+    writes.commit(&mut w).map_err(fatal)?;
+    let revision = w.view_rev();
+    let events = w.finish().map_err(fatal)?;
+    let reply = ModuleInvoked {
+        output,
+        revision,
+        fuel_used,
+    };
+    Ok(ModuleApplied::Reply(
+        log_reply::Result::ModuleInvoked(reply),
+        events,
+    ))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Every module name with its versions, in name order, as of `txn`.
+pub fn list(txn: &redb::ReadTransaction) -> Result<Vec<(String, ModuleRecord)>, ApplyFatal> {
+    let names = txn.open_table(MODULES).map_err(fatal)?;
+    let mut modules = Vec::new();
+    for entry in names.iter().map_err(fatal)? {
+        let (name, record) = entry.map_err(fatal)?;
+        let record = ModuleRecord::decode(record.value()).map_err(fatal)?;
+        modules.push((name.value().to_string(), record));
+    }
+    Ok(modules)
+}
+
+/// The versions of `name`, if it exists, as of `txn`.
+pub fn describe(
+    txn: &redb::ReadTransaction,
+    name: &str,
+) -> Result<Option<ModuleRecord>, ApplyFatal> {
+    let names = txn.open_table(MODULES).map_err(fatal)?;
+    match names.get(name).map_err(fatal)? {
+        Some(record) => Ok(Some(ModuleRecord::decode(record.value()).map_err(fatal)?)),
+        None => Ok(None),
+    }
+}

@@ -1,0 +1,148 @@
+//! The host side of one call: the store data a guest's imports reach, and the memory limiter.
+
+use wasmtime::ResourceLimiter;
+
+use crate::limits::{GUEST_RANGE_KEYS_MAX, GUEST_TABLE_ELEMENTS_MAX};
+use crate::wasm::runtime::CallContext;
+use crate::wasm::store::{GuestStore, StoreFailure, StoredKv};
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "module",
+    // Every import may fail the call (a refused put, a storage failure).
+    imports: { default: trappable },
+});
+
+pub(crate) use baton::module::{context, store};
+
+/// Why a host function stopped the guest; read after the call to classify the outcome.
+#[derive(Debug)]
+pub(crate) enum HostStop {
+    Refused(String),
+    Fatal(String),
+}
+
+/// Everything one call's store holds.
+pub(crate) struct CallState {
+    pub store: Box<dyn GuestStore>,
+    pub context: CallContext,
+    pub limiter: MemoryCap,
+    /// Set when a host function trapped the guest on purpose.
+    pub stop: Option<HostStop>,
+}
+
+/// Caps linear memory per instance and records whether the cap was what stopped a guest.
+pub(crate) struct MemoryCap {
+    pub bytes_max: usize,
+    pub hit: bool,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = desired <= self.bytes_max;
+        self.hit |= !allowed;
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= GUEST_TABLE_ELEMENTS_MAX)
+    }
+}
+
+impl CallState {
+    /// Turns a store failure into a trap, remembering why.
+    fn stop<T>(&mut self, result: Result<T, StoreFailure>) -> wasmtime::Result<T> {
+        result.map_err(|failure| {
+            let message = failure.to_string();
+            self.stop = Some(match failure {
+                StoreFailure::Refused(m) => HostStop::Refused(m),
+                StoreFailure::Fatal(m) => HostStop::Fatal(m),
+            });
+            wasmtime::format_err!("host stopped the guest: {message}")
+        })
+    }
+}
+
+fn to_wit(kv: StoredKv) -> store::Kv {
+    store::Kv {
+        key: kv.key,
+        value: kv.value,
+        create_revision: kv.create_revision,
+        mod_revision: kv.mod_revision,
+        version: kv.version,
+        lease: kv.lease,
+    }
+}
+
+impl store::Host for CallState {
+    fn get(&mut self, key: Vec<u8>) -> wasmtime::Result<Option<store::Kv>> {
+        let found = self.store.get(&key);
+        Ok(self.stop(found)?.map(to_wit))
+    }
+
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>, lease: Option<i64>) -> wasmtime::Result<()> {
+        let done = self.store.put(&key, &value, lease.unwrap_or(0));
+        self.stop(done)
+    }
+
+    fn delete(&mut self, key: Vec<u8>) -> wasmtime::Result<bool> {
+        let deleted = self.store.delete_range(&key, &[]);
+        Ok(self.stop(deleted)? > 0)
+    }
+
+    fn delete_range(&mut self, start: Vec<u8>, end: Vec<u8>) -> wasmtime::Result<u64> {
+        let deleted = self.store.delete_range(&start, &end);
+        self.stop(deleted)
+    }
+
+    fn range(
+        &mut self,
+        start: Vec<u8>,
+        end: Vec<u8>,
+        limit: u32,
+        reverse: bool,
+    ) -> wasmtime::Result<Vec<store::Kv>> {
+        let limit = match usize::try_from(limit) {
+            Ok(0) | Err(_) => GUEST_RANGE_KEYS_MAX,
+            Ok(n) => n.min(GUEST_RANGE_KEYS_MAX),
+        };
+        let found = self.store.range(&start, &end, limit, reverse);
+        Ok(self.stop(found)?.into_iter().map(to_wit).collect())
+    }
+}
+
+impl context::Host for CallState {
+    fn log_index(&mut self) -> wasmtime::Result<u64> {
+        Ok(self.context.log_index)
+    }
+
+    fn revision(&mut self) -> wasmtime::Result<i64> {
+        Ok(self.context.revision)
+    }
+
+    fn proposal_time_ms(&mut self) -> wasmtime::Result<u64> {
+        Ok(self.context.proposal_time_ms)
+    }
+
+    fn caller_lease(&mut self) -> wasmtime::Result<i64> {
+        Ok(self.context.caller_lease)
+    }
+
+    fn module_name(&mut self) -> wasmtime::Result<String> {
+        Ok(self.context.module_name.clone())
+    }
+
+    fn module_hash(&mut self) -> wasmtime::Result<String> {
+        Ok(crate::wasm::hash_hex(&self.context.module_hash))
+    }
+}

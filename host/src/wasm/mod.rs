@@ -1,0 +1,37 @@
+//! Deterministic guest runtime: runs Baton modules (WebAssembly components implementing
+//! `wit/baton.wit`) so that every replica reaches the same outcome for the same call.
+//!
+//! Knows nothing of mvcc or raft: a call reaches the store only through [`GuestStore`], which
+//! `sm/` implements over the batch's write transaction. Determinism comes from the engine
+//! settings ([`engine`]), a fuel budget per call (never a clock), a memory cap per instance, a
+//! fresh instance per call, and outcomes that are plain data ([`Outcome`]); anything the host
+//! cannot classify as a property of the module and its input is a [`RuntimeFatal`].
+
+pub mod builtin;
+pub mod engine;
+mod host;
+mod outcome;
+mod runtime;
+mod store;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+pub use outcome::{GuestFailure, Outcome, RuntimeFatal, WaitCondition};
+pub use runtime::{CallContext, CallRequest, Runtime};
+pub use store::{GuestStore, StoreFailure, StoredKv};
+pub use validate::{DeployError, Validated};
+
+/// SHA-256 of a module's component bytes: its identity, and the compiled-code cache key.
+pub type ModuleHash = [u8; 32];
+
+pub fn module_hash(bytes: &[u8]) -> ModuleHash {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
+}
+
+/// Lowercase hex, as clients and guests see hashes.
+pub fn hash_hex(hash: &ModuleHash) -> String {
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,32 @@
+//! Facts about the current call, identical on every replica (there is no clock or randomness).
+
+use crate::bindings::baton::module::context as wit;
+
+/// Raft log index of the entry carrying this call.
+pub fn log_index() -> u64 {
+    wit::log_index()
+}
+
+/// Revision the call's writes commit at.
+pub fn revision() -> i64 {
+    wit::revision()
+}
+
+/// The leader's clock when it proposed the call, in Unix milliseconds.
+pub fn proposal_time_ms() -> u64 {
+    wit::proposal_time_ms()
+}
+
+/// Lease the caller passed with the call; 0 for none.
+pub fn caller_lease() -> i64 {
+    wit::caller_lease()
+}
+
+pub fn module_name() -> String {
+    wit::module_name()
+}
+
+/// SHA-256 of the module's bytes, lowercase hex.
+pub fn module_hash() -> String {
+    wit::module_hash()
+}
