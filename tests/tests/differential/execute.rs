@@ -4,8 +4,8 @@ use anyhow::{Result, bail};
 use baton_e2e::grpc_status;
 use etcd_client::{
     Client, CompactionOptions, Compare, DeleteOptions, DeleteResponse, GetOptions, GetResponse,
-    KeyValue, PutOptions, PutResponse, ResponseHeader, SortTarget, Txn, TxnOp, TxnOpResponse,
-    TxnResponse,
+    KeyValue, LeaseGrantOptions, PutOptions, PutResponse, ResponseHeader, SortTarget, Txn, TxnOp,
+    TxnOpResponse, TxnResponse,
 };
 
 use crate::model::{
@@ -55,6 +55,14 @@ pub enum Outcome {
     Compact {
         rev: Option<i64>,
     },
+    LeaseGrant {
+        rev: Option<i64>,
+        id: i64,
+        ttl: i64,
+    },
+    LeaseRevoke {
+        rev: Option<i64>,
+    },
 }
 
 impl Outcome {
@@ -65,7 +73,9 @@ impl Outcome {
             | Outcome::Range { rev, .. }
             | Outcome::Delete { rev, .. }
             | Outcome::Txn { rev, .. }
-            | Outcome::Compact { rev } => *rev,
+            | Outcome::Compact { rev }
+            | Outcome::LeaseGrant { rev, .. }
+            | Outcome::LeaseRevoke { rev } => *rev,
         }
     }
 }
@@ -104,6 +114,20 @@ pub async fn execute(client: &mut Client, op: &Op) -> Result<Outcome> {
                     rev: revision_of(r.header()),
                 })
         }
+        Op::LeaseGrant { id, ttl } => client
+            .lease_grant(*ttl, Some(LeaseGrantOptions::new().with_id(*id)))
+            .await
+            .map(|r| Outcome::LeaseGrant {
+                rev: revision_of(r.header()),
+                id: r.id(),
+                ttl: r.ttl(),
+            }),
+        Op::LeaseRevoke { id } => client
+            .lease_revoke(*id)
+            .await
+            .map(|r| Outcome::LeaseRevoke {
+                rev: revision_of(r.header()),
+            }),
     };
     match result {
         Ok(outcome) => Ok(outcome),

@@ -16,6 +16,10 @@ const RANGE_KEYS: [&str; 8] = ["a", "a/", "b", "c/", "c/1/", "d", "z", "0"];
 const VALUES: [&str; 5] = ["", "v0", "v1", "v2", "x"];
 /// A lease id no server has granted.
 const UNKNOWN_LEASE: i64 = 0x7e57;
+/// Lease ids the run grants, revokes and attaches keys to.
+const LEASE_IDS: [i64; 3] = [0x1001, 0x1002, 0x1003];
+/// Far longer than any run: expiry timing is not what this test compares.
+const LEASE_TTL_S: i64 = 3600;
 /// Most operations in one txn branch; one more is an error the test provokes on purpose.
 const TXN_OPS_MAX: usize = 128;
 /// Nesting depth of generated txns (etcd allows arbitrary depth).
@@ -43,12 +47,30 @@ impl Generator {
             0..30 => Op::Put(self.put(None)),
             30..60 => Op::Range(self.range(h, false)),
             60..70 => Op::Delete(self.delete(false)),
-            70..95 => Op::Txn(self.txn(h, 0)),
+            70..91 => Op::Txn(self.txn(h, 0)),
+            91..94 => Op::LeaseGrant {
+                id: self.lease_id(),
+                ttl: LEASE_TTL_S,
+            },
+            94..96 => Op::LeaseRevoke {
+                id: if self.chance(10) {
+                    UNKNOWN_LEASE
+                } else {
+                    self.lease_id()
+                },
+            },
             _ => Op::Compact {
                 revision: self.compaction_revision(h),
                 physical: self.chance(50),
             },
         }
+    }
+
+    fn lease_id(&mut self) -> i64 {
+        LEASE_IDS
+            .choose(&mut self.rng)
+            .copied()
+            .unwrap_or(LEASE_IDS[0])
     }
 
     fn chance(&mut self, percent: u32) -> bool {
@@ -147,7 +169,11 @@ impl Generator {
             } else {
                 self.value()
             },
-            lease: if self.chance(2) { UNKNOWN_LEASE } else { 0 },
+            lease: match self.rng.random_range(0..100) {
+                0..2 => UNKNOWN_LEASE,
+                2..22 => self.lease_id(),
+                _ => 0,
+            },
             prev_kv: self.chance(35),
             ignore_value,
             ignore_lease: self.chance(5),

@@ -94,5 +94,17 @@ pub enum Op {
     Range(RangeSpec),
     Delete(DeleteSpec),
     Txn(TxnSpec),
-    Compact { revision: i64, physical: bool },
+    Compact {
+        revision: i64,
+        physical: bool,
+    },
+    /// Leases use client-chosen ids and TTLs far longer than a run, so no lease expires during
+    /// it and both servers must answer alike.
+    LeaseGrant {
+        id: i64,
+        ttl: i64,
+    },
+    LeaseRevoke {
+        id: i64,
+    },
 }
