@@ -11,11 +11,11 @@ use crate::api::kv_checks::{check_delete_range, check_put, check_range, check_tx
 use crate::limits::{GRPC_OVERHEAD_BYTES, REQUEST_BYTES_MAX, TXN_OPS_MAX};
 use crate::mvcc;
 use crate::mvcc::error::KvError;
-use crate::proto::batonpb::{LogReply, log_command, log_reply};
+use crate::proto::batonpb::{log_command, log_reply};
 use crate::proto::etcdserverpb::kv_server::Kv;
 use crate::proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
-    PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
+    PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
 use crate::server::Server;
 use crate::sm::txn::{is_txn_read_only, txn_read_only};
@@ -27,24 +27,6 @@ pub struct KvService {
 impl KvService {
     pub fn new(server: Arc<Server>) -> Self {
         Self { server }
-    }
-
-    /// Completes a header that the state machine filled with only the revision.
-    fn finish_header(&self, header: Option<ResponseHeader>) -> Option<ResponseHeader> {
-        Some(self.server.header(header.map_or(0, |h| h.revision)))
-    }
-
-    async fn write(&self, op: log_command::Op) -> Result<log_reply::Result, Status> {
-        let LogReply { result } = self.server.propose(op).await?;
-        match result {
-            Some(log_reply::Result::Refused(r)) => {
-                Err(Status::new(tonic::Code::from(r.code), r.message))
-            }
-            Some(other) => Ok(other),
-            None => Err(Status::internal(
-                "the state machine returned an empty reply",
-            )),
-        }
     }
 }
 
@@ -79,10 +61,6 @@ fn all_ranges_serializable(txn: &TxnRequest) -> bool {
         })
 }
 
-fn unexpected_reply() -> Status {
-    Status::internal("the state machine replied with the wrong kind of response")
-}
-
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(
@@ -97,7 +75,7 @@ impl Kv for KvService {
         }
         let view = self.server.read_view()?;
         let mut resp = mvcc::range(&view, &req)?;
-        resp.header = self.finish_header(resp.header);
+        resp.header = self.server.finish_header(resp.header);
         Ok(Response::new(resp))
     }
 
@@ -105,12 +83,12 @@ impl Kv for KvService {
         let req = request.into_inner();
         check_size(req.encoded_len(), true)?;
         check_put(&req)?;
-        match self.write(log_command::Op::Put(req)).await? {
+        match self.server.write(log_command::Op::Put(req)).await? {
             log_reply::Result::Put(mut resp) => {
-                resp.header = self.finish_header(resp.header);
+                resp.header = self.server.finish_header(resp.header);
                 Ok(Response::new(resp))
             }
-            _ => Err(unexpected_reply()),
+            _ => Err(super::unexpected_reply()),
         }
     }
 
@@ -121,12 +99,12 @@ impl Kv for KvService {
         let req = request.into_inner();
         check_size(req.encoded_len(), true)?;
         check_delete_range(&req)?;
-        match self.write(log_command::Op::DeleteRange(req)).await? {
+        match self.server.write(log_command::Op::DeleteRange(req)).await? {
             log_reply::Result::DeleteRange(mut resp) => {
-                resp.header = self.finish_header(resp.header);
+                resp.header = self.server.finish_header(resp.header);
                 Ok(Response::new(resp))
             }
-            _ => Err(unexpected_reply()),
+            _ => Err(super::unexpected_reply()),
         }
     }
 
@@ -142,15 +120,15 @@ impl Kv for KvService {
             }
             let view = self.server.read_view()?;
             let mut resp = txn_read_only(&view, &req)?;
-            resp.header = self.finish_header(resp.header);
+            resp.header = self.server.finish_header(resp.header);
             return Ok(Response::new(resp));
         }
-        match self.write(log_command::Op::Txn(req)).await? {
+        match self.server.write(log_command::Op::Txn(req)).await? {
             log_reply::Result::Txn(mut resp) => {
-                resp.header = self.finish_header(resp.header);
+                resp.header = self.server.finish_header(resp.header);
                 Ok(Response::new(resp))
             }
-            _ => Err(unexpected_reply()),
+            _ => Err(super::unexpected_reply()),
         }
     }
 
@@ -159,14 +137,15 @@ impl Kv for KvService {
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
         match self
+            .server
             .write(log_command::Op::Compaction(request.into_inner()))
             .await?
         {
             log_reply::Result::Compaction(mut resp) => {
-                resp.header = self.finish_header(resp.header);
+                resp.header = self.server.finish_header(resp.header);
                 Ok(Response::new(resp))
             }
-            _ => Err(unexpected_reply()),
+            _ => Err(super::unexpected_reply()),
         }
     }
 }

@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::lease::store;
 use crate::limits::LEASE_KEEPALIVE_RESPONSES_QUEUED_MAX;
-use crate::proto::batonpb::{LogReply, log_command, log_reply};
+use crate::proto::batonpb::{log_command, log_reply};
 use crate::proto::etcdserverpb::lease_server::Lease;
 use crate::proto::etcdserverpb::{
     LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
@@ -27,10 +27,6 @@ pub struct LeaseService {
 }
 
 type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send>>;
-
-fn unexpected_reply() -> Status {
-    Status::internal("the state machine replied with the wrong kind of response")
-}
 
 fn storage_status(e: impl std::fmt::Display) -> Status {
     Status::internal(format!("cannot read the lease tables: {e}"))
@@ -59,24 +55,6 @@ impl LeaseService {
     pub fn new(server: Arc<Server>, lessor: Arc<Lessor>) -> Self {
         Self { server, lessor }
     }
-
-    async fn write(&self, op: log_command::Op) -> Result<log_reply::Result, Status> {
-        let LogReply { result } = self.server.propose(op).await?;
-        match result {
-            Some(log_reply::Result::Refused(r)) => {
-                Err(Status::new(tonic::Code::from(r.code), r.message))
-            }
-            Some(other) => Ok(other),
-            None => Err(Status::internal(
-                "the state machine returned an empty reply",
-            )),
-        }
-    }
-
-    /// Completes a header that the state machine filled with only the revision.
-    fn finish_header(&self, header: Option<ResponseHeader>) -> Option<ResponseHeader> {
-        Some(self.server.header(header.map_or(0, |h| h.revision)))
-    }
 }
 
 #[tonic::async_trait]
@@ -86,12 +64,12 @@ impl Lease for LeaseService {
         request: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
         let req = self.lessor.prepare_grant(request.into_inner());
-        match self.write(log_command::Op::LeaseGrant(req)).await? {
+        match self.server.write(log_command::Op::LeaseGrant(req)).await? {
             log_reply::Result::LeaseGrant(mut resp) => {
-                resp.header = self.finish_header(resp.header);
+                resp.header = self.server.finish_header(resp.header);
                 Ok(Response::new(resp))
             }
-            _ => Err(unexpected_reply()),
+            _ => Err(super::unexpected_reply()),
         }
     }
 
@@ -100,14 +78,15 @@ impl Lease for LeaseService {
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
         match self
+            .server
             .write(log_command::Op::LeaseRevoke(request.into_inner()))
             .await?
         {
             log_reply::Result::LeaseRevoke(mut resp) => {
-                resp.header = self.finish_header(resp.header);
+                resp.header = self.server.finish_header(resp.header);
                 Ok(Response::new(resp))
             }
-            _ => Err(unexpected_reply()),
+            _ => Err(super::unexpected_reply()),
         }
     }
 

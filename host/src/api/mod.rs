@@ -10,3 +10,9 @@ pub mod maintenance;
 pub mod modules;
 pub mod status;
 pub mod watch;
+
+/// What a service answers when the state machine replied with a different kind of result than
+/// the request it proposed: a bug, never a client error.
+fn unexpected_reply() -> tonic::Status {
+    tonic::Status::internal("the state machine replied with the wrong kind of response")
+}

@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 use crate::limits::{GUEST_FUEL_DEFAULT, GUEST_FUEL_MAX, GUEST_INPUT_BYTES_MAX};
 use crate::proto::baton::v1 as pb;
 use crate::proto::baton::v1::modules_server::Modules;
-use crate::proto::batonpb::{self, LogReply, log_command, log_reply};
+use crate::proto::batonpb::{self, log_command, log_reply};
 use crate::server::Server;
 use crate::sm::module::{check_name, describe, list};
 use crate::wasm::Runtime;
@@ -22,19 +22,6 @@ pub struct ModulesService {
 impl ModulesService {
     pub fn new(server: Arc<Server>, runtime: Runtime) -> Self {
         Self { server, runtime }
-    }
-
-    async fn write(&self, op: log_command::Op) -> Result<log_reply::Result, Status> {
-        let LogReply { result } = self.server.propose(op).await?;
-        match result {
-            Some(log_reply::Result::Refused(r)) => {
-                Err(Status::new(tonic::Code::from(r.code), r.message))
-            }
-            Some(other) => Ok(other),
-            None => Err(Status::internal(
-                "the state machine returned an empty reply",
-            )),
-        }
     }
 
     /// A linearizable read view of the module tables.
@@ -73,10 +60,6 @@ fn info(name: String, record: batonpb::ModuleRecord) -> pb::ModuleInfo {
     pb::ModuleInfo { name, versions }
 }
 
-fn unexpected_reply() -> Status {
-    Status::internal("the state machine replied with the wrong kind of response")
-}
-
 fn storage(e: impl std::fmt::Display) -> Status {
     Status::internal(e.to_string())
 }
@@ -96,12 +79,12 @@ impl Modules for ModulesService {
             name: req.name,
             component: req.component,
         });
-        match self.write(op).await? {
+        match self.server.write(op).await? {
             log_reply::Result::ModuleDeployed(d) => Ok(Response::new(pb::DeployResponse {
                 hash: hex(&d.hash),
                 version: d.version,
             })),
-            _ => Err(unexpected_reply()),
+            _ => Err(super::unexpected_reply()),
         }
     }
 
@@ -134,11 +117,11 @@ impl Modules for ModulesService {
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         let name = request.into_inner().name;
         let op = log_command::Op::ModuleDelete(batonpb::ModuleDelete { name });
-        match self.write(op).await? {
+        match self.server.write(op).await? {
             log_reply::Result::ModuleDeleted(d) => Ok(Response::new(pb::DeleteResponse {
                 versions: d.versions,
             })),
-            _ => Err(unexpected_reply()),
+            _ => Err(super::unexpected_reply()),
         }
     }
 
@@ -176,13 +159,13 @@ impl Modules for ModulesService {
             lease: req.lease,
             fuel,
         });
-        match self.write(op).await? {
+        match self.server.write(op).await? {
             log_reply::Result::ModuleInvoked(r) => Ok(Response::new(pb::InvokeResponse {
                 output: r.output,
                 revision: r.revision,
                 fuel_used: r.fuel_used,
             })),
-            _ => Err(unexpected_reply()),
+            _ => Err(super::unexpected_reply()),
         }
     }
 }

@@ -26,7 +26,9 @@ use tonic::Status;
 use crate::entry::{Member, MemberId, Raft};
 use crate::limits::{LEADER_POLL_MS, PUBLISH_RETRY_MS, REQUEST_TIMEOUT_MS};
 use crate::proto::batonpb::raft_peer_client::RaftPeerClient;
-use crate::proto::batonpb::{LogCommand, LogReply, PublishRequest, ReadIndexRequest, log_command};
+use crate::proto::batonpb::{
+    LogCommand, LogReply, PublishRequest, ReadIndexRequest, log_command, log_reply,
+};
 use crate::proto::etcdserverpb::ResponseHeader;
 use crate::raft::channels::PeerChannels;
 use crate::raft::propose::{
@@ -199,6 +201,26 @@ impl Server {
             Ok(Err(_)) => Err(Status::unavailable("state machine stopped")),
             Err(_) => Err(Status::unavailable(TIMED_OUT)),
         }
+    }
+
+    /// Proposes a write and returns its result, turning a deterministic refusal into the status
+    /// the client gets.
+    pub async fn write(&self, op: log_command::Op) -> Result<log_reply::Result, Status> {
+        let LogReply { result } = self.propose(op).await?;
+        match result {
+            Some(log_reply::Result::Refused(r)) => {
+                Err(Status::new(tonic::Code::from(r.code), r.message))
+            }
+            Some(other) => Ok(other),
+            None => Err(Status::internal(
+                "the state machine returned an empty reply",
+            )),
+        }
+    }
+
+    /// Completes a header that the state machine filled with only the revision.
+    pub fn finish_header(&self, header: Option<ResponseHeader>) -> Option<ResponseHeader> {
+        Some(self.header(header.map_or(0, |h| h.revision)))
     }
 
     /// One ReadIndex round: from this member if it leads, otherwise from the leader.
