@@ -135,9 +135,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         let svc = RaftPeerServer::new(PeerService::new(raft.clone(), lessor.clone(), members))
             .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
-        let router = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .add_service(svc);
+        let router = tonic::transport::Server::builder().add_service(svc);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen for peers on {addr}"))?;
