@@ -133,7 +133,10 @@ async fn compare_events(
     if want != got {
         bail!("live watch events differ (seed {seed})\netcd 3.4: {want:#?}\n{backend}: {got:#?}");
     }
-    let mut starts = vec![history.compacted_revision.max(2)];
+    // Replay from just above the compaction point: what etcd keeps *at* a compacted revision
+    // depends on whether its background compaction has finished (two etcd clusters disagree
+    // there); the exact-revision case is covered by the watch tests.
+    let mut starts = vec![(history.compacted_revision + 1).max(2)];
     if history.compacted_revision > 2 {
         starts.push(history.compacted_revision - 1);
     }
