@@ -566,23 +566,18 @@ async fn fragmented_watches_split_large_revisions(backend: Backend) -> Result<()
     Ok(())
 }
 
-/// Grouped under `watch::` so `-E 'test(/watch/)'` selects every test of this file.
-mod watch {
-    use super::*;
-
-    backend_test!(
-        watch_a_key_and_a_prefix,
-        replay_from_a_past_revision_includes_deletes,
-        prev_kv_live_and_replayed,
-        noput_and_nodelete_filters,
-        several_watches_share_a_stream_in_order,
-        cancel_stops_events,
-        a_compacted_start_revision_cancels_the_watch,
-        progress_request_answers_with_the_current_revision,
-        progress_notify_arrives_periodically,
-        a_stalled_watcher_later_gets_every_event_once,
-        a_follower_sees_what_the_leader_sees,
-        rewatch_after_the_watched_member_dies,
-        fragmented_watches_split_large_revisions,
-    );
-}
+backend_test!(
+    watch_a_key_and_a_prefix,
+    replay_from_a_past_revision_includes_deletes,
+    prev_kv_live_and_replayed,
+    noput_and_nodelete_filters,
+    several_watches_share_a_stream_in_order,
+    cancel_stops_events,
+    a_compacted_start_revision_cancels_the_watch,
+    progress_request_answers_with_the_current_revision,
+    progress_notify_arrives_periodically,
+    a_stalled_watcher_later_gets_every_event_once,
+    a_follower_sees_what_the_leader_sees,
+    rewatch_after_the_watched_member_dies,
+    fragmented_watches_split_large_revisions,
+);

@@ -8,7 +8,7 @@ use etcd_client::{
     TxnOpResponse, TxnResponse,
 };
 
-use crate::model::{
+use super::model::{
     CompareSpec, CompareTarget, DeleteSpec, KeyRange, Op, PutSpec, RangeSpec, TxnOpSpec, TxnSpec,
 };
 

@@ -290,17 +290,12 @@ async fn move_leader_hands_over(backend: Backend) -> Result<()> {
     Ok(())
 }
 
-/// Grouped under `maintenance::` so `-E 'test(/maintenance/)'` selects them.
-mod maintenance {
-    use super::*;
-
-    backend_test!(
-        hashkv_agrees_across_members,
-        snapshot_save_appends_sha256,
-        nospace_alarm_blocks_puts_until_disarmed,
-        move_leader_hands_over,
-    );
-}
+backend_test!(
+    hashkv_agrees_across_members,
+    snapshot_save_appends_sha256,
+    nospace_alarm_blocks_puts_until_disarmed,
+    move_leader_hands_over,
+);
 
 /// The compacted revision as HashKV reports it.
 async fn compacted(client: &mut etcd_client::Client) -> Result<i64> {

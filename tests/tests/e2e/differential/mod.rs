@@ -16,8 +16,8 @@ use baton_e2e::{Backend, Cluster, backend_test};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use crate::execute::{Outcome, execute};
-use crate::generate::{Generator, History};
+use self::execute::{Outcome, execute};
+use self::generate::{Generator, History};
 
 /// Replays a run when set (the seed is printed by every run).
 const SEED_ENV: &str = "DIFF_SEED";

@@ -5,7 +5,7 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 
-use crate::model::{
+use super::model::{
     CompareSpec, CompareTarget, DeleteSpec, KeyRange, Op, PutSpec, RangeSpec, TxnOpSpec, TxnSpec,
 };
 

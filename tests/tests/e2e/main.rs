@@ -1,0 +1,22 @@
+//! Every end-to-end test in one binary: each test starts real `baton` (and etcd 3.4) processes
+//! on loopback. One binary links the server's crate once instead of once per file, which keeps
+//! the build's disk use and link time small.
+
+mod differential;
+mod etcdctl;
+mod etcdctl_lock;
+mod failover;
+mod harness;
+mod kv;
+mod kv_errors;
+mod kv_history;
+mod kv_range;
+mod kv_txn;
+mod lease;
+mod lock_election;
+mod maintenance;
+mod membership;
+mod modules;
+mod python_etcd3;
+mod snapshot_catchup;
+mod watch;
