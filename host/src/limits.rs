@@ -123,6 +123,16 @@ pub const GUEST_RANGE_KEYS_MAX: usize = 10_000;
 /// Instances the pooling allocator keeps room for; calls run one at a time on the apply path,
 /// the rest serves deploy-time validation.
 pub const GUEST_POOL_INSTANCES: u32 = 16;
+/// Fuel a module's host call costs: a base (about a B-tree lookup's worth of instructions) ...
+pub const GUEST_HOST_CALL_FUEL: u64 = 1_000;
+/// ... plus this per key-value it returns or deletes ...
+pub const GUEST_HOST_KV_FUEL: u64 = 100;
+/// ... plus this per key or value byte it moves.
+pub const GUEST_HOST_BYTE_FUEL: u64 = 1;
+/// Key ranges, and leases, one waiting module call may wait on (each).
+pub const GUEST_WAIT_CONDITIONS_MAX: usize = 64;
+/// Lease ends buffered for parked module calls; one that falls further behind re-runs its call.
+pub const LEASE_ENDS_BUFFERED: usize = 1024;
 /// Compiled modules kept in memory; past this the cache starts over.
 pub const COMPILED_MODULES_CACHED_MAX: usize = 64;
 

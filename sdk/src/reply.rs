@@ -16,6 +16,14 @@ impl KeyRange {
             end: Vec::new(),
         }
     }
+
+    /// Every key starting with `prefix`.
+    pub fn prefix(prefix: impl AsRef<[u8]>) -> Self {
+        KeyRange {
+            start: prefix.as_ref().to_vec(),
+            end: crate::store::prefix_end(prefix.as_ref()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +55,14 @@ impl Reply {
         Reply::Wait {
             keys: keys.into_iter().collect(),
             leases: Vec::new(),
+        }
+    }
+
+    /// Waits for the end (revocation or expiry) of any of `leases`.
+    pub fn wait_on_leases(leases: impl IntoIterator<Item = i64>) -> Self {
+        Reply::Wait {
+            keys: Vec::new(),
+            leases: leases.into_iter().collect(),
         }
     }
 

@@ -11,17 +11,53 @@ use crate::proto::baton::v1 as pb;
 use crate::proto::baton::v1::modules_server::Modules;
 use crate::proto::batonpb::{self, log_command, log_reply};
 use crate::server::Server;
+use crate::server::park::Parking;
 use crate::sm::module::{check_name, describe, list};
 use crate::wasm::Runtime;
 
+#[derive(Clone)]
 pub struct ModulesService {
     server: Arc<Server>,
     runtime: Runtime,
+    parking: Parking,
 }
 
 impl ModulesService {
-    pub fn new(server: Arc<Server>, runtime: Runtime) -> Self {
-        Self { server, runtime }
+    pub fn new(server: Arc<Server>, runtime: Runtime, parking: Parking) -> Self {
+        Self {
+            server,
+            runtime,
+            parking,
+        }
+    }
+
+    /// Runs the call until the guest finishes: each run that asks to wait has committed its
+    /// writes, so the call parks here until what it waits for changes, then runs again (as a
+    /// new log entry). Bounded only by the client: its deadline or disconnect drops this future.
+    async fn run_to_completion(
+        &self,
+        call: batonpb::ModuleInvoke,
+    ) -> Result<pb::InvokeResponse, Status> {
+        let mut runs = 0u32;
+        loop {
+            let op = log_command::Op::ModuleInvoke(call.clone());
+            let log_reply::Result::ModuleInvoked(reply) = self.server.write(op).await? else {
+                return Err(super::unexpected_reply());
+            };
+            runs = runs.saturating_add(1);
+            let Some(wait) = reply.wait else {
+                return Ok(pb::InvokeResponse {
+                    output: reply.output,
+                    revision: reply.revision,
+                    fuel_used: reply.fuel_used,
+                    runs,
+                });
+            };
+            tracing::debug!(module = %call.name, function = %call.function, runs, "call parked");
+            self.parking
+                .until(&self.server, &wait, reply.revision)
+                .await?;
+        }
     }
 
     /// A linearizable read view of the module tables.
@@ -151,21 +187,14 @@ impl Modules for ModulesService {
             }
             f => f,
         };
-        let op = log_command::Op::ModuleInvoke(batonpb::ModuleInvoke {
+        let call = batonpb::ModuleInvoke {
             name: req.name,
             hash,
             function: req.function,
             input: req.input,
             lease: req.lease,
             fuel,
-        });
-        match self.server.write(op).await? {
-            log_reply::Result::ModuleInvoked(r) => Ok(Response::new(pb::InvokeResponse {
-                output: r.output,
-                revision: r.revision,
-                fuel_used: r.fuel_used,
-            })),
-            _ => Err(super::unexpected_reply()),
-        }
+        };
+        self.run_to_completion(call).await.map(Response::new)
     }
 }

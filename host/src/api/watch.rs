@@ -123,16 +123,9 @@ fn jittered(interval: Duration) -> Duration {
     interval + Duration::from_millis(random % tenth_ms)
 }
 
-/// etcd's reading of a create request's key and range_end (`v3rpc/watch.go`): an empty key
-/// is "\0", the smallest key; an empty range_end is one key; "\0" means every key from `key`.
+/// etcd's reading of a create request's key and range_end (`v3rpc/watch.go`).
 pub fn key_range(key: Vec<u8>, range_end: Vec<u8>) -> Result<KeyRange, &'static str> {
-    let key = if key.is_empty() { vec![0] } else { key };
-    match range_end.as_slice() {
-        [] => Ok(KeyRange::Single(key)),
-        [0] => Ok(KeyRange::From(key)),
-        end if key.as_slice() < end => Ok(KeyRange::Until(key, range_end)),
-        _ => Err(EMPTY_RANGE),
-    }
+    KeyRange::from_etcd(key, range_end).ok_or(EMPTY_RANGE)
 }
 
 /// etcd's `sendFragments`: a response at or over `limit` bytes with several events is split

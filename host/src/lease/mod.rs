@@ -42,6 +42,7 @@
 //! Remaining TTLs are recorded in whole seconds, rounded up. Time never reaches the apply path:
 //! the leader's clock feeds only its own deadlines and the remaining TTLs it proposes.
 
+pub mod ends;
 pub mod error;
 mod leader_table;
 pub mod rules;

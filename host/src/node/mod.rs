@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::api;
 use crate::entry::Raft;
+use crate::lease::ends::{LeaseEnds, Observers};
 use crate::lease::rules::min_ttl_s;
 use crate::limits::{
     GRPC_OVERHEAD_BYTES, PEER_MESSAGE_BYTES_MAX, PUBLISH_RETRY_MS, PUBLISH_WAIT_MS,
@@ -37,8 +38,8 @@ use crate::recipe::Recipes;
 use crate::server::lease::{Deadlines, Lessor};
 use crate::server::lease_expiry;
 use crate::server::membership::LeaderMembership;
+use crate::server::park::Parking;
 use crate::server::{self, Server};
-use crate::wasm::Runtime;
 use crate::watch::WatchHub;
 pub use config::NodeConfig;
 
@@ -61,9 +62,11 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let state_path = config.data_dir.join("state.redb");
     let state_db = Arc::new(Database::create(&state_path).context("opening the state database")?);
     let lease_deadlines = Arc::new(Deadlines::default());
+    let lease_ends = Arc::new(LeaseEnds::default());
+    let lease_observers = Observers(vec![lease_deadlines.clone(), lease_ends.clone()]);
     let state_machine = StateMachine::open(state_db.clone(), config.data_dir.join("snapshot.bin"))
         .context("opening the state machine")?
-        .with_lease_observer(lease_deadlines.clone());
+        .with_lease_observer(Arc::new(lease_observers));
     let applied = state_machine.applied_index();
     let hub = state_machine.hub();
     let runtime = state_machine.runtime().clone();
@@ -163,12 +166,17 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             "could not record client URLs in the membership yet (no quorum?); serving anyway"
         );
     }
+    let modules = api::modules::ModulesService::new(
+        server.clone(),
+        runtime,
+        Parking::new(hub.clone(), lease_ends),
+    );
     for url in &config.listen_client_urls {
         let addr = config::listen_addr(url)?;
         let router = client_router(
             &server,
             &lessor,
-            &runtime,
+            &modules,
             &state_path,
             &hub,
             &config,
@@ -209,7 +217,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
 fn client_router(
     server: &Arc<Server>,
     lessor: &Arc<Lessor>,
-    runtime: &Runtime,
+    modules: &api::modules::ModulesService,
     state_path: &std::path::Path,
     hub: &Arc<WatchHub>,
     config: &NodeConfig,
@@ -253,13 +261,7 @@ fn client_router(
         .add_service(ElectionServer::new(api::election::ElectionService::new(
             recipes,
         )))
-        .add_service(
-            ModulesServer::new(api::modules::ModulesService::new(
-                server.clone(),
-                runtime.clone(),
-            ))
-            .max_decoding_message_size(decode_max),
-        )
+        .add_service(ModulesServer::new(modules.clone()).max_decoding_message_size(decode_max))
         .add_service(health_service)
 }
 

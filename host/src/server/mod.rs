@@ -12,6 +12,7 @@ pub mod compaction;
 pub mod lease;
 pub mod lease_expiry;
 pub mod membership;
+pub mod park;
 mod read_batch;
 
 use std::future::Future;

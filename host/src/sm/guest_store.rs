@@ -203,8 +203,9 @@ impl GuestStore for TxnGuestStore {
         if key.is_empty() {
             return Err(StoreFailure::Refused(KvError::EmptyKey.to_string()));
         }
-        // Leases are not implemented yet, so none exists (as in `sm::kv::lease_exists`).
-        if lease != 0 {
+        // Checked at the put, like a Put request: the call fails and commits nothing. No lease
+        // can end during the call (the apply path runs one command at a time).
+        if lease != 0 && !crate::lease::store::exists(&self.txn, lease).map_err(fatal)? {
             return Err(StoreFailure::Refused(KvError::LeaseNotFound.to_string()));
         }
         let change = Some((value.to_vec(), lease));

@@ -10,18 +10,21 @@ use std::sync::Arc;
 use prost::Message;
 use redb::{ReadableTable, WriteTransaction};
 
-use crate::limits::{GUEST_FUEL_MAX, MODULE_NAME_BYTES_MAX};
+use crate::limits::{GUEST_FUEL_MAX, GUEST_WAIT_CONDITIONS_MAX, MODULE_NAME_BYTES_MAX};
 use crate::mvcc::tables::Revisions;
 use crate::mvcc::write::WriteCtx;
 use crate::proto::batonpb::{
     ModuleDelete, ModuleDeleted, ModuleDeploy, ModuleDeployed, ModuleInvoke, ModuleInvoked,
-    ModuleRecord, ModuleVersion, log_reply,
+    ModuleKeyRange, ModuleRecord, ModuleVersion, ModuleWait, log_reply,
 };
 use crate::proto::mvccpb::Event;
 use crate::sm::command::ApplyFatal;
 use crate::sm::guest_store::{BufferedWrites, TxnGuestStore};
 use crate::storage::schema::{META, MODULE_CODE, MODULES};
-use crate::wasm::{CallContext, CallRequest, ModuleHash, Outcome, Runtime, RuntimeFatal};
+use crate::wasm::{
+    CallContext, CallRequest, ModuleHash, Outcome, Runtime, RuntimeFatal, WaitCondition,
+};
+use crate::watch::KeyRange;
 
 /// What applying a module command needs besides the transaction.
 pub struct ModuleEnv<'a> {
@@ -203,12 +206,20 @@ pub fn invoke(
         .runtime
         .invoke(|| load_code(txn, &hash), request, Box::new(store))
         .map_err(fatal)?;
-    let (output, fuel_used) = match outcome {
-        Outcome::Done { output, fuel_used } => (output, fuel_used),
-        Outcome::Wait { .. } => {
-            let message = "baton: waiting module calls are not supported yet".to_string();
-            return Ok(ModuleApplied::Refused(tonic::Code::Unimplemented, message));
-        }
+    let (output, fuel_used, wait) = match outcome {
+        Outcome::Done { output, fuel_used } => (output, fuel_used, None),
+        Outcome::Wait {
+            condition,
+            fuel_used,
+        } => match wait_condition(condition) {
+            Ok(wait) => (Vec::new(), fuel_used, Some(wait)),
+            Err(message) => {
+                return Ok(ModuleApplied::Refused(
+                    tonic::Code::FailedPrecondition,
+                    message,
+                ));
+            }
+        },
         Outcome::Failed(failure) => {
             return Ok(ModuleApplied::Refused(
                 failure.grpc_code(),
@@ -221,15 +232,42 @@ pub fn invoke(
     writes.commit(&mut w).map_err(fatal)?;
     let revision = w.view_rev();
     let events = w.finish().map_err(fatal)?;
+    crate::sm::lease::sync_attachments(txn, &events).map_err(fatal)?;
     let reply = ModuleInvoked {
         output,
         revision,
         fuel_used,
+        wait,
     };
     Ok(ModuleApplied::Reply(
         log_reply::Result::ModuleInvoked(reply),
         events,
     ))
+}
+
+/// A guest's wait condition as the log records it, or why it is unacceptable (the call then
+/// commits nothing, like any failed call).
+fn wait_condition(condition: WaitCondition) -> Result<ModuleWait, String> {
+    if condition.keys.is_empty() && condition.leases.is_empty() {
+        return Err("guest asked to wait but named no keys and no leases to wait on".into());
+    }
+    let most = GUEST_WAIT_CONDITIONS_MAX;
+    if condition.keys.len() > most || condition.leases.len() > most {
+        return Err(format!(
+            "guest may wait on at most {most} key ranges and {most} leases"
+        ));
+    }
+    let mut keys = Vec::with_capacity(condition.keys.len());
+    for (start, end) in condition.keys {
+        if KeyRange::from_etcd(start.clone(), end.clone()).is_none() {
+            return Err("guest asked to wait on an empty key range (end <= start)".into());
+        }
+        keys.push(ModuleKeyRange { start, end });
+    }
+    Ok(ModuleWait {
+        keys,
+        leases: condition.leases,
+    })
 }
 
 fn hex(bytes: &[u8]) -> String {

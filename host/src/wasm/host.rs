@@ -2,7 +2,10 @@
 
 use wasmtime::ResourceLimiter;
 
-use crate::limits::{GUEST_RANGE_KEYS_MAX, GUEST_TABLE_ELEMENTS_MAX};
+use crate::limits::{
+    GUEST_HOST_BYTE_FUEL, GUEST_HOST_CALL_FUEL, GUEST_HOST_KV_FUEL, GUEST_RANGE_KEYS_MAX,
+    GUEST_TABLE_ELEMENTS_MAX,
+};
 use crate::wasm::runtime::CallContext;
 use crate::wasm::store::{GuestStore, StoreFailure, StoredKv};
 
@@ -20,6 +23,16 @@ pub(crate) use baton::module::{context, store};
 pub(crate) enum HostStop {
     Refused(String),
     Fatal(String),
+    /// Host calls used up the call's fuel.
+    OutOfFuel,
+}
+
+/// Fuel charged for work done in host calls, which the engine's metering does not see: without
+/// it a cheap loop of `range` calls could hold the apply path for as long as it likes. Charged
+/// from the same budget as the guest's own instructions.
+pub(crate) struct HostFuel {
+    pub budget: u64,
+    pub used: u64,
 }
 
 /// Everything one call's store holds.
@@ -27,6 +40,7 @@ pub(crate) struct CallState {
     pub store: Box<dyn GuestStore>,
     pub context: CallContext,
     pub limiter: MemoryCap,
+    pub host_fuel: HostFuel,
     /// Set when a host function trapped the guest on purpose.
     pub stop: Option<HostStop>,
 }
@@ -59,7 +73,30 @@ impl ResourceLimiter for MemoryCap {
     }
 }
 
+/// What a host call costs: a base, plus per key-value and per byte it moves.
+fn cost(kvs: usize, bytes: usize) -> u64 {
+    let kvs = u64::try_from(kvs).unwrap_or(u64::MAX);
+    let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
+    GUEST_HOST_CALL_FUEL
+        .saturating_add(kvs.saturating_mul(GUEST_HOST_KV_FUEL))
+        .saturating_add(bytes.saturating_mul(GUEST_HOST_BYTE_FUEL))
+}
+
+fn kv_bytes(kv: &StoredKv) -> usize {
+    kv.key.len() + kv.value.len()
+}
+
 impl CallState {
+    /// Charges host work to the call's fuel; traps the guest once the budget is spent.
+    fn charge(&mut self, fuel: u64) -> wasmtime::Result<()> {
+        self.host_fuel.used = self.host_fuel.used.saturating_add(fuel);
+        if self.host_fuel.used > self.host_fuel.budget {
+            self.stop = Some(HostStop::OutOfFuel);
+            return Err(wasmtime::format_err!("host calls used up the call's fuel"));
+        }
+        Ok(())
+    }
+
     /// Turns a store failure into a trap, remembering why.
     fn stop<T>(&mut self, result: Result<T, StoreFailure>) -> wasmtime::Result<T> {
         result.map_err(|failure| {
@@ -86,23 +123,32 @@ fn to_wit(kv: StoredKv) -> store::Kv {
 
 impl store::Host for CallState {
     fn get(&mut self, key: Vec<u8>) -> wasmtime::Result<Option<store::Kv>> {
+        self.charge(cost(1, key.len()))?;
         let found = self.store.get(&key);
-        Ok(self.stop(found)?.map(to_wit))
+        let found = self.stop(found)?;
+        self.charge(found.as_ref().map_or(0, |kv| kv.value.len() as u64))?;
+        Ok(found.map(to_wit))
     }
 
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>, lease: Option<i64>) -> wasmtime::Result<()> {
+        self.charge(cost(1, key.len() + value.len()))?;
         let done = self.store.put(&key, &value, lease.unwrap_or(0));
         self.stop(done)
     }
 
     fn delete(&mut self, key: Vec<u8>) -> wasmtime::Result<bool> {
+        self.charge(cost(1, key.len()))?;
         let deleted = self.store.delete_range(&key, &[]);
         Ok(self.stop(deleted)? > 0)
     }
 
     fn delete_range(&mut self, start: Vec<u8>, end: Vec<u8>) -> wasmtime::Result<u64> {
+        self.charge(cost(0, start.len() + end.len()))?;
         let deleted = self.store.delete_range(&start, &end);
-        self.stop(deleted)
+        let deleted = self.stop(deleted)?;
+        let kvs = usize::try_from(deleted).unwrap_or(usize::MAX);
+        self.charge(cost(kvs, 0) - GUEST_HOST_CALL_FUEL)?;
+        Ok(deleted)
     }
 
     fn range(
@@ -116,8 +162,12 @@ impl store::Host for CallState {
             Ok(0) | Err(_) => GUEST_RANGE_KEYS_MAX,
             Ok(n) => n.min(GUEST_RANGE_KEYS_MAX),
         };
+        self.charge(cost(0, start.len() + end.len()))?;
         let found = self.store.range(&start, &end, limit, reverse);
-        Ok(self.stop(found)?.into_iter().map(to_wit).collect())
+        let found = self.stop(found)?;
+        let bytes = found.iter().map(kv_bytes).sum();
+        self.charge(cost(found.len(), bytes) - GUEST_HOST_CALL_FUEL)?;
+        Ok(found.into_iter().map(to_wit).collect())
     }
 }
 

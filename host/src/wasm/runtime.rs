@@ -11,7 +11,7 @@ use crate::limits::{
     COMPILED_MODULES_CACHED_MAX, GUEST_INPUT_BYTES_MAX, GUEST_MEMORY_BYTES_MAX,
     GUEST_OUTPUT_BYTES_MAX,
 };
-use crate::wasm::host::{CallState, HostStop, MemoryCap, Module, ModulePre};
+use crate::wasm::host::{CallState, HostFuel, HostStop, MemoryCap, Module, ModulePre};
 use crate::wasm::outcome::{GuestFailure, Outcome, RuntimeFatal, WaitCondition, trap_code};
 use crate::wasm::store::GuestStore;
 use crate::wasm::{ModuleHash, engine};
@@ -82,6 +82,10 @@ impl Runtime {
                 bytes_max: GUEST_MEMORY_BYTES_MAX,
                 hit: false,
             },
+            host_fuel: HostFuel {
+                budget: call.fuel,
+                used: 0,
+            },
             stop: None,
         };
         let mut wasm = Store::new(&self.engine, state);
@@ -97,8 +101,15 @@ impl Runtime {
             )),
             Err(e) => Err(e),
         };
-        let fuel_used = call.fuel - wasm.get_fuel().unwrap_or(0);
+        let state_fuel = call.fuel - wasm.get_fuel().unwrap_or(0);
         let state = wasm.into_data();
+        // One budget for both: a call whose instructions and host work together exceed it has
+        // run out of fuel, even if neither alone did.
+        let fuel_used = state_fuel.saturating_add(state.host_fuel.used);
+        if fuel_used > call.fuel && state.stop.is_none() {
+            let failure = GuestFailure::FuelExhausted { fuel: call.fuel };
+            return Ok(Outcome::Failed(failure));
+        }
         classify(result, &state, call.fuel, fuel_used)
     }
 
@@ -161,6 +172,9 @@ fn classify(
     match &state.stop {
         Some(HostStop::Fatal(m)) => return Err(RuntimeFatal::Storage(m.clone())),
         Some(HostStop::Refused(m)) => return Ok(Outcome::Failed(GuestFailure::Refused(m.clone()))),
+        Some(HostStop::OutOfFuel) => {
+            return Ok(Outcome::Failed(GuestFailure::FuelExhausted { fuel }));
+        }
         None => {}
     }
     let (error, instantiating) = match result {

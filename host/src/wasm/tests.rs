@@ -229,3 +229,65 @@ fn oversized_garbage_and_exportless_modules_are_rejected() {
         Err(DeployError::WrongExports(_))
     ));
 }
+
+fn fuel_used(outcome: &Outcome) -> u64 {
+    match outcome {
+        Outcome::Done { fuel_used, .. } | Outcome::Wait { fuel_used, .. } => *fuel_used,
+        other => panic!("expected a finished call, got {other:?}"),
+    }
+}
+
+#[test]
+fn host_calls_are_charged_to_the_calls_fuel() {
+    use crate::limits::GUEST_HOST_CALL_FUEL;
+    let rt = Runtime::new().unwrap();
+    let counter = builtin("counter");
+    let one = call(
+        &rt,
+        counter,
+        "add",
+        br#"{"keys":["a"],"by":1}"#,
+        FUEL,
+        &Map::default(),
+    );
+    let keys: Vec<String> = (0..11).map(|i| format!("\"k{i}\"")).collect();
+    let input = format!(r#"{{"keys":[{}],"by":1}}"#, keys.join(","));
+    let eleven = call(&rt, counter, "add", input.as_bytes(), FUEL, &Map::default());
+    // Ten more keys: ten more gets and ten more puts, each at least the base charge.
+    assert!(fuel_used(&eleven) - fuel_used(&one) >= 20 * GUEST_HOST_CALL_FUEL);
+    // A budget the guest's instructions fit in but its host calls do not runs out of fuel.
+    let tight = fuel_used(&one) - GUEST_HOST_CALL_FUEL;
+    let starved = call(
+        &rt,
+        counter,
+        "add",
+        br#"{"keys":["a"],"by":1}"#,
+        tight,
+        &Map::default(),
+    );
+    assert_eq!(
+        starved,
+        Outcome::Failed(GuestFailure::FuelExhausted { fuel: tight })
+    );
+}
+
+#[test]
+fn queue_pop_waits_on_its_prefix_when_empty() {
+    let rt = Runtime::new().unwrap();
+    let map = Map::default();
+    let queue = builtin("queue");
+    let pop = br#"{"queue":"jobs"}"#;
+    match call(&rt, queue, "pop", pop, FUEL, &map) {
+        Outcome::Wait { condition, .. } => {
+            assert_eq!(condition.keys, vec![(b"jobs/".to_vec(), b"jobs0".to_vec())]);
+            assert!(condition.leases.is_empty());
+        }
+        other => panic!("expected Wait, got {other:?}"),
+    }
+    let push = br#"{"queue":"jobs","value":"a"}"#;
+    let pushed = output(call(&rt, queue, "push", push, FUEL, &map));
+    assert!(pushed.contains(r#""value":"a""#), "{pushed}");
+    let popped = output(call(&rt, queue, "pop", pop, FUEL, &map));
+    assert_eq!(popped, pushed);
+    assert!(map.borrow().is_empty());
+}

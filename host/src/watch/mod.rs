@@ -51,6 +51,18 @@ pub enum KeyRange {
 }
 
 impl KeyRange {
+    /// etcd's reading of a (key, range_end) pair: an empty key is "\0", the smallest key; an
+    /// empty range_end is one key; "\0" means every key from `key`. None for an empty range.
+    pub fn from_etcd(key: Vec<u8>, range_end: Vec<u8>) -> Option<KeyRange> {
+        let key = if key.is_empty() { vec![0] } else { key };
+        match range_end.as_slice() {
+            [] => Some(KeyRange::Single(key)),
+            [0] => Some(KeyRange::From(key)),
+            end if key.as_slice() < end => Some(KeyRange::Until(key, range_end)),
+            _ => None,
+        }
+    }
+
     pub fn contains(&self, key: &[u8]) -> bool {
         match self {
             KeyRange::Single(k) => key == k.as_slice(),

@@ -16,6 +16,7 @@ mod lease;
 mod lock_election;
 mod maintenance;
 mod membership;
+mod module_wait;
 mod modules;
 mod python_etcd3;
 mod snapshot_catchup;
