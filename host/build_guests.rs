@@ -12,7 +12,7 @@ const GUESTS_DIR: &str = "../guests";
 const GUEST_INPUTS: [&str; 3] = ["../guests", "../sdk", "../wit"];
 const GUEST_TARGET: &str = "wasm32-unknown-unknown";
 /// Crates of the guests' workspace; each becomes `OUT_DIR/<name>.wasm` (a component).
-pub const GUESTS: [&str; 4] = ["counter", "compare-and-move", "hostile", "queue"];
+pub const GUESTS: [&str; 5] = ["counter", "compare-and-move", "hostile", "lock", "queue"];
 
 pub fn build_guests(out_dir: &Path) -> Result<()> {
     for input in GUEST_INPUTS {

@@ -37,6 +37,10 @@ pub struct CallArgs {
     /// Lease the call may attach keys to (hex id, as etcdctl prints it); 0 for none.
     #[arg(long, default_value = "0")]
     pub lease: String,
+    /// Give up after this many seconds (a call may wait server-side, e.g. a pop on an empty
+    /// queue); 0 waits as long as the module does.
+    #[arg(long, default_value_t = 0)]
+    pub timeout_s: u64,
 }
 
 /// A client on the first endpoint that accepts a connection.
@@ -146,6 +150,10 @@ pub async fn run_call(endpoints: Vec<String>, args: CallArgs) -> Result<()> {
         lease,
         fuel: args.fuel,
     };
+    let mut request = tonic::Request::new(request);
+    if args.timeout_s > 0 {
+        request.set_timeout(std::time::Duration::from_secs(args.timeout_s));
+    }
     let reply = client.invoke(request).await.map_err(status)?.into_inner();
     // The output as the module produced it, plus a newline for the terminal.
     let mut stdout = std::io::stdout().lock();

@@ -2,7 +2,7 @@
 //! deploys them through the log so every replica stores the same bytes.
 
 /// (name, component bytes) of every built-in module.
-pub const BUILTIN_MODULES: [(&str, &[u8]); 3] = [
+pub const BUILTIN_MODULES: [(&str, &[u8]); 4] = [
     (
         "counter",
         include_bytes!(concat!(env!("OUT_DIR"), "/counter.wasm")),
@@ -10,6 +10,10 @@ pub const BUILTIN_MODULES: [(&str, &[u8]); 3] = [
     (
         "compare-and-move",
         include_bytes!(concat!(env!("OUT_DIR"), "/compare-and-move.wasm")),
+    ),
+    (
+        "lock",
+        include_bytes!(concat!(env!("OUT_DIR"), "/lock.wasm")),
     ),
     (
         "queue",

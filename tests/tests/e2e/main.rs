@@ -16,6 +16,7 @@ mod lease;
 mod lock_election;
 mod maintenance;
 mod membership;
+mod module_lock;
 mod module_wait;
 mod modules;
 mod python_etcd3;
