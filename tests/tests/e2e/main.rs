@@ -2,6 +2,7 @@
 //! on loopback. One binary links the server's crate once instead of once per file, which keeps
 //! the build's disk use and link time small.
 
+mod bench_incr;
 mod differential;
 mod etcdctl;
 mod etcdctl_lock;

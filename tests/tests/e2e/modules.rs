@@ -19,12 +19,12 @@ const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// A budget the hostile loop exhausts quickly.
 const SPIN_FUEL: u64 = 100_000;
 
-async fn modules_client(endpoint: String) -> Result<ModulesClient<Channel>> {
+pub(crate) async fn modules_client(endpoint: String) -> Result<ModulesClient<Channel>> {
     let channel = Channel::from_shared(endpoint)?.connect().await?;
     Ok(ModulesClient::new(channel))
 }
 
-fn invoke(name: &str, function: &str, input: &str, fuel: u64) -> InvokeRequest {
+pub(crate) fn invoke(name: &str, function: &str, input: &str, fuel: u64) -> InvokeRequest {
     InvokeRequest {
         name: name.to_string(),
         function: function.to_string(),
@@ -35,7 +35,7 @@ fn invoke(name: &str, function: &str, input: &str, fuel: u64) -> InvokeRequest {
 }
 
 /// Invokes until the module exists (built-ins arrive through the log just after bootstrap).
-async fn invoke_when_deployed(
+pub(crate) async fn invoke_when_deployed(
     client: &mut ModulesClient<Channel>,
     request: InvokeRequest,
 ) -> Result<InvokeResponse> {
