@@ -8,7 +8,7 @@ use baton_e2e::{Backend, Cluster, baton_bin, run_test};
 use etcd_client::GetOptions;
 use serde_json::Value;
 
-use crate::modules::{invoke, invoke_when_deployed, modules_client};
+use crate::modules::{modules_client, wait_deployed};
 
 const INCREMENTS: u64 = 200;
 /// Generous, so a loaded machine slows the run down instead of failing requests.
@@ -49,8 +49,7 @@ async fn bench_incr_loses_no_increment_in_either_mode() {
         let cluster = Cluster::start(Backend::Baton, 3).await?;
         // The invoke mode needs the built-in counter, which arrives through the log.
         let mut modules = modules_client(cluster.endpoint(0)).await?;
-        let warm_up = invoke("counter", "add", r#"{"keys":["warm-up"],"by":1}"#, 0);
-        invoke_when_deployed(&mut modules, warm_up).await?;
+        wait_deployed(&mut modules, "counter").await?;
         let mut kv = cluster.client().await?;
         for mode in ["cas", "invoke"] {
             let summary = bench_incr(&cluster, mode).await?;

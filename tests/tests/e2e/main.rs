@@ -17,6 +17,7 @@ mod lease;
 mod lock_election;
 mod maintenance;
 mod membership;
+mod module_determinism;
 mod modules;
 mod python_etcd3;
 mod snapshot_catchup;
