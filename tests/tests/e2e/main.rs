@@ -19,6 +19,7 @@ mod maintenance;
 mod membership;
 mod module_determinism;
 mod modules;
+mod modules_hostile;
 mod python_etcd3;
 mod snapshot_catchup;
 mod watch;
