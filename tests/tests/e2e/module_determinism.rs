@@ -26,7 +26,7 @@ use crate::modules::{invoke, modules_client, wait_deployed};
 
 const SEED_ENV: &str = "MODULE_DETERMINISM_SEED";
 const CLIENTS: usize = 4;
-const OPS_PER_CLIENT: usize = 300;
+const OPS_PER_CLIENT: usize = 250;
 const COUNTERS: usize = 6;
 const PLAIN_KEYS: usize = 12;
 const JOBS: usize = 6;
@@ -252,6 +252,32 @@ async fn converged_revision(cluster: &Cluster) -> Result<i64> {
     Ok(target)
 }
 
+/// HashKV at `revision` and the module tables are identical on every member.
+async fn members_agree(cluster: &Cluster, revision: i64) -> Result<()> {
+    let mut hashes = Vec::new();
+    for member in 0..cluster.size() {
+        let client = cluster.member_client(member).await?;
+        let reply = client.maintenance_client().hash_kv(revision).await?;
+        hashes.push((reply.hash(), reply.compact_version()));
+    }
+    println!("revision {revision}, (hash, compact revision) per member: {hashes:?}");
+    ensure!(
+        hashes.iter().all(|h| *h == hashes[0]),
+        "members disagree at revision {revision}: {hashes:?}"
+    );
+    // The module tables (outside HashKV) agree too.
+    let mut tables = Vec::new();
+    for member in 0..cluster.size() {
+        let mut modules = modules_client(cluster.endpoint(member)).await?;
+        tables.push(modules.list(ListRequest {}).await?.into_inner());
+    }
+    ensure!(
+        tables.iter().all(|t| *t == tables[0]),
+        "module tables differ: {tables:#?}"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_agree_after_random_module_calls() {
     run_test(Backend::Baton, async {
@@ -303,27 +329,9 @@ async fn replicas_agree_after_random_module_calls() {
         }
 
         let revision = converged_revision(&cluster).await?;
-        let mut hashes = Vec::new();
-        for member in 0..cluster.size() {
-            let client = cluster.member_client(member).await?;
-            let reply = client.maintenance_client().hash_kv(revision).await?;
-            hashes.push((reply.hash(), reply.compact_version()));
-        }
-        println!("revision {revision}, (hash, compact revision) per member: {hashes:?}");
-        ensure!(
-            hashes.iter().all(|h| *h == hashes[0]),
-            "members disagree at revision {revision} (seed {seed}): {hashes:?}"
-        );
-        // The module tables (outside HashKV) agree too.
-        let mut tables = Vec::new();
-        for member in 0..cluster.size() {
-            let mut modules = modules_client(cluster.endpoint(member)).await?;
-            tables.push(modules.list(ListRequest {}).await?.into_inner());
-        }
-        ensure!(
-            tables.iter().all(|t| *t == tables[0]),
-            "module tables differ: {tables:#?}"
-        );
+        members_agree(&cluster, revision)
+            .await
+            .with_context(|| format!("seed {seed}"))?;
         Ok(())
     })
     .await;
