@@ -10,6 +10,7 @@ Usage: bench/compare.sh [options]
   --target T       leader (default): every request goes to the current leader;
                    all: connections are spread over the three members
   --only S         run only one system: etcd or baton
+  --match TEXT     run only the workloads whose name contains TEXT (e.g. incr)
   --no-build       do not run `cargo build --release` first
   --keep           keep the temporary directory (data and logs) for inspection
   -h, --help       this text
@@ -24,6 +25,7 @@ EOF
 duration=10s
 target=leader
 only=
+match=
 build=1
 keep=0
 while [ $# -gt 0 ]; do
@@ -31,6 +33,7 @@ while [ $# -gt 0 ]; do
         --duration) duration=${2:?--duration needs a value}; shift 2 ;;
         --target) target=${2:?--target needs a value}; shift 2 ;;
         --only) only=${2:?--only needs a value}; shift 2 ;;
+        --match) match=${2:?--match needs a value}; shift 2 ;;
         --no-build) build=0; shift ;;
         --keep) keep=1; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -157,6 +160,12 @@ WORKLOADS=(
     "range s 64 clients, 8 conns|range --consistency s --clients 64 --conns 8"
     "lock 16 clients, 4 conns|lock --clients 16 --conns 4"
     "watch 1 client|watch --clients 1 --conns 1"
+    "incr cas 32 clients, 8 counters|incr --mode cas --clients 32 --conns 8 --counters 8"
+)
+# Workloads only Baton can run (etcd has no Modules service), reported beside the ones above.
+# shellcheck disable=SC2034 # used through a name reference in run_workloads
+BATON_WORKLOADS=(
+    "incr invoke 32 clients, 8 counters|incr --mode invoke --clients 32 --conns 8 --counters 8"
 )
 
 # Runs the client in the background and waits, so INT/TERM traps fire at once.
@@ -169,15 +178,21 @@ run_client() {
     return "$status"
 }
 
+# Runs each spec of the array named $3, keeping workload n's summary line in results.$system.$4$n.
 run_workloads() {
     local system=$1 endpoints=$2 n=0 spec args out=$tmp/bench.out
-    for spec in "${WORKLOADS[@]}"; do
+    local -n specs=$3
+    for spec in "${specs[@]}"; do
         args=${spec#*|}
+        if [ -n "$match" ] && [[ "${spec%%|*}" != *"$match"* ]]; then
+            n=$((n + 1))
+            continue
+        fi
         echo "== $system: ${spec%%|*}"
         # shellcheck disable=SC2086 # args is a word list by design
         if run_client --endpoints "$endpoints" bench $args --duration "$duration" \
                 --target "$target" >"$out"; then
-            tail -n 1 "$out" >"$tmp/results.$system.$n"
+            tail -n 1 "$out" >"$tmp/results.$system.$4$n"
         else
             echo "$system: workload failed: ${spec%%|*}" >&2
         fi
@@ -192,7 +207,8 @@ bench_system() {
     echo "== starting 3-member $system cluster: $endpoints"
     start_cluster "$system" "$base"
     wait_ready "$system" "$endpoints" || { stop_cluster; return 1; }
-    run_workloads "$system" "$endpoints"
+    run_workloads "$system" "$endpoints" WORKLOADS ""
+    if [ "$system" = baton ]; then run_workloads "$system" "$endpoints" BATON_WORKLOADS only.; fi
     stop_cluster
 }
 
@@ -229,6 +245,35 @@ report() {
         echo
         n=$((n + 1))
     done
+    report_incr
+}
+
+# Contended increments: etcd's CAS loop against Baton's CAS loop and Baton's module call.
+report_incr() {
+    local cas_etcd cas_baton invoke_baton row file
+    cas_etcd=$tmp/results.etcd.$(index_of "incr cas")
+    cas_baton=$tmp/results.baton.$(index_of "incr cas")
+    invoke_baton=$tmp/results.baton.only.0
+    echo
+    echo "Contended increments, 32 clients on 8 counters (every sum checked: no lost increments):"
+    printf '%-18s %10s %9s %9s %13s\n' "" "incr/s" "p50 ms" "p99 ms" "retries/incr"
+    for row in "CAS on etcd 3.4|$cas_etcd" "CAS on Baton|$cas_baton" "Invoke on Baton|$invoke_baton"; do
+        file=${row#*|}
+        printf '%-18s %10s %9s %9s %13s\n' "${row%%|*}" "$(field "$file" ops/s)" \
+            "$(field "$file" p50_ms)" "$(field "$file" p99_ms)" "$(field "$file" retries_per_incr)"
+    done
+    echo "Invoke on Baton / CAS on etcd 3.4: $(ratio "$(field "$invoke_baton" ops/s)" \
+        "$(field "$cas_etcd" ops/s)")x increments/s"
+}
+
+# Position in WORKLOADS of the first workload whose name starts with $1.
+index_of() {
+    local n=0 spec
+    for spec in "${WORKLOADS[@]}"; do
+        if [[ "${spec%%|*}" == "$1"* ]]; then echo "$n"; return; fi
+        n=$((n + 1))
+    done
+    echo none
 }
 
 main() {

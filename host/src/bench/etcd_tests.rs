@@ -190,6 +190,56 @@ async fn watch_sees_every_put() {
 }
 
 #[tokio::test]
+#[ignore = "needs an etcd binary"]
+async fn incr_cas_loses_no_increment() {
+    let etcd = Etcd::start().await;
+    let line = "incr --mode cas --total 400 --clients 16 --conns 4 --counters 4";
+    let summary = measure(vec![etcd.endpoint.clone()], args(line))
+        .await
+        .unwrap();
+    assert_eq!(
+        (summary.ops, summary.errors),
+        (400, 0),
+        "{:?}",
+        summary.error_samples
+    );
+    // 16 clients on 4 counters: some compares must have lost a race.
+    let retries: u64 = summary.extra["retries"].parse().unwrap();
+    assert!(retries > 0, "{summary:?}");
+    // measure() already compared the sum; read it back independently too.
+    let prefix = &summary.params["prefix"];
+    let mut client = Client::connect([&etcd.endpoint], None).await.unwrap();
+    let stored = client
+        .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    assert_eq!(stored.kvs().len(), 4);
+    let sum: u64 = stored
+        .kvs()
+        .iter()
+        .map(|kv| kv.value_str().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(sum, 400);
+    assert_eq!(summary.extra["counted"], "400");
+}
+
+#[tokio::test]
+#[ignore = "needs an etcd binary"]
+async fn incr_invoke_refuses_etcd_before_starting() {
+    let etcd = Etcd::start().await;
+    let err = measure(
+        vec![etcd.endpoint.clone()],
+        args("incr --mode invoke --total 10"),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("--mode invoke needs Baton"),
+        "{err:#}"
+    );
+}
+
+#[tokio::test]
 async fn unreachable_endpoint_fails_instead_of_retrying() {
     // Nothing listens on a port just released by the OS.
     let endpoint = format!("http://127.0.0.1:{}", free_port());

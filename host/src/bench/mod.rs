@@ -22,6 +22,7 @@ use keys::KeySpace;
 use pool::Pool;
 use summary::{RunShape, Summary};
 use workload::Workload;
+use workload::incr::{COUNTERS_MAX, IncrMode, IncrWorkload};
 use workload::lock::{LockWorkload, NAMES_MAX};
 use workload::put::PutWorkload;
 use workload::range::{Consistency, RangeWorkload};
@@ -44,6 +45,10 @@ pub enum WorkloadCmd {
     Lock(LockArgs),
     /// Put keys under a watched prefix and time each put until its event arrives.
     Watch(WatchArgs),
+    /// Increment a few shared counters from many clients (CAS retry loop or a module call),
+    /// then check no increment was lost.
+    #[command(mut_arg("clients", |a| a.default_value("32")))]
+    Incr(IncrArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -90,6 +95,28 @@ pub struct WatchArgs {
     pub watchers: usize,
 }
 
+#[derive(Args, Debug, Clone)]
+pub struct IncrArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Shared counters; operation n increments counter n % counters.
+    #[arg(long, default_value_t = 8)]
+    pub counters: u64,
+    /// cas: get + compare-mod_revision Txn, retried (any etcd); invoke: the built-in counter
+    /// module (Baton only).
+    #[arg(long, value_enum, default_value_t = IncrMode::Cas)]
+    pub mode: IncrMode,
+}
+
+impl IncrArgs {
+    fn validate(&self) -> anyhow::Result<()> {
+        if !(1..=COUNTERS_MAX).contains(&self.counters) {
+            bail!("--counters must be between 1 and {COUNTERS_MAX}");
+        }
+        Ok(())
+    }
+}
+
 impl LockArgs {
     fn validate(&self) -> anyhow::Result<()> {
         if !(1..=NAMES_MAX).contains(&self.names) {
@@ -115,6 +142,7 @@ impl BenchArgs {
             WorkloadCmd::Range(a) => &a.common,
             WorkloadCmd::Lock(a) => &a.common,
             WorkloadCmd::Watch(a) => &a.common,
+            WorkloadCmd::Incr(a) => &a.common,
         }
     }
 }
@@ -158,6 +186,10 @@ pub async fn measure(endpoints: Vec<String>, args: BenchArgs) -> anyhow::Result<
             a.validate()?;
             execute(WatchWorkload::new(a.watchers), endpoints, &a.common).await
         }
+        WorkloadCmd::Incr(a) => {
+            a.validate()?;
+            execute(IncrWorkload::new(a.mode, a.counters), endpoints, &a.common).await
+        }
     }
 }
 
@@ -172,6 +204,7 @@ async fn execute<W: Workload>(
     let workload = Arc::new(workload);
     workload.prepare(&pool).await?;
     let outcome = driver::drive(workload.clone(), &pool, common.limits()).await?;
+    let extra = workload.conclude(&pool, &outcome).await?;
     let shape = RunShape {
         workload: workload.name(),
         params: workload.params(),
@@ -180,7 +213,9 @@ async fn execute<W: Workload>(
         target: common.target.as_str(),
         endpoints: pool.endpoints.clone(),
     };
-    Ok(Summary::new(shape, &outcome))
+    let mut summary = Summary::new(shape, &outcome);
+    summary.extra = extra;
+    Ok(summary)
 }
 
 #[cfg(test)]
@@ -302,6 +337,33 @@ mod tests {
         };
         assert_eq!(watch.watchers, 4);
         assert_eq!(watch.common.duration, Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn incr_defaults_to_cas_with_32_clients_on_8_counters() {
+        let WorkloadCmd::Incr(incr) = parse(&["incr"]).unwrap().workload else {
+            panic!("not incr")
+        };
+        assert_eq!((incr.mode, incr.counters), (IncrMode::Cas, 8));
+        assert_eq!((incr.common.clients, incr.common.conns), (32, 1));
+        incr.validate().unwrap();
+        // Other workloads keep one client by default.
+        let WorkloadCmd::Put(put) = parse(&["put"]).unwrap().workload else {
+            panic!("not put")
+        };
+        assert_eq!(put.common.clients, 1);
+        let WorkloadCmd::Incr(incr) = parse(&["incr", "--mode", "invoke", "--counters", "2"])
+            .unwrap()
+            .workload
+        else {
+            panic!("not incr")
+        };
+        assert_eq!((incr.mode, incr.counters), (IncrMode::Invoke, 2));
+        let WorkloadCmd::Incr(incr) = parse(&["incr", "--counters", "0"]).unwrap().workload else {
+            panic!("not incr")
+        };
+        assert!(incr.validate().is_err());
+        assert!(parse(&["incr", "--mode", "swap"]).is_err());
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub struct Summary {
     pub ops_per_s: f64,
     pub latency_ms: LatencyMs,
     pub error_samples: Vec<String>,
+    /// Workload-specific figures from after the run (e.g. retries per increment).
+    pub extra: BTreeMap<String, String>,
 }
 
 /// Who ran: the parts of a summary that do not come from the measurements.
@@ -92,6 +94,7 @@ impl Summary {
             ops_per_s,
             latency_ms: LatencyMs::from_histogram(&outcome.latency_us),
             error_samples: outcome.error_samples.clone(),
+            extra: BTreeMap::new(),
         }
     }
 
@@ -120,6 +123,9 @@ impl Summary {
             l.p999,
             l.max,
         );
+        for (key, value) in &self.extra {
+            let _ = write!(line, " {key}={value}");
+        }
         line
     }
 
@@ -159,6 +165,10 @@ impl Summary {
             "            {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
             l.mean, l.p50, l.p90, l.p99, l.p999, l.max
         );
+        if !self.extra.is_empty() {
+            let extra: Vec<String> = self.extra.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = writeln!(out, "after run   {}", extra.join(" "));
+        }
         for sample in &self.error_samples {
             let _ = writeln!(out, "error       {sample}");
         }
@@ -237,6 +247,24 @@ mod tests {
         for key in ["mean_ms", "p90_ms", "p99_ms", "p99.9_ms"] {
             assert!(fields.contains_key(key), "{key} missing from {line}");
         }
+    }
+
+    #[test]
+    fn extra_figures_follow_the_latencies() {
+        let mut summary = Summary::new(shape(), &outcome([1_000], 0));
+        summary.extra = BTreeMap::from([("retries_per_incr".to_string(), "0.250".to_string())]);
+        assert!(
+            summary.line().ends_with(" retries_per_incr=0.250"),
+            "{}",
+            summary.line()
+        );
+        assert!(
+            summary
+                .table()
+                .contains("after run   retries_per_incr=0.250")
+        );
+        let value: serde_json::Value = serde_json::from_str(&summary.json().unwrap()).unwrap();
+        assert_eq!(value["extra"]["retries_per_incr"], "0.250");
     }
 
     #[test]

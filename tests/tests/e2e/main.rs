@@ -2,6 +2,7 @@
 //! on loopback. One binary links the server's crate once instead of once per file, which keeps
 //! the build's disk use and link time small.
 
+mod bench_incr;
 mod differential;
 mod etcdctl;
 mod etcdctl_lock;
@@ -16,9 +17,11 @@ mod lease;
 mod lock_election;
 mod maintenance;
 mod membership;
+mod module_determinism;
 mod module_lock;
 mod module_wait;
 mod modules;
+mod modules_hostile;
 mod python_etcd3;
 mod snapshot_catchup;
 mod watch;

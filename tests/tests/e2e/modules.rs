@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use baton::proto::baton::v1::modules_client::ModulesClient;
-use baton::proto::baton::v1::{DeployRequest, InvokeRequest, InvokeResponse};
+use baton::proto::baton::v1::{DeployRequest, DescribeRequest, InvokeRequest, InvokeResponse};
 use baton::wasm::builtin::HOSTILE_MODULE;
 use baton_e2e::{Backend, Cluster, baton_bin, run_test};
 use tokio::time::{Instant, sleep};
@@ -51,12 +51,29 @@ pub(crate) async fn invoke_when_deployed(
     }
 }
 
+/// Waits until `name` is deployed, by reading (never invoking), so it can retry on any error
+/// a cluster that is still settling gives.
+pub(crate) async fn wait_deployed(client: &mut ModulesClient<Channel>, name: &str) -> Result<()> {
+    let deadline = Instant::now() + BUILTINS_TIMEOUT;
+    loop {
+        let describe = DescribeRequest {
+            name: name.to_string(),
+        };
+        match client.describe(describe).await {
+            Ok(_) => return Ok(()),
+            Err(_) if Instant::now() < deadline => sleep(RETRY_PAUSE).await,
+            Err(s) => return Err(s).with_context(|| format!("waiting for module {name}")),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counter_add_is_one_revision_that_etcd_clients_read() {
     run_test(Backend::Baton, async {
         let cluster = Cluster::start(Backend::Baton, 3).await?;
         // Through a member that may be a follower: it forwards to the leader like any write.
         let mut modules = modules_client(cluster.endpoint(1)).await?;
+        wait_deployed(&mut modules, "counter").await?;
         let add = invoke("counter", "add", r#"{"keys":["c1","c2"],"by":2}"#, 0);
         let reply = invoke_when_deployed(&mut modules, add).await?;
         ensure!(

@@ -1,6 +1,7 @@
 //! Workloads: each is one file implementing [`Workload`]; the driver supplies concurrency,
 //! limits and latency recording.
 
+pub mod incr;
 pub mod lock;
 pub mod put;
 pub mod range;
@@ -11,6 +12,7 @@ use std::future::Future;
 
 use etcd_client::Client;
 
+use super::driver::Outcome;
 use super::pool::Pool;
 
 /// One kind of request stream. A requester is the per-task state (its connection, its random
@@ -31,6 +33,16 @@ pub trait Workload: Send + Sync + 'static {
 
     /// The state for requester `index`, which sends over `conn`.
     fn requester(&self, conn: Client, index: usize) -> Self::Requester;
+
+    /// Unmeasured work after the clock stops: checks the store agrees with what was
+    /// acknowledged, and returns figures worth printing beside the numbers (e.g. retries).
+    fn conclude(
+        &self,
+        _pool: &Pool,
+        _outcome: &Outcome,
+    ) -> impl Future<Output = anyhow::Result<BTreeMap<String, String>>> + Send {
+        async { Ok(BTreeMap::new()) }
+    }
 
     /// Performs the `seq`-th operation of the run (numbered across all requesters).
     fn op(

@@ -1,0 +1,347 @@
+//! `incr`: many clients incrementing a few shared counters, the read-modify-write pattern that
+//! contention hurts most. Two ways to increment:
+//!
+//! - `cas` (any etcd v3 server): read the counter, then a Txn that writes value+1 only if the
+//!   key's mod_revision is still the one read; on a lost race the Txn's failure branch returns
+//!   the current value and the loop tries again (one round trip per retry, as etcd's STM does).
+//! - `invoke` (Baton only): one call of the built-in `counter` module's `add`, which reads and
+//!   writes inside the state machine, so it never retries.
+//!
+//! Counters live under a fresh prefix per run, so after the run their sum must equal the
+//! acknowledged increments; any shortfall is a lost update and fails the run.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::ValueEnum;
+use etcd_client::{
+    Client, Compare, CompareOp, GetOptions, KeyValue, KvClient, Txn, TxnOp, TxnOpResponse,
+};
+use tonic::transport::Channel;
+
+use super::Workload;
+use crate::bench::driver::Outcome;
+use crate::bench::pool::{CONNECT_TIMEOUT, Pool};
+use crate::proto::baton::v1 as pb;
+use crate::proto::baton::v1::modules_client::ModulesClient;
+
+/// Every run's counters sit under `<this><run id>/`, apart from real data and earlier runs.
+pub const INCR_PREFIX: &str = "bench/incr/";
+pub const COUNTERS_MAX: u64 = 10_000;
+/// A CAS increment that loses this many races in a row gives up and counts as an error.
+pub const CAS_ATTEMPTS_MAX: u64 = 10_000;
+const COUNTER_MODULE: &str = "counter";
+const COUNTER_FUNCTION: &str = "add";
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IncrMode {
+    /// Get, then Txn compare-mod_revision-and-put, retried on a lost race (any etcd server).
+    Cas,
+    /// One Invoke of the built-in `counter` module per increment (Baton only).
+    Invoke,
+}
+
+impl IncrMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IncrMode::Cas => "cas",
+            IncrMode::Invoke => "invoke",
+        }
+    }
+}
+
+pub struct IncrWorkload {
+    mode: IncrMode,
+    counters: u64,
+    /// This run's own prefix, ending in `/`.
+    prefix: String,
+    /// Txns that lost their compare, over the whole run.
+    retries: AtomicU64,
+    /// One Modules client per pool connection, opened in `prepare` (invoke mode only).
+    modules: Mutex<Vec<ModulesClient<Channel>>>,
+}
+
+pub struct IncrRequester {
+    kv: KvClient,
+    modules: Option<ModulesClient<Channel>>,
+}
+
+impl IncrWorkload {
+    pub fn new(mode: IncrMode, counters: u64) -> Self {
+        Self::with_prefix(mode, counters, format!("{INCR_PREFIX}{}/", run_id()))
+    }
+
+    pub fn with_prefix(mode: IncrMode, counters: u64, prefix: String) -> Self {
+        Self {
+            mode,
+            counters,
+            prefix,
+            retries: AtomicU64::new(0),
+            modules: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn key(&self, seq: u64) -> String {
+        format!("{}{}", self.prefix, seq % self.counters)
+    }
+
+    async fn cas(&self, kv: &mut KvClient, key: String) -> anyhow::Result<()> {
+        let read = kv.get(key.as_str(), None).await.context("get")?;
+        let mut current = read.kvs().first().cloned();
+        for _ in 0..CAS_ATTEMPTS_MAX {
+            let (value, mod_revision) = counter_state(&key, current.as_ref())?;
+            let next = value.checked_add(1).context("counter overflow")?;
+            let txn = Txn::new()
+                .when([Compare::mod_revision(
+                    key.as_str(),
+                    CompareOp::Equal,
+                    mod_revision,
+                )])
+                .and_then([TxnOp::put(key.as_str(), next.to_string(), None)])
+                .or_else([TxnOp::get(key.as_str(), None)]);
+            let reply = kv.txn(txn).await.context("txn")?;
+            if reply.succeeded() {
+                return Ok(());
+            }
+            self.retries.fetch_add(1, Ordering::Relaxed);
+            current = match reply.op_responses().into_iter().next() {
+                Some(TxnOpResponse::Get(get)) => get.kvs().first().cloned(),
+                other => bail!("txn failure branch answered {other:?}, not the get it sent"),
+            };
+        }
+        bail!("{key}: gave up after losing {CAS_ATTEMPTS_MAX} races in a row")
+    }
+
+    async fn invoke(
+        &self,
+        modules: &mut ModulesClient<Channel>,
+        key: String,
+    ) -> anyhow::Result<()> {
+        let input = serde_json::json!({ "keys": [key], "by": 1 });
+        let request = pb::InvokeRequest {
+            name: COUNTER_MODULE.to_string(),
+            function: COUNTER_FUNCTION.to_string(),
+            input: serde_json::to_vec(&input)?,
+            ..Default::default()
+        };
+        modules
+            .invoke(request)
+            .await
+            .map_err(|s| anyhow::anyhow!("invoke: {}: {}", s.code(), s.message()))?;
+        Ok(())
+    }
+
+    /// Opens a Modules client per connection, each to the member its etcd connection uses, and
+    /// checks the counter module is there, so a run against etcd fails before it starts.
+    async fn connect_modules(&self, pool: &Pool) -> anyhow::Result<()> {
+        let mut clients = Vec::with_capacity(pool.conns.len());
+        for j in 0..pool.conns.len() {
+            let endpoint = &pool.endpoints[j % pool.endpoints.len()];
+            let url = if endpoint.contains("://") {
+                endpoint.clone()
+            } else {
+                format!("http://{endpoint}")
+            };
+            let channel = Channel::from_shared(url)
+                .with_context(|| format!("invalid endpoint {endpoint}"))?
+                .connect_timeout(CONNECT_TIMEOUT)
+                .timeout(pool.request_timeout)
+                .connect()
+                .await
+                .with_context(|| format!("{endpoint}: connect failed"))?;
+            let mut client = ModulesClient::new(channel);
+            let describe = pb::DescribeRequest {
+                name: COUNTER_MODULE.to_string(),
+            };
+            client.describe(describe).await.map_err(|s| {
+                anyhow::anyhow!(
+                    "{endpoint}: no `{COUNTER_MODULE}` module ({}: {}); --mode invoke needs \
+                     Baton, use --mode cas for etcd",
+                    s.code(),
+                    s.message()
+                )
+            })?;
+            clients.push(client);
+        }
+        *self.modules.lock().unwrap_or_else(|e| e.into_inner()) = clients;
+        Ok(())
+    }
+}
+
+/// Distinct per run: wall-clock nanoseconds and the process id.
+fn run_id() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{nanos:x}-{}", std::process::id())
+}
+
+/// A counter's value and mod_revision; a missing key is 0 at mod_revision 0, which is also what
+/// a Txn compare sees for a missing key.
+fn counter_state(key: &str, kv: Option<&KeyValue>) -> anyhow::Result<(u64, i64)> {
+    let Some(kv) = kv else {
+        return Ok((0, 0));
+    };
+    let value = parse_counter(kv.value()).with_context(|| format!("{key} is not a counter"))?;
+    Ok((value, kv.mod_revision()))
+}
+
+fn parse_counter(value: &[u8]) -> anyhow::Result<u64> {
+    let text = std::str::from_utf8(value).context("not UTF-8")?;
+    text.trim()
+        .parse()
+        .with_context(|| format!("{text:?} is not a decimal count"))
+}
+
+impl Workload for IncrWorkload {
+    type Requester = IncrRequester;
+
+    fn name(&self) -> &'static str {
+        "incr"
+    }
+
+    fn params(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("mode".to_string(), self.mode.as_str().to_string()),
+            ("counters".to_string(), self.counters.to_string()),
+            ("prefix".to_string(), self.prefix.clone()),
+        ])
+    }
+
+    /// Refuses a prefix that already holds keys: the final check needs counters from zero.
+    async fn prepare(&self, pool: &Pool) -> anyhow::Result<()> {
+        let mut kv = pool.conn_for(0).kv_client();
+        let options = GetOptions::new().with_prefix().with_count_only();
+        let existing = kv.get(self.prefix.as_str(), Some(options)).await?.count();
+        if existing != 0 {
+            bail!("{} already holds {existing} key(s)", self.prefix);
+        }
+        if self.mode == IncrMode::Invoke {
+            self.connect_modules(pool).await?;
+        }
+        Ok(())
+    }
+
+    fn requester(&self, conn: Client, index: usize) -> IncrRequester {
+        let modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+        IncrRequester {
+            kv: conn.kv_client(),
+            modules: (!modules.is_empty()).then(|| modules[index % modules.len()].clone()),
+        }
+    }
+
+    fn op(
+        &self,
+        r: &mut IncrRequester,
+        seq: u64,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send {
+        let key = self.key(seq);
+        async move {
+            match (self.mode, r.modules.as_mut()) {
+                (IncrMode::Cas, _) => self.cas(&mut r.kv, key).await,
+                (IncrMode::Invoke, Some(modules)) => self.invoke(modules, key).await,
+                (IncrMode::Invoke, None) => bail!("no Modules connection (prepare not run)"),
+            }
+        }
+    }
+
+    /// Reads every counter back and fails the run on a lost (or invented) increment.
+    async fn conclude(
+        &self,
+        pool: &Pool,
+        outcome: &Outcome,
+    ) -> anyhow::Result<BTreeMap<String, String>> {
+        let mut kv = pool.conn_for(0).kv_client();
+        let stored = kv
+            .get(self.prefix.as_str(), Some(GetOptions::new().with_prefix()))
+            .await
+            .context("reading the counters back")?;
+        let mut sum: u64 = 0;
+        for kv in stored.kvs() {
+            let value = parse_counter(kv.value()).with_context(|| {
+                format!("{} is not a counter", String::from_utf8_lossy(kv.key()))
+            })?;
+            sum = sum.checked_add(value).context("counter sum overflows")?;
+        }
+        check_sum(sum, outcome.ok, outcome.errors)?;
+        let retries = self.retries.load(Ordering::Relaxed);
+        let per_incr = if outcome.ok == 0 {
+            0.0
+        } else {
+            retries as f64 / outcome.ok as f64
+        };
+        Ok(BTreeMap::from([
+            ("counted".to_string(), sum.to_string()),
+            ("retries".to_string(), retries.to_string()),
+            ("retries_per_incr".to_string(), format!("{per_incr:.3}")),
+        ]))
+    }
+}
+
+/// Each acknowledged increment must be in the sum; each failed one (a timeout, a dropped
+/// connection) may or may not have applied, so it may add at most one.
+fn check_sum(sum: u64, acked: u64, failed: u64) -> anyhow::Result<()> {
+    if sum < acked {
+        bail!(
+            "LOST INCREMENTS: the counters sum to {sum}, but {acked} increments were \
+             acknowledged ({} missing)",
+            acked - sum
+        );
+    }
+    if sum > acked.saturating_add(failed) {
+        bail!(
+            "the counters sum to {sum}, more than the {acked} acknowledged increments plus \
+             {failed} failed attempts that might have applied"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_cycle_under_the_run_prefix() {
+        let w = IncrWorkload::with_prefix(IncrMode::Cas, 3, "p/".to_string());
+        assert_eq!(
+            (w.key(0), w.key(4), w.key(5)),
+            ("p/0".into(), "p/1".into(), "p/2".into())
+        );
+        let fresh = IncrWorkload::new(IncrMode::Invoke, 8);
+        assert!(fresh.prefix().starts_with(INCR_PREFIX) && fresh.prefix().ends_with('/'));
+        assert_ne!(fresh.prefix(), INCR_PREFIX);
+    }
+
+    #[test]
+    fn sums_below_the_acknowledged_count_are_lost_increments() {
+        check_sum(10, 10, 0).unwrap();
+        // Two failed attempts may each have applied, or not.
+        check_sum(10, 8, 2).unwrap();
+        check_sum(8, 8, 2).unwrap();
+        let lost = check_sum(9, 10, 5).unwrap_err().to_string();
+        assert!(
+            lost.contains("LOST INCREMENTS") && lost.contains("1 missing"),
+            "{lost}"
+        );
+        assert!(check_sum(11, 8, 2).is_err());
+    }
+
+    #[test]
+    fn counter_values_are_decimal_strings() {
+        assert_eq!(parse_counter(b"42").unwrap(), 42);
+        assert_eq!(parse_counter(b" 7\n").unwrap(), 7);
+        assert!(parse_counter(b"-1").is_err());
+        assert!(parse_counter(b"x").is_err());
+        assert_eq!(counter_state("k", None).unwrap(), (0, 0));
+    }
+}

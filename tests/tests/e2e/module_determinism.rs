@@ -1,0 +1,338 @@
+//! Replicas agree after a storm of module calls: a seeded random mix of counter and
+//! compare-and-move calls, hostile calls that trap, run out of fuel, hit the memory cap,
+//! overflow the stack or return an error, and plain puts, deletes and txns on the same keys,
+//! sent concurrently by several clients to different members (followers forward). Once every
+//! member has applied the last revision, HashKV must be identical on all three.
+//!
+//! The seed is printed; `MODULE_DETERMINISM_SEED=<n>` replays every client's operation stream
+//! (the interleaving between clients is the scheduler's).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use baton::proto::baton::v1::modules_client::ModulesClient;
+use baton::proto::baton::v1::{DeployRequest, ListRequest};
+use baton::wasm::builtin::HOSTILE_MODULE;
+use baton_e2e::{Backend, Cluster, run_test};
+use etcd_client::{Client, Compare, CompareOp, DeleteOptions, GetOptions, Txn, TxnOp};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::time::{Instant, sleep};
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::modules::{invoke, modules_client, wait_deployed};
+
+const SEED_ENV: &str = "MODULE_DETERMINISM_SEED";
+const CLIENTS: usize = 4;
+const OPS_PER_CLIENT: usize = 250;
+const COUNTERS: usize = 6;
+const PLAIN_KEYS: usize = 12;
+const JOBS: usize = 6;
+/// Spin budgets vary so the loop stops at many different points.
+const SPIN_FUEL_MIN: u64 = 2_000;
+const SPIN_FUEL_MAX: u64 = 200_000;
+/// Room for hoard and recurse to reach the memory and stack caps before fuel runs out.
+const CAP_FUEL: u64 = 100_000_000;
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
+const POLL_PAUSE: Duration = Duration::from_millis(50);
+
+fn seed() -> Result<u64> {
+    match std::env::var(SEED_ENV) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .with_context(|| format!("{SEED_ENV}={text:?} is not a u64")),
+        Err(_) => Ok(rand::random()),
+    }
+}
+
+/// What one operation came to: e.g. `counter ok` or `hostile/spin ResourceExhausted`.
+type Tally = BTreeMap<String, usize>;
+
+struct Requester {
+    kv: Client,
+    modules: ModulesClient<Channel>,
+    rng: StdRng,
+    tally: Tally,
+}
+
+fn counter_key(rng: &mut StdRng) -> String {
+    format!("det/c{}", rng.random_range(0..COUNTERS))
+}
+
+fn plain_key(rng: &mut StdRng) -> String {
+    format!("det/p{}", rng.random_range(0..PLAIN_KEYS))
+}
+
+impl Requester {
+    /// Invokes and records the outcome; a gRPC code the call cannot produce fails the test.
+    async fn call(&mut self, module: &str, function: &str, input: String, fuel: u64) -> Result<()> {
+        let request = invoke(module, function, &input, fuel);
+        let code = match self.modules.invoke(request).await {
+            Ok(_) => Code::Ok,
+            Err(status) => status.code(),
+        };
+        let allowed: &[Code] = match (module, function) {
+            // A plain put may have left a non-integer in a counter key.
+            ("counter", _) => &[Code::Ok, Code::FailedPrecondition],
+            ("compare-and-move", _) | ("hostile", "ok") => &[Code::Ok],
+            ("hostile", "spin" | "hoard") => &[Code::ResourceExhausted],
+            ("hostile", _) => &[Code::FailedPrecondition],
+            _ => bail!("no expectation for {module}/{function}"),
+        };
+        ensure!(
+            allowed.contains(&code),
+            "{module}/{function} {input} (fuel {fuel}) answered {code:?}"
+        );
+        *self
+            .tally
+            .entry(format!("{module}/{function} {code:?}"))
+            .or_default() += 1;
+        Ok(())
+    }
+
+    async fn module_op(&mut self) -> Result<()> {
+        let rng = &mut self.rng;
+        match rng.random_range(0..100) {
+            0..40 => {
+                let keys: Vec<String> = (0..rng.random_range(1..=3))
+                    .map(|_| counter_key(rng))
+                    .collect();
+                let by: i64 = rng.random_range(-3..=5);
+                let input = serde_json::json!({ "keys": keys, "by": by }).to_string();
+                self.call("counter", "add", input, 0).await
+            }
+            40..60 => {
+                let job = rng.random_range(0..JOBS);
+                let expect = rng
+                    .random_bool(0.5)
+                    .then(|| format!("job{}", rng.random_range(0..3)));
+                let input = serde_json::json!({
+                    "from": format!("det/queue/j{job}"),
+                    "to": format!("det/running/j{job}"),
+                    "expect": expect,
+                });
+                self.call("compare-and-move", "move", input.to_string(), 0)
+                    .await
+            }
+            60..70 => {
+                let fuel = rng.random_range(SPIN_FUEL_MIN..=SPIN_FUEL_MAX);
+                self.call("hostile", "spin", "spun".into(), fuel).await
+            }
+            70..76 => {
+                self.call("hostile", "hoard", "hoarded".into(), CAP_FUEL)
+                    .await
+            }
+            76..82 => {
+                self.call("hostile", "recurse", "recursed".into(), CAP_FUEL)
+                    .await
+            }
+            82..90 => self.call("hostile", "trap", "trapped".into(), 0).await,
+            90..95 => self.call("hostile", "fail", "failed".into(), 0).await,
+            _ => {
+                let input = format!("ok{}", rng.random_range(0..100));
+                self.call("hostile", "ok", input, 0).await
+            }
+        }
+    }
+
+    async fn kv_op(&mut self) -> Result<()> {
+        let rng = &mut self.rng;
+        let kind = match rng.random_range(0..100) {
+            0..30 => {
+                let key = plain_key(rng);
+                self.kv
+                    .put(key, format!("v{}", rng.random_range(0..4)), None)
+                    .await?;
+                "put plain"
+            }
+            30..45 => {
+                // Mostly integers the counter adds to; now and then one it must refuse.
+                let value = if rng.random_bool(0.1) {
+                    "not-a-number".to_string()
+                } else {
+                    rng.random_range(-10..100).to_string()
+                };
+                self.kv.put(counter_key(rng), value, None).await?;
+                "put counter"
+            }
+            45..60 => {
+                let (job, n) = (rng.random_range(0..JOBS), rng.random_range(0..3));
+                self.kv
+                    .put(format!("det/queue/j{job}"), format!("job{n}"), None)
+                    .await?;
+                "put job"
+            }
+            60..75 => {
+                let options = DeleteOptions::new().with_prefix();
+                let prefix = if rng.random_bool(0.5) {
+                    "det/running/"
+                } else {
+                    "hostile/"
+                };
+                self.kv.delete(prefix, Some(options)).await?;
+                "delete prefix"
+            }
+            75..85 => {
+                self.kv.delete(plain_key(rng), None).await?;
+                "delete key"
+            }
+            _ => {
+                let (key, other) = (plain_key(rng), counter_key(rng));
+                let want = format!("v{}", rng.random_range(0..4));
+                let txn = Txn::new()
+                    .when([Compare::value(key.as_str(), CompareOp::Equal, want)])
+                    .and_then([
+                        TxnOp::put(other.as_str(), "7", None),
+                        TxnOp::delete(key.as_str(), None),
+                    ])
+                    .or_else([
+                        TxnOp::put(key.as_str(), "v0", None),
+                        TxnOp::get(other.as_str(), None),
+                    ]);
+                let reply = self.kv.txn(txn).await?;
+                if reply.succeeded() {
+                    "txn succeeded"
+                } else {
+                    "txn failed"
+                }
+            }
+        };
+        *self.tally.entry(kind.to_string()).or_default() += 1;
+        Ok(())
+    }
+
+    async fn run(mut self, client: usize) -> Result<Tally> {
+        for index in 0..OPS_PER_CLIENT {
+            let op = if self.rng.random_bool(0.6) {
+                self.module_op().await
+            } else {
+                self.kv_op().await
+            };
+            op.with_context(|| format!("client {client}, operation #{index}"))?;
+        }
+        Ok(self.tally)
+    }
+}
+
+/// The revision every member has applied once the writes stop: the leader's, read
+/// linearizably, then awaited on each member with serializable (member-local) reads.
+async fn converged_revision(cluster: &Cluster) -> Result<i64> {
+    let mut any = cluster.client().await?;
+    let target = any
+        .get("det/", None)
+        .await?
+        .header()
+        .context("header")?
+        .revision();
+    for member in 0..cluster.size() {
+        let mut local = cluster.member_client(member).await?;
+        let deadline = Instant::now() + CONVERGE_TIMEOUT;
+        loop {
+            let read = local
+                .get("det/", Some(GetOptions::new().with_serializable()))
+                .await?;
+            let applied = read.header().context("header")?.revision();
+            if applied == target {
+                break;
+            }
+            ensure!(
+                applied < target,
+                "member {member} is at {applied}, past {target}"
+            );
+            ensure!(
+                Instant::now() < deadline,
+                "member {member} stuck at {applied} < {target}"
+            );
+            sleep(POLL_PAUSE).await;
+        }
+    }
+    Ok(target)
+}
+
+/// HashKV at `revision` and the module tables are identical on every member.
+async fn members_agree(cluster: &Cluster, revision: i64) -> Result<()> {
+    let mut hashes = Vec::new();
+    for member in 0..cluster.size() {
+        let client = cluster.member_client(member).await?;
+        let reply = client.maintenance_client().hash_kv(revision).await?;
+        hashes.push((reply.hash(), reply.compact_version()));
+    }
+    println!("revision {revision}, (hash, compact revision) per member: {hashes:?}");
+    ensure!(
+        hashes.iter().all(|h| *h == hashes[0]),
+        "members disagree at revision {revision}: {hashes:?}"
+    );
+    // The module tables (outside HashKV) agree too.
+    let mut tables = Vec::new();
+    for member in 0..cluster.size() {
+        let mut modules = modules_client(cluster.endpoint(member)).await?;
+        tables.push(modules.list(ListRequest {}).await?.into_inner());
+    }
+    ensure!(
+        tables.iter().all(|t| *t == tables[0]),
+        "module tables differ: {tables:#?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_agree_after_random_module_calls() {
+    run_test(Backend::Baton, async {
+        let seed = seed()?;
+        println!("module determinism seed {seed}; replay with {SEED_ENV}={seed}");
+        let cluster = Cluster::start(Backend::Baton, 3).await?;
+        let mut setup = modules_client(cluster.endpoint(0)).await?;
+        wait_deployed(&mut setup, "counter").await?;
+        wait_deployed(&mut setup, "compare-and-move").await?;
+        let hostile = DeployRequest {
+            name: "hostile".to_string(),
+            component: HOSTILE_MODULE.to_vec(),
+        };
+        setup.deploy(hostile).await.context("deploy hostile")?;
+
+        let mut clients = tokio::task::JoinSet::new();
+        for client in 0..CLIENTS {
+            let member = client % cluster.size();
+            let requester = Requester {
+                kv: cluster.member_client(member).await?,
+                modules: modules_client(cluster.endpoint(member)).await?,
+                rng: StdRng::seed_from_u64(seed.wrapping_add(client as u64)),
+                tally: Tally::new(),
+            };
+            clients.spawn(requester.run(client));
+        }
+        let mut tally = Tally::new();
+        while let Some(joined) = clients.join_next().await {
+            for (kind, n) in joined?.with_context(|| format!("seed {seed}"))? {
+                *tally.entry(kind).or_default() += n;
+            }
+        }
+        println!("outcomes: {tally:#?}");
+        for kind in [
+            "counter/add Ok",
+            "compare-and-move/move Ok",
+            "hostile/spin ResourceExhausted",
+            "hostile/hoard ResourceExhausted",
+            "hostile/recurse FailedPrecondition",
+            "hostile/trap FailedPrecondition",
+            "hostile/fail FailedPrecondition",
+            "hostile/ok Ok",
+            "txn succeeded",
+        ] {
+            ensure!(
+                tally.get(kind).is_some_and(|&n| n > 0),
+                "no {kind:?} in {tally:#?}"
+            );
+        }
+
+        let revision = converged_revision(&cluster).await?;
+        members_agree(&cluster, revision)
+            .await
+            .with_context(|| format!("seed {seed}"))?;
+        Ok(())
+    })
+    .await;
+}
