@@ -1,12 +1,14 @@
 //! Leader-side entry points shared by local clients and forwarded requests: proposing a command
 //! and obtaining a read index.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use openraft::ReadPolicy;
 use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
+use tokio::time::Instant;
 
 use crate::entry::{Command, Member, MemberId, Raft};
+use crate::limits::{LEADER_POLL_MS, REQUEST_TIMEOUT_MS};
 use crate::proto::batonpb::{LogCommand, LogReply};
 
 /// What a member answers when asked to act as leader while it is not; the asker retries with the
@@ -66,15 +68,28 @@ pub async fn propose_as_leader(raft: &Raft, mut cmd: LogCommand) -> Result<LogRe
 
 /// Confirms leadership with a quorum (ReadIndex) and returns the log index a member must have
 /// applied before serving a read that reflects every write acknowledged so far.
+///
+/// A round that got no quorum of heartbeat answers within the leader lease is started again
+/// until the request deadline, as etcd does: followers that have just started, or run on a busy
+/// machine, answer late, and a read has no side effect to repeat.
 pub async fn read_index_as_leader(raft: &Raft) -> Result<u64, LeaderError> {
-    match raft.get_read_linearizer(ReadPolicy::ReadIndex).await {
-        Ok(linearizer) => Ok(linearizer.read_log_id().index()),
-        Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
-            Err(LeaderError::NotLeader {
-                leader: f.leader_id.zip(f.leader_node),
-            })
+    let deadline = Instant::now() + Duration::from_millis(REQUEST_TIMEOUT_MS);
+    loop {
+        match raft.get_read_linearizer(ReadPolicy::ReadIndex).await {
+            Ok(linearizer) => return Ok(linearizer.read_log_id().index()),
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
+                return Err(LeaderError::NotLeader {
+                    leader: f.leader_id.zip(f.leader_node),
+                });
+            }
+            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(q)))
+                if Instant::now() + Duration::from_millis(LEADER_POLL_MS) < deadline =>
+            {
+                tracing::debug!(%q, "read index round found no quorum; starting another");
+                tokio::time::sleep(Duration::from_millis(LEADER_POLL_MS)).await;
+            }
+            Err(e) => return Err(LeaderError::Unavailable(e.to_string())),
         }
-        Err(e) => Err(LeaderError::Unavailable(e.to_string())),
     }
 }
 

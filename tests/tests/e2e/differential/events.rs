@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use baton_e2e::Cluster;
 use etcd_client::{Client, EventType, WatchOptions, WatchStream};
 
 /// Everything a client can see of one event.
@@ -20,6 +21,8 @@ pub struct EventView {
     prev: Option<(Vec<u8>, i64, i64)>,
 }
 
+/// Any key: the read in `settle` is for its barrier, not its answer.
+const SETTLE_KEY: &str = "a";
 /// How long to wait for the events of operations that have already been answered.
 const EVENTS_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -39,6 +42,20 @@ pub async fn open(client: &mut Client, start_revision: i64) -> Result<WatchStrea
         bail!("first watch response was not `created`: {created:?}");
     }
     Ok(stream)
+}
+
+/// Makes every member of `cluster` apply all that was committed so far, with a linearizable
+/// read through each. Opening a watch has no read barrier: a member that has not applied the
+/// last compaction yet would replay from a revision the others refuse as compacted.
+pub async fn settle(cluster: &Cluster) -> Result<()> {
+    for member in 0..cluster.size() {
+        let mut client = cluster.member_client(member).await?;
+        client
+            .get(SETTLE_KEY, None)
+            .await
+            .with_context(|| format!("linearizable read through member {member}"))?;
+    }
+    Ok(())
 }
 
 /// Reads events until one at `final_revision` (or later) arrived. A cancellation (a compacted

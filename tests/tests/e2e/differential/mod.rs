@@ -25,6 +25,10 @@ const SEED_ENV: &str = "DIFF_SEED";
 const TRACE_ENV: &str = "DIFF_TRACE";
 const SINGLE_MEMBER_OPS: usize = 400;
 const THREE_MEMBER_OPS: usize = 120;
+/// Share of ops that may fail. The generator provokes errors on purpose (about a quarter of
+/// ops on average, and they cluster: leased puts fail until a lease is granted), so a bound of
+/// a third was hit by about 1 run of 30 at 120 ops; half still fails a run of mostly errors.
+const ERROR_PERCENT_MAX: usize = 50;
 
 fn seed() -> Result<u64> {
     match std::env::var(SEED_ENV) {
@@ -88,6 +92,8 @@ async fn differential(backend: Backend, members: usize, ops: usize) -> Result<()
             _ => {}
         }
     }
+    // Watches are opened without a read barrier, so the replays need every member current.
+    tokio::try_join!(events::settle(&reference), events::settle(&candidate))?;
     compare_events(
         backend,
         seed,
@@ -104,7 +110,7 @@ async fn differential(backend: Backend, members: usize, ops: usize) -> Result<()
     );
     // A run that is mostly errors or never writes would prove little.
     assert!(
-        error_count * 3 < ops,
+        error_count * 100 < ops * ERROR_PERCENT_MAX,
         "too many error outcomes: {error_count} of {ops}"
     );
     assert!(
@@ -136,7 +142,13 @@ async fn compare_events(
     // Replay from just above the compaction point: what etcd keeps *at* a compacted revision
     // depends on whether its background compaction has finished (two etcd clusters disagree
     // there); the exact-revision case is covered by the watch tests.
-    let mut starts = vec![(history.compacted_revision + 1).max(2)];
+    // After a compaction of the head revision nothing lies above it, and a watch from there
+    // would wait for events that never come.
+    let above_compaction = (history.compacted_revision + 1).max(2);
+    let mut starts = Vec::new();
+    if above_compaction <= last {
+        starts.push(above_compaction);
+    }
     if history.compacted_revision > 2 {
         starts.push(history.compacted_revision - 1);
     }
