@@ -20,8 +20,13 @@ pub const PUBLISH_RETRY_MS: u64 = 100;
 pub const PUBLISH_WAIT_MS: u64 = 10_000;
 pub const PEER_CONNECT_TIMEOUT_MS: u64 = 1_000;
 pub const PEER_KEEPALIVE_MS: u64 = 1_000;
-/// Take a snapshot (and allow purging the log) after this many applied entries.
-pub const SNAPSHOT_LOGS_SINCE_LAST: u64 = 10_000;
+/// Take a snapshot (and allow purging the log) after this many applied entries: etcd 3.4's
+/// default. A snapshot serializes the whole state, so taking one every 10,000 entries cost a
+/// busy member a measurable share of its CPU.
+pub const SNAPSHOT_LOGS_SINCE_LAST: u64 = 100_000;
+/// Entries kept behind a snapshot, so a briefly lagging member catches up from the log rather
+/// than from a whole snapshot (etcd's `SnapshotCatchUpEntries`).
+pub const SNAPSHOT_CATCH_UP_ENTRIES: u64 = 5_000;
 /// Force an fsync of the state database at least this often, in applied entries, to bound
 /// how much log is replayed after a crash.
 pub const SM_DURABLE_EVERY_ENTRIES: u64 = 1_000;
@@ -106,6 +111,10 @@ pub const GUEST_FUEL_DEFAULT: u64 = 10_000_000;
 pub const GUEST_FUEL_MAX: u64 = 1_000_000_000;
 /// Linear memory one module instance may grow to (16 MiB).
 pub const GUEST_MEMORY_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Memory of a finished call zeroed in place and kept mapped for the next one (1 MiB).
+pub const GUEST_MEMORY_KEEP_RESIDENT_BYTES: usize = 1024 * 1024;
+/// The same for tables.
+pub const GUEST_TABLE_KEEP_RESIDENT_BYTES: usize = 64 * 1024;
 /// Table elements one module instance may grow to.
 pub const GUEST_TABLE_ELEMENTS_MAX: usize = 100_000;
 /// Wasm stack of one call; deeper recursion traps with `stack overflow`.

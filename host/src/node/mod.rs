@@ -19,7 +19,7 @@ use crate::lease::ends::{LeaseEnds, Observers};
 use crate::lease::rules::min_ttl_s;
 use crate::limits::{
     GRPC_OVERHEAD_BYTES, PEER_MESSAGE_BYTES_MAX, PUBLISH_RETRY_MS, PUBLISH_WAIT_MS,
-    REQUEST_BYTES_MAX,
+    REQUEST_BYTES_MAX, SNAPSHOT_CATCH_UP_ENTRIES,
 };
 use crate::proto::baton::v1::modules_server::ModulesServer;
 use crate::proto::batonpb::raft_peer_server::RaftPeerServer;
@@ -78,9 +78,9 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         election_timeout_min: config.election_timeout_ms,
         election_timeout_max: config.election_timeout_ms * 2,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_count),
-        // Keep as many entries behind the snapshot as go into one: a briefly lagging member then
-        // catches up from the log, and only a long-gone one needs the whole snapshot.
-        max_in_snapshot_log_to_keep: config.snapshot_count,
+        // A briefly lagging member then catches up from the log; only a long-gone one needs the
+        // whole snapshot.
+        max_in_snapshot_log_to_keep: config.snapshot_count.min(SNAPSHOT_CATCH_UP_ENTRIES),
         ..Default::default()
     }
     .validate()
