@@ -23,6 +23,7 @@ use crate::sm::guest_store::{BufferedWrites, TxnGuestStore};
 use crate::storage::schema::{META, MODULE_CODE, MODULES};
 use crate::wasm::{
     CallContext, CallRequest, ModuleHash, Outcome, Runtime, RuntimeFatal, WaitCondition,
+    module_hash,
 };
 use crate::watch::KeyRange;
 
@@ -67,24 +68,17 @@ pub fn deploy(
             message,
         ));
     }
-    let validated = match env.runtime.validate(&d.component) {
-        Ok(v) => v,
-        Err(e) => {
-            return Ok(ModuleApplied::Refused(
-                tonic::Code::InvalidArgument,
-                e.to_string(),
-            ));
-        }
-    };
     let mut names = txn.open_table(MODULES).map_err(fatal)?;
     let mut record = match names.get(d.name.as_str()).map_err(fatal)? {
         Some(v) => ModuleRecord::decode(v.value()).map_err(fatal)?,
         None => ModuleRecord::default(),
     };
     // Deploying the bytes a name already runs changes nothing (built-ins are deployed by every
-    // founding member).
+    // founding member). Checked before validating: those bytes passed when first stored, and
+    // compiling them again would hold up the apply path for nothing.
+    let hash = module_hash(&d.component);
     if let Some(last) = record.versions.last()
-        && last.hash == validated.hash
+        && last.hash == hash
     {
         let reply = ModuleDeployed {
             hash: last.hash.clone(),
@@ -95,6 +89,15 @@ pub fn deploy(
             Vec::new(),
         ));
     }
+    let validated = match env.runtime.validate(&d.component) {
+        Ok(v) => v,
+        Err(e) => {
+            return Ok(ModuleApplied::Refused(
+                tonic::Code::InvalidArgument,
+                e.to_string(),
+            ));
+        }
+    };
     let version = record.versions.last().map_or(0, |v| v.version) + 1;
     record.versions.push(ModuleVersion {
         version,

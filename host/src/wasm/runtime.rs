@@ -14,6 +14,7 @@ use crate::limits::{
 use crate::wasm::host::{CallState, HostFuel, HostStop, MemoryCap, Module, ModulePre};
 use crate::wasm::outcome::{GuestFailure, Outcome, RuntimeFatal, WaitCondition, trap_code};
 use crate::wasm::store::GuestStore;
+use crate::wasm::validate::Validated;
 use crate::wasm::{ModuleHash, engine};
 
 /// Facts about a call that the guest may read (see `wit/baton.wit`, interface `context`).
@@ -42,6 +43,10 @@ pub struct Runtime {
     pub(crate) engine: Engine,
     pub(crate) linker: Arc<Linker<CallState>>,
     cache: Arc<Mutex<HashMap<ModuleHash, ModulePre<CallState>>>>,
+    /// Modules that passed deploy checks, by hash: the API's check before proposing and the
+    /// apply of the same bytes on this member then compile only once (the checks' result is a
+    /// function of the bytes).
+    pub(crate) validated: Arc<Mutex<HashMap<ModuleHash, Validated>>>,
 }
 
 impl Runtime {
@@ -55,6 +60,7 @@ impl Runtime {
             engine,
             linker: Arc::new(linker),
             cache: Arc::default(),
+            validated: Arc::default(),
         })
     }
 
