@@ -6,6 +6,7 @@ mod differential;
 mod etcdctl;
 mod etcdctl_lock;
 mod failover;
+mod failover_watch_lease;
 mod harness;
 mod kv;
 mod kv_errors;
