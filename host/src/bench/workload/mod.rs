@@ -1,6 +1,7 @@
 //! Workloads: each is one file implementing [`Workload`]; the driver supplies concurrency,
 //! limits and latency recording.
 
+pub mod keepalive;
 pub mod lock;
 pub mod put;
 pub mod range;
