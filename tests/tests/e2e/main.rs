@@ -13,6 +13,7 @@ mod kv_errors;
 mod kv_history;
 mod kv_range;
 mod kv_txn;
+mod learner;
 mod lease;
 mod lock_election;
 mod maintenance;
