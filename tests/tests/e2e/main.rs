@@ -18,6 +18,7 @@ mod lease;
 mod lock_election;
 mod maintenance;
 mod membership;
+mod membership_strict;
 mod modules;
 mod python_etcd3;
 mod snapshot_catchup;
