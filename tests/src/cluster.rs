@@ -52,7 +52,12 @@ impl Cluster {
         loop {
             let mut cluster = Self::spawn(backend, size, flags)?;
             match cluster.wait_ready().await {
-                Ok(()) => return Ok(cluster),
+                Ok(()) => {
+                    if backend == Backend::Baton {
+                        cluster.wait_builtins().await;
+                    }
+                    return Ok(cluster);
+                }
                 Err(e) if attempt < START_ATTEMPTS_MAX && cluster.lost_port_race() => {
                     eprintln!("baton-e2e: port taken during start (attempt {attempt}): {e:#}");
                     attempt += 1;
@@ -244,6 +249,35 @@ impl Cluster {
             bail!("member {member} is still running");
         }
         self.members[member].spawn()
+    }
+
+    /// Waits (bounded) until a new Baton cluster has deployed its built-in modules: they arrive
+    /// through the log just after bootstrap and each member compiles them as it applies them,
+    /// so a test that starts sooner sees its first requests queue behind that work. Gives up
+    /// quietly: a cluster started with flags that refuse the deploys (a tiny quota) still runs.
+    async fn wait_builtins(&self) {
+        use baton::proto::baton::v1::ListRequest;
+        use baton::proto::baton::v1::modules_client::ModulesClient;
+        use baton::wasm::builtin::BUILTIN_MODULES;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while Instant::now() < deadline {
+            let listed = async {
+                let channel = tonic::transport::Channel::from_shared(self.endpoint(0))?
+                    .connect()
+                    .await?;
+                let reply = ModulesClient::new(channel).list(ListRequest {}).await?;
+                anyhow::Ok(reply.into_inner().modules)
+            };
+            if let Ok(Ok(modules)) = tokio::time::timeout(STATUS_TIMEOUT, listed).await
+                && BUILTIN_MODULES
+                    .iter()
+                    .all(|(name, _)| modules.iter().any(|m| m.name == *name))
+            {
+                return;
+            }
+            sleep(POLL_INTERVAL).await;
+        }
+        eprintln!("baton-e2e: built-in modules not all deployed after {READY_TIMEOUT:?}");
     }
 
     /// Waits until every running member answers Status and reports a leader.

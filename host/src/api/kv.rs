@@ -8,6 +8,7 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 
 use crate::api::kv_checks::{check_delete_range, check_put, check_range, check_txn};
+use crate::api::learner_gate::not_supported_for_learner;
 use crate::limits::{GRPC_OVERHEAD_BYTES, REQUEST_BYTES_MAX, TXN_OPS_MAX};
 use crate::mvcc;
 use crate::mvcc::error::KvError;
@@ -69,6 +70,9 @@ impl Kv for KvService {
     ) -> Result<Response<RangeResponse>, Status> {
         let req = request.into_inner();
         check_size(req.encoded_len(), false)?;
+        if !req.serializable && self.server.is_learner() {
+            return Err(not_supported_for_learner());
+        }
         check_range(&req)?;
         if !req.serializable {
             self.server.linearize().await?;

@@ -4,6 +4,7 @@ pub mod cluster;
 pub mod election;
 pub mod kv;
 pub mod kv_checks;
+pub mod learner_gate;
 pub mod lease;
 pub mod lock;
 pub mod maintenance;

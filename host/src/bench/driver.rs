@@ -34,7 +34,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn empty() -> anyhow::Result<Self> {
+    pub fn empty() -> anyhow::Result<Self> {
         Ok(Self {
             latency_us: new_histogram()?,
             ok: 0,
@@ -44,7 +44,7 @@ impl Outcome {
         })
     }
 
-    fn merge(&mut self, other: Outcome) -> anyhow::Result<()> {
+    pub fn merge(&mut self, other: Outcome) -> anyhow::Result<()> {
         self.latency_us
             .add(&other.latency_us)
             .context("merging latency histograms")?;
@@ -54,6 +54,11 @@ impl Outcome {
             note_error(&mut self.error_samples, sample);
         }
         Ok(())
+    }
+
+    /// Keeps `message` as a sample if it is new and there is room.
+    pub fn note_error(&mut self, message: String) {
+        note_error(&mut self.error_samples, message);
     }
 }
 

@@ -248,3 +248,31 @@ async fn unreachable_endpoint_fails_instead_of_retrying() {
         .unwrap_err();
     assert!(format!("{err:#}").contains(&endpoint), "{err:#}");
 }
+
+#[tokio::test]
+#[ignore = "needs an etcd binary"]
+async fn keepalive_renews_every_lease_on_schedule() {
+    let etcd = Etcd::start().await;
+    // 50 leases renewed every 200 ms for 1 s: 5 rounds of 50 renewals.
+    let line = "keepalive --leases 50 --ttl 5 --interval 200ms --duration 1s --clients 4 --conns 2";
+    let summary = measure(vec![etcd.endpoint.clone()], args(line))
+        .await
+        .unwrap();
+    assert_eq!(
+        (summary.ops, summary.errors),
+        (250, 0),
+        "{:?}",
+        summary.error_samples
+    );
+    assert_eq!(summary.params["leases"], "50");
+    let mut client = Client::connect([&etcd.endpoint], None).await.unwrap();
+    let leases = client.leases().await.unwrap();
+    assert_eq!(
+        leases.leases().len(),
+        50,
+        "granted leases are left to expire"
+    );
+    let one = leases.leases()[0].id();
+    let ttl = client.lease_time_to_live(one, None).await.unwrap();
+    assert!(ttl.ttl() > 3, "recently renewed: {ttl:?}");
+}

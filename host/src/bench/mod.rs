@@ -12,7 +12,9 @@ pub mod pool;
 pub mod summary;
 pub mod workload;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
@@ -23,6 +25,7 @@ use pool::Pool;
 use summary::{RunShape, Summary};
 use workload::Workload;
 use workload::incr::{COUNTERS_MAX, IncrMode, IncrWorkload};
+use workload::keepalive::{self, LEASES_MAX, STREAMS_MAX};
 use workload::lock::{LockWorkload, NAMES_MAX};
 use workload::put::PutWorkload;
 use workload::range::{Consistency, RangeWorkload};
@@ -49,6 +52,9 @@ pub enum WorkloadCmd {
     /// then check no increment was lost.
     #[command(mut_arg("clients", |a| a.default_value("32")))]
     Incr(IncrArgs),
+    /// Grant many leases and keep them all alive on a fixed schedule; `--clients` is the
+    /// number of LeaseKeepAlive streams, spread over `--conns` connections.
+    Keepalive(KeepaliveArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -117,6 +123,54 @@ impl IncrArgs {
     }
 }
 
+#[derive(Args, Debug, Clone)]
+pub struct KeepaliveArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Leases granted before the clock starts and kept alive during the run.
+    #[arg(long, default_value_t = 10_000)]
+    pub leases: u64,
+    /// TTL of each lease, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub ttl: i64,
+    /// How often each lease is renewed, e.g. 3s.
+    #[arg(long, value_parser = args::parse_duration, default_value = "3s")]
+    pub interval: Duration,
+}
+
+impl KeepaliveArgs {
+    fn validate(&self) -> anyhow::Result<()> {
+        if !(1..=LEASES_MAX).contains(&self.leases) {
+            bail!("--leases must be between 1 and {LEASES_MAX}");
+        }
+        if self.clients() > STREAMS_MAX {
+            bail!("--clients (streams) must be at most {STREAMS_MAX}");
+        }
+        if self.ttl < 1 {
+            bail!("--ttl must be at least 1 s");
+        }
+        // A lease renewed less often than its TTL expires between renewals.
+        if self.interval.is_zero() || self.interval.as_secs_f64() >= self.ttl as f64 {
+            bail!("--interval must be above zero and below --ttl");
+        }
+        Ok(())
+    }
+
+    fn clients(&self) -> usize {
+        self.common.clients
+    }
+
+    fn shape(&self) -> keepalive::Shape {
+        keepalive::Shape {
+            leases: self.leases,
+            ttl_s: self.ttl,
+            interval: self.interval,
+            streams: self.common.clients,
+            timeout: self.common.timeout,
+        }
+    }
+}
+
 impl LockArgs {
     fn validate(&self) -> anyhow::Result<()> {
         if !(1..=NAMES_MAX).contains(&self.names) {
@@ -143,6 +197,7 @@ impl BenchArgs {
             WorkloadCmd::Lock(a) => &a.common,
             WorkloadCmd::Watch(a) => &a.common,
             WorkloadCmd::Incr(a) => &a.common,
+            WorkloadCmd::Keepalive(a) => &a.common,
         }
     }
 }
@@ -190,7 +245,42 @@ pub async fn measure(endpoints: Vec<String>, args: BenchArgs) -> anyhow::Result<
             a.validate()?;
             execute(IncrWorkload::new(a.mode, a.counters), endpoints, &a.common).await
         }
+        WorkloadCmd::Keepalive(a) => {
+            a.validate()?;
+            keep_alive(endpoints, &a).await
+        }
     }
+}
+
+/// The keepalive workload runs its own open-loop schedule instead of [`driver::drive`].
+async fn keep_alive(endpoints: Vec<String>, a: &KeepaliveArgs) -> anyhow::Result<Summary> {
+    let common = &a.common;
+    common.validate()?;
+    let endpoints = pool::select_endpoints(&endpoints, common.target).await?;
+    let channels = keepalive::connect(&endpoints, common.conns).await?;
+    let shape = a.shape();
+    let ids = keepalive::grant(&channels, shape, common.timeout).await?;
+    // bench/keepalive_cpu.sh starts measuring server CPU at this line.
+    tracing::info!(leases = ids.len(), "leases granted; renewing");
+    let outcome = keepalive::renew(&channels, ids, shape, common.limits()).await?;
+    let params = BTreeMap::from([
+        ("leases".to_string(), a.leases.to_string()),
+        ("ttl_s".to_string(), a.ttl.to_string()),
+        (
+            "interval_s".to_string(),
+            format!("{:.3}", a.interval.as_secs_f64()),
+        ),
+    ]);
+    let used = endpoints.len().min(common.conns);
+    let shape = RunShape {
+        workload: "keepalive",
+        params,
+        clients: common.clients,
+        conns: common.conns,
+        target: common.target.as_str(),
+        endpoints: endpoints[..used].to_vec(),
+    };
+    Ok(Summary::new(shape, &outcome))
 }
 
 async fn execute<W: Workload>(
@@ -364,6 +454,47 @@ mod tests {
         };
         assert!(incr.validate().is_err());
         assert!(parse(&["incr", "--mode", "swap"]).is_err());
+    }
+
+    #[test]
+    fn keepalive_defaults_and_checks() {
+        let keepalive = |args: &[&str]| {
+            let WorkloadCmd::Keepalive(k) = parse(args).unwrap().workload else {
+                panic!("not keepalive")
+            };
+            k
+        };
+        let k = keepalive(&["keepalive"]);
+        assert_eq!(
+            (k.leases, k.ttl, k.interval),
+            (10_000, 10, Duration::from_secs(3))
+        );
+        k.validate().unwrap();
+        let k = keepalive(&[
+            "keepalive",
+            "--leases",
+            "5",
+            "--clients",
+            "4",
+            "--interval",
+            "500ms",
+        ]);
+        assert_eq!((k.shape().leases, k.shape().streams), (5, 4));
+        k.validate().unwrap();
+        assert!(
+            keepalive(&["keepalive", "--leases", "0"])
+                .validate()
+                .is_err()
+        );
+        assert!(
+            keepalive(&["keepalive", "--ttl", "3"]).validate().is_err(),
+            "interval = TTL"
+        );
+        assert!(
+            keepalive(&["keepalive", "--interval", "0s"])
+                .validate()
+                .is_err()
+        );
     }
 
     #[test]

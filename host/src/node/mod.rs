@@ -14,6 +14,7 @@ use redb::Database;
 use tokio::sync::watch;
 
 use crate::api;
+use crate::api::learner_gate::LearnerGate;
 use crate::entry::Raft;
 use crate::lease::ends::{LeaseEnds, Observers};
 use crate::lease::rules::min_ttl_s;
@@ -235,32 +236,43 @@ fn client_router(
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     drop(health_reporter);
     tonic::transport::Server::builder()
-        .add_service(
+        .add_service(LearnerGate::new(
             KvServer::new(api::kv::KvService::new(server.clone()))
                 .max_decoding_message_size(decode_max)
                 .max_encoding_message_size(usize::MAX),
-        )
-        .add_service(MaintenanceServer::new(
-            api::maintenance::MaintenanceService::new(
+            server.clone(),
+        ))
+        .add_service(LearnerGate::new(
+            MaintenanceServer::new(api::maintenance::MaintenanceService::new(
                 server.clone(),
                 state_path.to_path_buf(),
                 config.quota_backend_bytes,
-            ),
+            )),
+            server.clone(),
         ))
-        .add_service(ClusterServer::new(api::cluster::ClusterService::new(
+        .add_service(LearnerGate::new(
+            ClusterServer::new(api::cluster::ClusterService::new(server.clone())),
             server.clone(),
-        )))
-        .add_service(watch_service(server, hub, config, stop))
-        .add_service(LeaseServer::new(api::lease::LeaseService::new(
+        ))
+        .add_service(LearnerGate::new(
+            watch_service(server, hub, config, stop),
             server.clone(),
-            lessor.clone(),
-        )))
-        .add_service(LockServer::new(api::lock::LockService::new(
-            recipes.clone(),
-        )))
-        .add_service(ElectionServer::new(api::election::ElectionService::new(
-            recipes,
-        )))
+        ))
+        .add_service(LearnerGate::new(
+            LeaseServer::new(api::lease::LeaseService::new(
+                server.clone(),
+                lessor.clone(),
+            )),
+            server.clone(),
+        ))
+        .add_service(LearnerGate::new(
+            LockServer::new(api::lock::LockService::new(recipes.clone())),
+            server.clone(),
+        ))
+        .add_service(LearnerGate::new(
+            ElectionServer::new(api::election::ElectionService::new(recipes)),
+            server.clone(),
+        ))
         .add_service(ModulesServer::new(modules.clone()).max_decoding_message_size(decode_max))
         .add_service(health_service)
 }

@@ -2,9 +2,13 @@
 //! consensus, and routed there from any member.
 //!
 //! - A voter is added the way etcd adds one: straight into the voter set (joint consensus
-//!   `{old} -> {old, new} -> {old + new}`), even before its process runs. With strict reconfig
-//!   checking (etcd's default) this is refused unless enough voters are active to keep a quorum
-//!   of the larger set. A learner is added as an openraft learner (one uniform entry) and becomes
+//!   `{old} -> {old, new} -> {old + new}`), even before its process runs. Strict reconfiguration
+//!   checks (etcd's default) come first, with etcd's two answers: "not enough started members"
+//!   when too few voters have ever published their name (etcd's "started") to keep a quorum of
+//!   the new set, and "unhealthy cluster" when the leader does not currently hear from the
+//!   voters it needs (for an add: every voter; for a removal: a quorum of what is left). etcd
+//!   wants each connection up for 5 s; Baton counts a voter whose heartbeat was acknowledged
+//!   within an election timeout. A learner is added as an openraft learner (one uniform entry) and becomes
 //!   a voter through `promote`, which etcd allows only once it is in sync with the leader.
 //! - Ids of added members are derived from the cluster id, the peer URLs, the leader's clock and
 //!   the leader's last log index, so no two proposals can produce the same input; a 64-bit
@@ -33,6 +37,7 @@ pub const MEMBER_EXIST: &str = "etcdserver: member ID already exist";
 pub const PEER_URL_EXIST: &str = "etcdserver: Peer URLs already exists";
 pub const NOT_ENOUGH_STARTED: &str =
     "etcdserver: re-configuration failed due to not enough started members";
+pub const UNHEALTHY: &str = "etcdserver: unhealthy cluster";
 pub const BAD_URLS: &str = "etcdserver: given member URLs are invalid";
 pub const MEMBER_NOT_FOUND: &str = "etcdserver: member not found";
 pub const NOT_LEARNER: &str = "etcdserver: can only promote a learner member";
@@ -81,8 +86,8 @@ impl LeaderMembership {
     }
 
     /// Voters that acknowledged the leader within an election timeout, the leader included
-    /// (etcd's "started" members for its strict reconfiguration check).
-    fn active_voters(&self, metrics: &Metrics) -> BTreeSet<MemberId> {
+    /// (etcd's "connected" members for its strict reconfiguration checks).
+    fn connected_voters(&self, metrics: &Metrics) -> BTreeSet<MemberId> {
         let timeout = Duration::from_millis(self.raft.config().election_timeout_max);
         let heartbeats = metrics.heartbeat.clone().unwrap_or_default();
         metrics
@@ -97,6 +102,28 @@ impl LeaderMembership {
                         .is_some_and(|t| t.elapsed() < timeout)
             })
             .collect()
+    }
+
+    /// etcd's checks before removing voter `id`: the started voters left must make a quorum of
+    /// what is left; a voter the leader does not hear from may always go (it is not part of
+    /// the active quorum); otherwise the connected voters minus the removed one must still make
+    /// a quorum of what is left.
+    fn check_voter_removal(&self, metrics: &Metrics, id: MemberId) -> Result<(), Status> {
+        let membership = metrics.membership_config.membership();
+        let voters = membership.voter_ids().count();
+        let mut started = started_voters(membership);
+        started.remove(&id);
+        if started.len() < quorum(voters - 1) {
+            return Err(Status::failed_precondition(NOT_ENOUGH_STARTED));
+        }
+        let connected = self.connected_voters(metrics);
+        if id != metrics.id && !connected.contains(&id) {
+            return Ok(());
+        }
+        if connected.len() - 1 < quorum(voters - 1) {
+            return Err(Status::unavailable(UNHEALTHY));
+        }
+        Ok(())
     }
 
     async fn change(
@@ -162,6 +189,21 @@ fn quorum(voters: usize) -> usize {
     voters / 2 + 1
 }
 
+/// Voters that have published their name: etcd's "started" members.
+fn started_voters(membership: &Membership) -> BTreeSet<MemberId> {
+    membership
+        .voter_ids()
+        .filter(|id| membership.get_node(id).is_some_and(|m| !m.name.is_empty()))
+        .collect()
+}
+
+/// etcd's rule for adding a voter: the started voters must make a quorum of the larger set,
+/// except that a lone started member may always take a second one.
+fn ready_to_add_voter(voters: usize, started: usize) -> bool {
+    let members = voters + 1;
+    (started == 1 && members == 2) || started >= quorum(members)
+}
+
 /// A fresh member id; see the module doc for why it is never reused.
 fn new_member_id(cluster_id: u64, urls: &[String], metrics: &Metrics) -> MemberId {
     let mut h = Sha256::new();
@@ -200,16 +242,17 @@ impl MembershipLeader for LeaderMembership {
         check_urls(&req.peer_ur_ls)?;
         let metrics = self.leader_metrics()?;
         let membership = metrics.membership_config.membership();
+        let voters = membership.voter_ids().count();
+        if !req.is_learner && !ready_to_add_voter(voters, started_voters(membership).len()) {
+            return Err(Status::failed_precondition(NOT_ENOUGH_STARTED));
+        }
+        if self.connected_voters(&metrics).len() < voters {
+            return Err(Status::unavailable(UNHEALTHY));
+        }
+        // Like etcd, the health checks come before the checks of the change itself.
         check_urls_unused(membership, &req.peer_ur_ls, None)?;
-        if req.is_learner {
-            if membership.learner_ids().count() >= LEARNERS_MAX {
-                return Err(Status::failed_precondition(TOO_MANY_LEARNERS));
-            }
-        } else {
-            let voters = membership.voter_ids().count();
-            if self.active_voters(&metrics).len() < quorum(voters + 1) {
-                return Err(Status::failed_precondition(NOT_ENOUGH_STARTED));
-            }
+        if req.is_learner && membership.learner_ids().count() >= LEARNERS_MAX {
+            return Err(Status::failed_precondition(TOO_MANY_LEARNERS));
         }
         let id = new_member_id(self.cluster_id, &req.peer_ur_ls, &metrics);
         if membership.get_node(&id).is_some() {
@@ -253,12 +296,7 @@ impl MembershipLeader for LeaderMembership {
         }
         let is_voter = membership.voter_ids().any(|v| v == req.id);
         let change = if is_voter {
-            let voters = membership.voter_ids().count();
-            let mut active = self.active_voters(&metrics);
-            active.remove(&req.id);
-            if active.len() < quorum(voters - 1) {
-                return Err(Status::failed_precondition(NOT_ENOUGH_STARTED));
-            }
+            self.check_voter_removal(&metrics, req.id)?;
             ChangeMembers::RemoveVoters(BTreeSet::from([req.id]))
         } else {
             ChangeMembers::RemoveNodes(BTreeSet::from([req.id]))
@@ -308,7 +346,8 @@ impl MembershipLeader for LeaderMembership {
             return Err(Status::failed_precondition(LEARNER_NOT_READY));
         }
         let voters = membership.voter_ids().count();
-        if self.active_voters(&metrics).len() + 1 < quorum(voters + 1) {
+        // The learner counts as started: it is in sync, so it runs.
+        if started_voters(membership).len() + 1 < quorum(voters + 1) {
             return Err(Status::failed_precondition(NOT_ENOUGH_STARTED));
         }
         // The member record's learner flag changes in the same joint change as the voter set.
@@ -439,6 +478,26 @@ mod tests {
         }
         metrics.replication = None;
         assert!(!learner_in_sync(&metrics, learner), "no replication state");
+    }
+
+    #[test]
+    fn adding_a_voter_needs_a_started_quorum_of_the_larger_set() {
+        // (voters, started) -> allowed
+        for (voters, started, allowed) in [
+            (1, 1, true),
+            (1, 0, false),
+            (2, 1, false),
+            (2, 2, true),
+            (3, 2, false),
+            (3, 3, true),
+            (4, 3, true),
+        ] {
+            assert_eq!(
+                ready_to_add_voter(voters, started),
+                allowed,
+                "{started} of {voters} started"
+            );
+        }
     }
 
     #[test]

@@ -112,6 +112,16 @@ impl Server {
         &self.db
     }
 
+    /// Whether this member is in the membership as a learner (not a voter), as etcd decides
+    /// which calls it may serve.
+    pub fn is_learner(&self) -> bool {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        let membership = m.membership_config.membership();
+        membership.get_node(&self.member_id).is_some()
+            && !membership.voter_ids().any(|id| id == self.member_id)
+    }
+
     pub fn leader(&self) -> Option<MemberId> {
         self.raft.metrics().borrow_watched().current_leader
     }

@@ -313,7 +313,7 @@ async fn lease_revokes_and_expiries_reach_watchers_as_deletes(backend: Backend) 
 
 /// Renews `id` through `client` every `every` until `until`, reconnecting a broken stream. Fails
 /// if the server ever says the lease is gone.
-async fn keep_alive_until(
+pub(crate) async fn keep_alive_until(
     client: &mut Client,
     id: i64,
     every: Duration,

@@ -56,7 +56,12 @@ async fn wait_listing(
 }
 
 /// Polls a serializable read on `member` until it returns `value` for `key`.
-async fn wait_readable(cluster: &Cluster, member: usize, key: &str, value: &str) -> Result<()> {
+pub(crate) async fn wait_readable(
+    cluster: &Cluster,
+    member: usize,
+    key: &str,
+    value: &str,
+) -> Result<()> {
     let deadline = Instant::now() + CATCH_UP_TIMEOUT;
     let mut client = cluster.member_client(member).await?;
     loop {
@@ -80,7 +85,7 @@ async fn wait_readable(cluster: &Cluster, member: usize, key: &str, value: &str)
 /// Runs a membership change until the leader accepts it, retrying only while it says it is not
 /// ready: etcd refuses changes until its leader has been connected to every voter for 5 s
 /// (`unhealthy cluster`), and promotions until the learner is in sync.
-async fn when_ready<T, F, Fut>(what: &str, mut change: F) -> Result<T>
+pub(crate) async fn when_ready<T, F, Fut>(what: &str, mut change: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
@@ -248,7 +253,7 @@ async fn add_voter_and_join(cluster: &mut Cluster, client: &mut Client) -> Resul
 }
 
 /// Waits until a removed member's process has stopped on its own.
-async fn wait_exited(cluster: &mut Cluster, member: usize) -> Result<()> {
+pub(crate) async fn wait_exited(cluster: &mut Cluster, member: usize) -> Result<()> {
     let deadline = Instant::now() + RECOVER_TIMEOUT;
     while !cluster.has_exited(member) {
         ensure!(

@@ -2,6 +2,7 @@
 //! limits and latency recording.
 
 pub mod incr;
+pub mod keepalive;
 pub mod lock;
 pub mod put;
 pub mod range;
