@@ -111,10 +111,6 @@ pub const GUEST_FUEL_DEFAULT: u64 = 10_000_000;
 pub const GUEST_FUEL_MAX: u64 = 1_000_000_000;
 /// Linear memory one module instance may grow to (16 MiB).
 pub const GUEST_MEMORY_BYTES_MAX: usize = 16 * 1024 * 1024;
-/// Memory of a finished call zeroed in place and kept mapped for the next one (1 MiB).
-pub const GUEST_MEMORY_KEEP_RESIDENT_BYTES: usize = 1024 * 1024;
-/// The same for tables.
-pub const GUEST_TABLE_KEEP_RESIDENT_BYTES: usize = 64 * 1024;
 /// Table elements one module instance may grow to.
 pub const GUEST_TABLE_ELEMENTS_MAX: usize = 100_000;
 /// Wasm stack of one call; deeper recursion traps with `stack overflow`.
