@@ -13,7 +13,7 @@ use crate::proto::batonpb::{self, log_command, log_reply};
 use crate::server::Server;
 use crate::server::park::Parking;
 use crate::sm::module::{check_name, describe, list};
-use crate::wasm::Runtime;
+use crate::wasm::{Runtime, hash_hex};
 
 #[derive(Clone)]
 pub struct ModulesService {
@@ -67,10 +67,6 @@ impl ModulesService {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn parse_hex(text: &str) -> Result<Vec<u8>, Status> {
     let invalid = || Status::invalid_argument(format!("hash must be 64 hex digits: {text:?}"));
     if text.len() != 64 || !text.is_ascii() {
@@ -88,7 +84,7 @@ fn info(name: String, record: batonpb::ModuleRecord) -> pb::ModuleInfo {
         .into_iter()
         .map(|v| pb::ModuleVersion {
             version: v.version,
-            hash: hex(&v.hash),
+            hash: hash_hex(&v.hash),
             size_bytes: v.size_bytes,
             exports: v.exports,
         })
@@ -117,7 +113,7 @@ impl Modules for ModulesService {
         });
         match self.server.write(op).await? {
             log_reply::Result::ModuleDeployed(d) => Ok(Response::new(pb::DeployResponse {
-                hash: hex(&d.hash),
+                hash: hash_hex(&d.hash),
                 version: d.version,
             })),
             _ => Err(super::unexpected_reply()),

@@ -22,7 +22,7 @@ use crate::sm::command::ApplyFatal;
 use crate::sm::guest_store::{BufferedWrites, TxnGuestStore};
 use crate::storage::schema::{META, MODULE_CODE, MODULES};
 use crate::wasm::{
-    CallContext, CallRequest, ModuleHash, Outcome, Runtime, RuntimeFatal, WaitCondition,
+    CallContext, CallRequest, ModuleHash, Outcome, Runtime, RuntimeFatal, WaitCondition, hash_hex,
     module_hash,
 };
 use crate::watch::KeyRange;
@@ -182,7 +182,7 @@ pub fn invoke(
         let which = if call.hash.is_empty() {
             call.name.clone()
         } else {
-            hex(&call.hash)
+            hash_hex(&call.hash)
         };
         let message = format!("module not found: {which}");
         return Ok(ModuleApplied::Refused(tonic::Code::NotFound, message));
@@ -271,10 +271,6 @@ fn wait_condition(condition: WaitCondition) -> Result<ModuleWait, String> {
         keys,
         leases: condition.leases,
     })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Every module name with its versions, in name order, as of `txn`.

@@ -8,6 +8,7 @@
 //! cannot classify as a property of the module and its input is a [`RuntimeFatal`].
 
 pub mod builtin;
+mod cache;
 pub mod engine;
 mod host;
 mod outcome;
@@ -32,6 +33,6 @@ pub fn module_hash(bytes: &[u8]) -> ModuleHash {
 }
 
 /// Lowercase hex, as clients and guests see hashes.
-pub fn hash_hex(hash: &ModuleHash) -> String {
+pub fn hash_hex(hash: &[u8]) -> String {
     hash.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -1,16 +1,13 @@
 //! The runtime: one engine, one linker, compiled modules cached by content hash, and a fresh
 //! instance (from a cached `InstancePre`) for every call.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Engine, Store};
 
-use crate::limits::{
-    COMPILED_MODULES_CACHED_MAX, GUEST_INPUT_BYTES_MAX, GUEST_MEMORY_BYTES_MAX,
-    GUEST_OUTPUT_BYTES_MAX,
-};
+use crate::limits::{GUEST_INPUT_BYTES_MAX, GUEST_MEMORY_BYTES_MAX, GUEST_OUTPUT_BYTES_MAX};
+use crate::wasm::cache::HashCache;
 use crate::wasm::host::{CallState, HostFuel, HostStop, MemoryCap, Module, ModulePre};
 use crate::wasm::outcome::{GuestFailure, Outcome, RuntimeFatal, WaitCondition, trap_code};
 use crate::wasm::store::GuestStore;
@@ -42,11 +39,12 @@ pub struct CallRequest {
 pub struct Runtime {
     pub(crate) engine: Engine,
     pub(crate) linker: Arc<Linker<CallState>>,
-    cache: Arc<Mutex<HashMap<ModuleHash, ModulePre<CallState>>>>,
+    /// Compiled modules (instantiation templates) by hash.
+    pub(crate) compiled: HashCache<ModulePre<CallState>>,
     /// Modules that passed deploy checks, by hash: the API's check before proposing and the
     /// apply of the same bytes on this member then compile only once (the checks' result is a
     /// function of the bytes).
-    pub(crate) validated: Arc<Mutex<HashMap<ModuleHash, Validated>>>,
+    pub(crate) validated: HashCache<Validated>,
 }
 
 impl Runtime {
@@ -59,8 +57,8 @@ impl Runtime {
         Ok(Runtime {
             engine,
             linker: Arc::new(linker),
-            cache: Arc::default(),
-            validated: Arc::default(),
+            compiled: HashCache::default(),
+            validated: HashCache::default(),
         })
     }
 
@@ -125,7 +123,7 @@ impl Runtime {
         hash: &ModuleHash,
         load: impl FnOnce() -> Result<Vec<u8>, RuntimeFatal>,
     ) -> Result<ModulePre<CallState>, RuntimeFatal> {
-        if let Some(pre) = self.cached(hash) {
+        if let Some(pre) = self.compiled.get(hash) {
             return Ok(pre);
         }
         let bytes = load()?;
@@ -140,27 +138,8 @@ impl Runtime {
             .instantiate_pre(&component)
             .and_then(ModulePre::new)
             .map_err(|e| compile_failed(e.to_string()))?;
-        self.remember(*hash, pre.clone());
+        self.compiled.insert(*hash, pre.clone());
         Ok(pre)
-    }
-
-    pub(crate) fn cached(&self, hash: &ModuleHash) -> Option<ModulePre<CallState>> {
-        let cache = self
-            .cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        cache.get(hash).cloned()
-    }
-
-    pub(crate) fn remember(&self, hash: ModuleHash, pre: ModulePre<CallState>) {
-        let mut cache = self
-            .cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if cache.len() >= COMPILED_MODULES_CACHED_MAX {
-            cache.clear();
-        }
-        cache.insert(hash, pre);
     }
 }
 

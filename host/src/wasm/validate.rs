@@ -5,7 +5,7 @@
 use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
 
-use crate::limits::{COMPILED_MODULES_CACHED_MAX, MODULE_BYTES_MAX};
+use crate::limits::MODULE_BYTES_MAX;
 use crate::wasm::host::ModulePre;
 use crate::wasm::runtime::Runtime;
 use crate::wasm::{ModuleHash, module_hash};
@@ -46,7 +46,7 @@ impl Runtime {
             });
         }
         let hash = module_hash(bytes);
-        if let Some(known) = self.known_valid(&hash) {
+        if let Some(known) = self.validated.get(&hash) {
             return Ok(known);
         }
         let component =
@@ -67,24 +67,9 @@ impl Runtime {
             .instantiate_pre(&component)
             .and_then(ModulePre::new)
             .map_err(|e| DeployError::WrongExports(format!("{e:#}")))?;
-        self.remember(hash, pre);
+        self.compiled.insert(hash, pre);
         let validated = Validated { hash, exports };
-        let mut known = self
-            .validated
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if known.len() >= COMPILED_MODULES_CACHED_MAX {
-            known.clear();
-        }
-        known.insert(hash, validated.clone());
+        self.validated.insert(hash, validated.clone());
         Ok(validated)
-    }
-
-    fn known_valid(&self, hash: &ModuleHash) -> Option<Validated> {
-        let known = self
-            .validated
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        known.get(hash).cloned()
     }
 }
