@@ -35,6 +35,20 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Runs `line` against `etcd` and checks that all `ops` operations succeeded.
+async fn measure_clean(etcd: &Etcd, line: &str, ops: u64) -> super::Summary {
+    let summary = measure(vec![etcd.endpoint.clone()], args(line))
+        .await
+        .unwrap();
+    assert_eq!(
+        (summary.ops, summary.errors),
+        (ops, 0),
+        "{:?}",
+        summary.error_samples
+    );
+    summary
+}
+
 /// A single-member etcd in a temporary directory, killed on drop.
 struct Etcd {
     child: Child,
@@ -99,10 +113,7 @@ async fn put_writes_every_key_it_reports() {
     let etcd = Etcd::start().await;
     let line = "put --total 300 --clients 8 --conns 2 --sequential-keys --key-space-size 300 \
                 --key-prefix t/ --key-size 8 --val-size 16";
-    let summary = measure(vec![etcd.endpoint.clone()], args(line))
-        .await
-        .unwrap();
-    assert_eq!((summary.ops, summary.errors), (300, 0));
+    let summary = measure_clean(&etcd, line, 300).await;
     let l = &summary.latency_ms;
     assert!(0.0 < l.p50 && l.p50 <= l.p99 && l.p99 <= l.max, "{l:?}");
 
@@ -124,16 +135,8 @@ async fn range_reads_find_the_populated_keys() {
         let line = format!(
             "range --consistency {consistency} --total 200 --clients 4 --conns 2 --key-space-size 50 --target leader"
         );
-        let summary = measure(vec![etcd.endpoint.clone()], args(&line))
-            .await
-            .unwrap();
         // A missing key counts as an error, so zero errors means every read found its key.
-        assert_eq!(
-            (summary.ops, summary.errors),
-            (200, 0),
-            "{:?}",
-            summary.error_samples
-        );
+        let summary = measure_clean(&etcd, &line, 200).await;
         assert_eq!(summary.params["consistency"], consistency);
         assert_eq!(summary.endpoints, vec![etcd.endpoint.clone()]);
     }
@@ -144,15 +147,7 @@ async fn range_reads_find_the_populated_keys() {
 async fn lock_cycles_release_every_name() {
     let etcd = Etcd::start().await;
     let line = "lock --total 200 --clients 16 --conns 4 --names 4";
-    let summary = measure(vec![etcd.endpoint.clone()], args(line))
-        .await
-        .unwrap();
-    assert_eq!(
-        (summary.ops, summary.errors),
-        (200, 0),
-        "{:?}",
-        summary.error_samples
-    );
+    let summary = measure_clean(&etcd, line, 200).await;
     assert_eq!(summary.params["names"], "4");
     // Every Lock was followed by its Unlock, so no lock key is left behind.
     let mut client = Client::connect([&etcd.endpoint], None).await.unwrap();
@@ -168,16 +163,8 @@ async fn lock_cycles_release_every_name() {
 async fn watch_sees_every_put() {
     let etcd = Etcd::start().await;
     let line = "watch --total 200 --clients 4 --conns 2 --watchers 2";
-    let summary = measure(vec![etcd.endpoint.clone()], args(line))
-        .await
-        .unwrap();
     // An operation only succeeds once both watchers delivered its event.
-    assert_eq!(
-        (summary.ops, summary.errors),
-        (200, 0),
-        "{:?}",
-        summary.error_samples
-    );
+    measure_clean(&etcd, line, 200).await;
     let mut client = Client::connect([&etcd.endpoint], None).await.unwrap();
     let written = client
         .get(
@@ -194,15 +181,7 @@ async fn watch_sees_every_put() {
 async fn incr_cas_loses_no_increment() {
     let etcd = Etcd::start().await;
     let line = "incr --mode cas --total 400 --clients 16 --conns 4 --counters 4";
-    let summary = measure(vec![etcd.endpoint.clone()], args(line))
-        .await
-        .unwrap();
-    assert_eq!(
-        (summary.ops, summary.errors),
-        (400, 0),
-        "{:?}",
-        summary.error_samples
-    );
+    let summary = measure_clean(&etcd, line, 400).await;
     // 16 clients on 4 counters: some compares must have lost a race.
     let retries: u64 = summary.extra["retries"].parse().unwrap();
     assert!(retries > 0, "{summary:?}");
@@ -255,15 +234,7 @@ async fn keepalive_renews_every_lease_on_schedule() {
     let etcd = Etcd::start().await;
     // 50 leases renewed every 200 ms for 1 s: 5 rounds of 50 renewals.
     let line = "keepalive --leases 50 --ttl 5 --interval 200ms --duration 1s --clients 4 --conns 2";
-    let summary = measure(vec![etcd.endpoint.clone()], args(line))
-        .await
-        .unwrap();
-    assert_eq!(
-        (summary.ops, summary.errors),
-        (250, 0),
-        "{:?}",
-        summary.error_samples
-    );
+    let summary = measure_clean(&etcd, line, 250).await;
     assert_eq!(summary.params["leases"], "50");
     let mut client = Client::connect([&etcd.endpoint], None).await.unwrap();
     let leases = client.leases().await.unwrap();

@@ -7,13 +7,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use baton_e2e::{Backend, Cluster, assert_grpc_error, backend_test, grpc_status};
-use etcd_client::{
-    AlarmAction, AlarmType, Client, GetOptions, MemberAddOptions, Txn, WatchOptions,
-};
+use etcd_client::{AlarmAction, AlarmType, Client, GetOptions, Txn, WatchOptions};
 use tokio::time::{Instant, sleep};
 use tonic::Code;
 
-use crate::membership::{wait_readable, when_ready};
+use crate::membership::{add_learner, wait_readable, when_ready};
 
 const NOT_FOR_LEARNER: &str = "etcdserver: rpc not supported for learner";
 /// How long a promoted learner may take to see its own promotion.
@@ -67,15 +65,7 @@ async fn a_learner_serves_only_status_and_serializable_reads(backend: Backend) -
     let mut client = cluster.client().await?;
     client.put("k", "v", None).await?;
     let addrs = cluster.next_member_addrs()?;
-    let added = when_ready("adding a learner", || {
-        let mut client = client.clone();
-        let url = addrs.peer_url();
-        async move {
-            let options = MemberAddOptions::new().with_is_learner();
-            client.member_add([url], Some(options)).await
-        }
-    })
-    .await?;
+    let added = add_learner(&client, addrs.peer_url()).await?;
     let id = added.member().context("the added member")?.id();
     let learner = cluster.start_added(addrs, &[])?;
     cluster.wait_ready().await?;

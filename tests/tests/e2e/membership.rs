@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use baton_e2e::{Backend, Cluster, assert_grpc_error, backend_test, grpc_status, start_single};
-use etcd_client::{Client, GetOptions, MemberAddOptions};
+use etcd_client::{Client, GetOptions, MemberAddOptions, MemberAddResponse};
 use tokio::time::{Instant, sleep};
 use tonic::Code;
 
@@ -85,6 +85,19 @@ pub(crate) async fn wait_readable(
 /// Runs a membership change until the leader accepts it, retrying only while it says it is not
 /// ready: etcd refuses changes until its leader has been connected to every voter for 5 s
 /// (`unhealthy cluster`), and promotions until the learner is in sync.
+/// Adds a learner at `peer_url`, retrying while the cluster is not ready for it.
+pub(crate) async fn add_learner(client: &Client, peer_url: String) -> Result<MemberAddResponse> {
+    when_ready("adding a learner", || {
+        let mut client = client.clone();
+        let url = peer_url.clone();
+        async move {
+            let options = MemberAddOptions::new().with_is_learner();
+            client.member_add([url], Some(options)).await
+        }
+    })
+    .await
+}
+
 pub(crate) async fn when_ready<T, F, Fut>(what: &str, mut change: F) -> Result<T>
 where
     F: FnMut() -> Fut,
@@ -127,15 +140,7 @@ async fn learner_joins_is_promoted_and_leader_is_removed(backend: Backend) -> Re
     client.put("before-join", "v1", None).await?;
 
     let addrs = cluster.next_member_addrs()?;
-    let added = when_ready("adding a learner", || {
-        let mut client = client.clone();
-        let url = addrs.peer_url();
-        async move {
-            let options = MemberAddOptions::new().with_is_learner();
-            client.member_add([url], Some(options)).await
-        }
-    })
-    .await?;
+    let added = add_learner(&client, addrs.peer_url()).await?;
     let new = added.member().context("member add names the new member")?;
     let new_id = new.id();
     ensure!(new.is_learner() && new.name().is_empty() && new.client_urls().is_empty());

@@ -9,11 +9,10 @@ use anyhow::{Context, Result, ensure};
 use baton::proto::baton::v1::InvokeRequest;
 use baton::proto::baton::v1::modules_client::ModulesClient;
 use baton_e2e::{Backend, Cluster, run_test};
-use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout};
 use tonic::transport::Channel;
 
-use crate::modules::{invoke, invoke_when_deployed, modules_client};
+use crate::modules::{invoke, invoke_when_deployed, modules_client, park};
 
 /// Long enough that a parked call would have returned if it were not parked.
 const PARKED_PROOF: Duration = Duration::from_millis(500);
@@ -44,14 +43,6 @@ fn fenced_put(token: i64, lease: i64) -> InvokeRequest {
     let input =
         format!(r#"{{"name":"jobs-lock","token":{token},"key":"fenced","value":"{token}"}}"#);
     call("fenced-put", &input, lease)
-}
-
-type Parked =
-    JoinHandle<Result<tonic::Response<baton::proto::baton::v1::InvokeResponse>, tonic::Status>>;
-
-fn park(client: &ModulesClient<Channel>, request: InvokeRequest) -> Parked {
-    let mut client = client.clone();
-    tokio::spawn(async move { client.invoke(request).await })
 }
 
 async fn ready(cluster: &Cluster) -> Result<(ModulesClient<Channel>, etcd_client::Client)> {

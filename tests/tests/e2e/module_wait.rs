@@ -9,7 +9,7 @@ use anyhow::{Context, Result, ensure};
 use baton_e2e::{Backend, Cluster, run_test};
 use tokio::time::{sleep, timeout};
 
-use crate::modules::{invoke, invoke_when_deployed, modules_client};
+use crate::modules::{invoke, invoke_when_deployed, modules_client, park};
 
 /// How long a parked call is left alone to show it is really parked, not returning.
 const PARKED_PROOF: Duration = Duration::from_millis(500);
@@ -40,8 +40,7 @@ async fn pop_on_an_empty_queue_returns_when_an_etcd_client_enqueues() {
         let push = invoke("queue", "push", r#"{"queue":"warmup","value":"1"}"#, 0);
         invoke_when_deployed(&mut modules, push).await?;
 
-        let mut consumer = modules.clone();
-        let parked = tokio::spawn(async move { consumer.invoke(pop("jobs")).await });
+        let parked = park(&modules, pop("jobs"));
         sleep(PARKED_PROOF).await;
         ensure!(
             !parked.is_finished(),
@@ -70,8 +69,7 @@ async fn pop_on_an_empty_queue_returns_when_an_etcd_client_enqueues() {
         ensure!(left.kvs().is_empty(), "pop left the item: {:?}", left.kvs());
 
         // A push through the module wakes a parked pop just the same, and the items keep order.
-        let mut consumer = modules.clone();
-        let parked = tokio::spawn(async move { consumer.invoke(pop("jobs")).await });
+        let parked = park(&modules, pop("jobs"));
         sleep(PARKED_PROOF).await;
         for value in ["second", "third"] {
             let push = format!(r#"{{"queue":"jobs","value":"{value}"}}"#);
@@ -136,10 +134,8 @@ async fn parked_calls_survive_a_leader_change_or_fail_for_a_retry() {
         invoke_when_deployed(&mut on_follower, push).await?;
         let on_leader = modules_client(cluster.endpoint(leader)).await?;
 
-        let mut consumer = on_follower.clone();
-        let parked_on_follower = tokio::spawn(async move { consumer.invoke(pop("jobs")).await });
-        let mut consumer = on_leader.clone();
-        let parked_on_leader = tokio::spawn(async move { consumer.invoke(pop("other")).await });
+        let parked_on_follower = park(&on_follower, pop("jobs"));
+        let parked_on_leader = park(&on_leader, pop("other"));
         sleep(PARKED_PROOF).await;
         ensure!(!parked_on_follower.is_finished() && !parked_on_leader.is_finished());
 

@@ -34,6 +34,15 @@ pub(crate) fn invoke(name: &str, function: &str, input: &str, fuel: u64) -> Invo
     }
 }
 
+/// A call running in the background, e.g. one the server holds until its module stops waiting.
+pub(crate) type Parked =
+    tokio::task::JoinHandle<Result<tonic::Response<InvokeResponse>, tonic::Status>>;
+
+pub(crate) fn park(client: &ModulesClient<Channel>, request: InvokeRequest) -> Parked {
+    let mut client = client.clone();
+    tokio::spawn(async move { client.invoke(request).await })
+}
+
 /// Invokes until the module exists (built-ins arrive through the log just after bootstrap).
 pub(crate) async fn invoke_when_deployed(
     client: &mut ModulesClient<Channel>,
