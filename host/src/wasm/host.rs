@@ -73,13 +73,18 @@ impl ResourceLimiter for MemoryCap {
     }
 }
 
-/// What a host call costs: a base, plus per key-value and per byte it moves.
-fn cost(kvs: usize, bytes: usize) -> u64 {
+/// The fuel for moving `kvs` key-values of `bytes` bytes in all; a host call costs this plus
+/// `GUEST_HOST_CALL_FUEL` for the call itself.
+fn moved(kvs: usize, bytes: usize) -> u64 {
     let kvs = u64::try_from(kvs).unwrap_or(u64::MAX);
     let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
-    GUEST_HOST_CALL_FUEL
-        .saturating_add(kvs.saturating_mul(GUEST_HOST_KV_FUEL))
+    kvs.saturating_mul(GUEST_HOST_KV_FUEL)
         .saturating_add(bytes.saturating_mul(GUEST_HOST_BYTE_FUEL))
+}
+
+/// A call's own cost plus what it moves on the way in.
+fn call(kvs: usize, bytes: usize) -> u64 {
+    GUEST_HOST_CALL_FUEL.saturating_add(moved(kvs, bytes))
 }
 
 fn kv_bytes(kv: &StoredKv) -> usize {
@@ -123,31 +128,31 @@ fn to_wit(kv: StoredKv) -> store::Kv {
 
 impl store::Host for CallState {
     fn get(&mut self, key: Vec<u8>) -> wasmtime::Result<Option<store::Kv>> {
-        self.charge(cost(1, key.len()))?;
+        self.charge(call(1, key.len()))?;
         let found = self.store.get(&key);
         let found = self.stop(found)?;
-        self.charge(found.as_ref().map_or(0, |kv| kv.value.len() as u64))?;
+        self.charge(moved(0, found.as_ref().map_or(0, |kv| kv.value.len())))?;
         Ok(found.map(to_wit))
     }
 
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>, lease: Option<i64>) -> wasmtime::Result<()> {
-        self.charge(cost(1, key.len() + value.len()))?;
+        self.charge(call(1, key.len() + value.len()))?;
         let done = self.store.put(&key, &value, lease.unwrap_or(0));
         self.stop(done)
     }
 
     fn delete(&mut self, key: Vec<u8>) -> wasmtime::Result<bool> {
-        self.charge(cost(1, key.len()))?;
+        self.charge(call(1, key.len()))?;
         let deleted = self.store.delete_range(&key, &[]);
         Ok(self.stop(deleted)? > 0)
     }
 
     fn delete_range(&mut self, start: Vec<u8>, end: Vec<u8>) -> wasmtime::Result<u64> {
-        self.charge(cost(0, start.len() + end.len()))?;
+        self.charge(call(0, start.len() + end.len()))?;
         let deleted = self.store.delete_range(&start, &end);
         let deleted = self.stop(deleted)?;
         let kvs = usize::try_from(deleted).unwrap_or(usize::MAX);
-        self.charge(cost(kvs, 0) - GUEST_HOST_CALL_FUEL)?;
+        self.charge(moved(kvs, 0))?;
         Ok(deleted)
     }
 
@@ -162,11 +167,11 @@ impl store::Host for CallState {
             Ok(0) | Err(_) => GUEST_RANGE_KEYS_MAX,
             Ok(n) => n.min(GUEST_RANGE_KEYS_MAX),
         };
-        self.charge(cost(0, start.len() + end.len()))?;
+        self.charge(call(0, start.len() + end.len()))?;
         let found = self.store.range(&start, &end, limit, reverse);
         let found = self.stop(found)?;
         let bytes = found.iter().map(kv_bytes).sum();
-        self.charge(cost(found.len(), bytes) - GUEST_HOST_CALL_FUEL)?;
+        self.charge(moved(found.len(), bytes))?;
         Ok(found.into_iter().map(to_wit).collect())
     }
 }
