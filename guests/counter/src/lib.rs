@@ -1,10 +1,13 @@
 //! Counter: atomically adds to several counters in one call, something etcd clients can only
 //! do with a get + compare-and-swap retry loop. Values are decimal strings, so any etcd client
-//! reads them. `add {"keys":["c1","c2"],"by":2}` on a fresh store returns `{"c1":2,"c2":2}`.
+//! reads them. `add {"keys":["c1","c2"],"by":2}` on a fresh store returns `{"c1":2,"c2":2}`;
+//! `get {"keys":["c1","c3"]}` then returns `{"c1":2,"c3":0}` and writes nothing (so it can be
+//! called read-only, without a log entry); with `"at_least":N` it first waits until every
+//! listed counter reaches N (a countdown latch).
 
 use std::collections::BTreeMap;
 
-use baton_sdk::{Module, Reply, from_json, store};
+use baton_sdk::{KeyRange, Module, Reply, from_json, store};
 
 #[derive(serde::Deserialize)]
 struct Add {
@@ -12,27 +15,46 @@ struct Add {
     by: i64,
 }
 
+#[derive(serde::Deserialize)]
+struct Get {
+    keys: Vec<String>,
+    at_least: Option<i64>,
+}
+
 struct Counter;
 
 impl Module for Counter {
     fn invoke(function: &str, input: &[u8]) -> Result<Reply, String> {
-        if function != "add" {
-            return Err(format!(
-                "counter: unknown function {function:?} (try \"add\")"
-            ));
-        }
-        let add: Add = from_json(input)?;
         let mut totals = BTreeMap::new();
-        for key in add.keys {
-            let current: i64 = match store::get_value(&key) {
-                Some(v) => parse(&v).ok_or_else(|| format!("counter: {key} is not an integer"))?,
-                None => 0,
-            };
-            let total = current.checked_add(add.by).ok_or("counter: overflow")?;
-            store::put(&key, total.to_string());
-            totals.insert(key, total);
+        match function {
+            "add" => {
+                let add: Add = from_json(input)?;
+                for key in add.keys {
+                    let total = read(&key)?.checked_add(add.by).ok_or("counter: overflow")?;
+                    store::put(&key, total.to_string());
+                    totals.insert(key, total);
+                }
+            }
+            "get" => {
+                let get: Get = from_json(input)?;
+                for key in get.keys {
+                    totals.insert(key.clone(), read(&key)?);
+                }
+                if totals.values().any(|v| get.at_least.is_some_and(|n| *v < n)) {
+                    return Ok(Reply::wait_on(totals.keys().map(KeyRange::key)));
+                }
+            }
+            _ => return Err(format!("counter: unknown function {function:?} (try \"add\" or \"get\")")),
         }
         Reply::json(&totals)
+    }
+}
+
+/// A counter's value; 0 when it does not exist yet.
+fn read(key: &str) -> Result<i64, String> {
+    match store::get_value(key) {
+        Some(v) => parse(&v).ok_or_else(|| format!("counter: {key} is not an integer")),
+        None => Ok(0),
     }
 }
 

@@ -41,6 +41,10 @@ pub struct CallArgs {
     /// queue); 0 waits as long as the module does.
     #[arg(long, default_value_t = 0)]
     pub timeout_s: u64,
+    /// Run on the member contacted, after a linearizable read and without a log entry; the
+    /// module may only read (a write fails the call).
+    #[arg(long)]
+    pub read_only: bool,
 }
 
 /// A client on the first endpoint that accepts a connection.
@@ -149,6 +153,7 @@ pub async fn run_call(endpoints: Vec<String>, args: CallArgs) -> Result<()> {
         input: args.input.into_bytes(),
         lease,
         fuel: args.fuel,
+        read_only: args.read_only,
     };
     let mut request = tonic::Request::new(request);
     if args.timeout_s > 0 {

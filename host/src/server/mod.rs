@@ -100,6 +100,11 @@ impl Server {
         }
     }
 
+    /// The last log index this member has applied.
+    pub fn applied_index(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
     /// A consistent view of this member's applied state.
     pub fn read_view(&self) -> Result<ReadTransaction, Status> {
         self.db

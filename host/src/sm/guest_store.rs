@@ -1,6 +1,7 @@
 //! The store a guest call sees: reads go to the batch's write transaction (so they see earlier
 //! commands of the same batch), writes are buffered here and reach mvcc only if the call
-//! succeeds — a trap halfway through a call leaves no partial writes.
+//! succeeds — a trap halfway through a call leaves no partial writes. A read-only call, served
+//! outside the log, reads a read transaction and may not write at all.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -9,7 +10,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use prost::Message;
-use redb::{ReadableTable, WriteTransaction};
+use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, WriteTransaction};
 
 use crate::mvcc::error::{KvError, StorageError};
 use crate::mvcc::tables::KeySpan;
@@ -67,85 +68,105 @@ impl TxnGuestStore {
         }
     }
 
-    /// Live keys of `span` in the transaction, merged with the buffered writes, in key order
-    /// (reversed when `reverse`), at most `limit`.
     fn merged(
         &self,
         span: KeySpan<'_>,
         limit: usize,
         reverse: bool,
     ) -> Result<Vec<StoredKv>, StoreFailure> {
-        let Some(bounds) = bounds(span) else {
-            return Ok(Vec::new());
-        };
         let table = self.txn.open_table(KV_LATEST).map_err(fatal)?;
-        let stored = table.range::<&[u8]>(bounds).map_err(fatal)?;
-        let mut stored: Box<dyn Iterator<Item = _>> = if reverse {
-            Box::new(stored.rev())
-        } else {
-            Box::new(stored)
-        };
-        let writes = self.writes.borrow();
-        let owned = (own(bounds.0), own(bounds.1));
-        let buffered = writes.changes.range::<Vec<u8>, _>(owned);
-        let mut buffered: Box<dyn Iterator<Item = _>> = if reverse {
-            Box::new(buffered.rev())
-        } else {
-            Box::new(buffered)
-        };
-        let (mut next_stored, mut next_buffered) = (stored.next(), buffered.next());
-        let mut found = Vec::new();
-        while found.len() < limit {
-            let stored_key = match &next_stored {
-                Some(Ok((k, _))) => Some(k.value().to_vec()),
-                Some(Err(e)) => return Err(fatal(e)),
-                None => None,
-            };
-            let take_buffered = match (&stored_key, &next_buffered) {
-                (None, None) => break,
-                (None, Some(_)) => true,
-                (Some(_), None) => false,
-                (Some(sk), Some((bk, _))) => {
-                    (bk.as_slice() <= sk.as_slice()) != reverse || *bk == sk
-                }
-            };
-            if take_buffered {
-                let Some((key, change)) = next_buffered else {
-                    break;
-                };
-                let prev = if stored_key.as_deref() == Some(key.as_slice()) {
-                    let prev = decode(next_stored.take())?;
-                    next_stored = stored.next();
-                    prev
-                } else {
-                    None
-                };
-                if let Some(kv) = self.overlaid(key, change, prev) {
-                    found.push(kv);
-                }
-                next_buffered = buffered.next();
-            } else {
-                if let Some(kv) = decode(next_stored.take())? {
-                    found.push(stored_kv(kv));
-                }
-                next_stored = stored.next();
-            }
-        }
-        Ok(found)
+        merged(
+            &table,
+            &self.writes.borrow(),
+            self.write_rev,
+            span,
+            limit,
+            reverse,
+        )
     }
+}
 
-    /// What a buffered change looks like to the guest, given the key's stored KeyValue.
-    fn overlaid(&self, key: &[u8], change: &Change, prev: Option<KeyValue>) -> Option<StoredKv> {
-        let (value, lease) = change.as_ref()?;
-        Some(StoredKv {
-            key: key.to_vec(),
-            value: value.clone(),
-            create_revision: prev.as_ref().map_or(self.write_rev, |p| p.create_revision),
-            mod_revision: self.write_rev,
-            version: prev.as_ref().map_or(0, |p| p.version) + 1,
-            lease: *lease,
-        })
+/// Live keys of `span` in `table`, merged with the buffered `writes` (which get `write_rev`), in
+/// key order (reversed when `reverse`), at most `limit`.
+pub fn merged(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    writes: &BufferedWrites,
+    write_rev: i64,
+    span: KeySpan<'_>,
+    limit: usize,
+    reverse: bool,
+) -> Result<Vec<StoredKv>, StoreFailure> {
+    let Some(bounds) = bounds(span) else {
+        return Ok(Vec::new());
+    };
+    let stored = table.range::<&[u8]>(bounds).map_err(fatal)?;
+    let mut stored: Box<dyn Iterator<Item = _>> = if reverse {
+        Box::new(stored.rev())
+    } else {
+        Box::new(stored)
+    };
+    let owned = (own(bounds.0), own(bounds.1));
+    let buffered = writes.changes.range::<Vec<u8>, _>(owned);
+    let mut buffered: Box<dyn Iterator<Item = _>> = if reverse {
+        Box::new(buffered.rev())
+    } else {
+        Box::new(buffered)
+    };
+    let (mut next_stored, mut next_buffered) = (stored.next(), buffered.next());
+    let mut found = Vec::new();
+    while found.len() < limit {
+        let stored_key = match &next_stored {
+            Some(Ok((k, _))) => Some(k.value().to_vec()),
+            Some(Err(e)) => return Err(fatal(e)),
+            None => None,
+        };
+        let take_buffered = match (&stored_key, &next_buffered) {
+            (None, None) => break,
+            (None, Some(_)) => true,
+            (Some(_), None) => false,
+            (Some(sk), Some((bk, _))) => (bk.as_slice() <= sk.as_slice()) != reverse || *bk == sk,
+        };
+        if take_buffered {
+            let Some((key, change)) = next_buffered else {
+                break;
+            };
+            let prev = if stored_key.as_deref() == Some(key.as_slice()) {
+                let prev = decode(next_stored.take())?;
+                next_stored = stored.next();
+                prev
+            } else {
+                None
+            };
+            if let Some(kv) = overlaid(write_rev, key, change, prev) {
+                found.push(kv);
+            }
+            next_buffered = buffered.next();
+        } else {
+            if let Some(kv) = decode(next_stored.take())? {
+                found.push(stored_kv(kv));
+            }
+            next_stored = stored.next();
+        }
     }
+    Ok(found)
+}
+
+/// What a buffered change looks like to the guest, given the key's stored KeyValue.
+fn overlaid(
+    write_rev: i64,
+    key: &[u8],
+    change: &Change,
+    prev: Option<KeyValue>,
+) -> Option<StoredKv> {
+    let (value, lease) = change.as_ref()?;
+    Some(StoredKv {
+        key: key.to_vec(),
+        value: value.clone(),
+        create_revision: prev.as_ref().map_or(write_rev, |p| p.create_revision),
+        mod_revision: write_rev,
+        version: prev.as_ref().map_or(0, |p| p.version) + 1,
+        lease: *lease,
+    })
 }
 
 type StoredEntry<'a> = Option<
@@ -233,5 +254,56 @@ impl GuestStore for TxnGuestStore {
         reverse: bool,
     ) -> Result<Vec<StoredKv>, StoreFailure> {
         self.merged(KeySpan::new(start, end), limit, reverse)
+    }
+}
+
+/// What a read-only call's guest is told when it tries to write.
+pub const READ_ONLY_WRITE: &str =
+    "a read-only call cannot write; call it without read-only to go through the log";
+
+/// [`GuestStore`] over a read transaction, for calls served without a log entry: reads see the
+/// view, writes are refused (the call then fails and nothing changes anywhere).
+pub struct ReadOnlyGuestStore {
+    latest: ReadOnlyTable<&'static [u8], &'static [u8]>,
+}
+
+impl ReadOnlyGuestStore {
+    pub fn new(txn: &ReadTransaction) -> Result<Self, StoreFailure> {
+        let latest = txn.open_table(KV_LATEST).map_err(fatal)?;
+        Ok(ReadOnlyGuestStore { latest })
+    }
+
+    fn live(
+        &self,
+        span: KeySpan<'_>,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<StoredKv>, StoreFailure> {
+        let none = BufferedWrites::default();
+        merged(&self.latest, &none, 0, span, limit, reverse)
+    }
+}
+
+impl GuestStore for ReadOnlyGuestStore {
+    fn get(&mut self, key: &[u8]) -> Result<Option<StoredKv>, StoreFailure> {
+        Ok(self.live(KeySpan::Single(key), 1, false)?.pop())
+    }
+
+    fn put(&mut self, _key: &[u8], _value: &[u8], _lease: i64) -> Result<(), StoreFailure> {
+        Err(StoreFailure::Refused(READ_ONLY_WRITE.into()))
+    }
+
+    fn delete_range(&mut self, _start: &[u8], _end: &[u8]) -> Result<u64, StoreFailure> {
+        Err(StoreFailure::Refused(READ_ONLY_WRITE.into()))
+    }
+
+    fn range(
+        &mut self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<StoredKv>, StoreFailure> {
+        self.live(KeySpan::new(start, end), limit, reverse)
     }
 }

@@ -44,6 +44,10 @@ fn fatal(e: impl std::fmt::Display) -> ApplyFatal {
     ApplyFatal(e.to_string())
 }
 
+fn fatal_runtime(e: impl std::fmt::Display) -> RuntimeFatal {
+    RuntimeFatal::Storage(e.to_string())
+}
+
 /// Why a module name is unacceptable, if it is.
 pub fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > MODULE_NAME_BYTES_MAX {
@@ -138,16 +142,19 @@ pub fn delete(txn: &WriteTransaction, d: &ModuleDelete) -> Result<ModuleApplied,
     ))
 }
 
-/// The hash a call runs: `hash` when given, else the latest version of `name`.
-fn resolve(txn: &WriteTransaction, call: &ModuleInvoke) -> Result<Option<ModuleHash>, ApplyFatal> {
+/// The hash a call runs: `hash` when given, else the latest version of `name`; None when
+/// neither exists.
+pub fn resolve(
+    names: &impl ReadableTable<&'static str, &'static [u8]>,
+    code: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    call: &ModuleInvoke,
+) -> Result<Option<ModuleHash>, ApplyFatal> {
     if !call.hash.is_empty() {
         let Ok(hash) = ModuleHash::try_from(call.hash.as_slice()) else {
             return Ok(None);
         };
-        let code = txn.open_table(MODULE_CODE).map_err(fatal)?;
         return Ok(code.get(hash.as_slice()).map_err(fatal)?.map(|_| hash));
     }
-    let names = txn.open_table(MODULES).map_err(fatal)?;
     let Some(record) = names.get(call.name.as_str()).map_err(fatal)? else {
         return Ok(None);
     };
@@ -158,12 +165,67 @@ fn resolve(txn: &WriteTransaction, call: &ModuleInvoke) -> Result<Option<ModuleH
         .and_then(|v| ModuleHash::try_from(v.hash.as_slice()).ok()))
 }
 
-fn load_code(txn: &WriteTransaction, hash: &ModuleHash) -> Result<Vec<u8>, RuntimeFatal> {
+/// The stored bytes of the module `hash`, for compiling it on first use.
+pub fn load_code(
+    code: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    hash: &ModuleHash,
+) -> Result<Vec<u8>, RuntimeFatal> {
     let storage = |e: &dyn std::fmt::Display| RuntimeFatal::Storage(e.to_string());
-    let code = txn.open_table(MODULE_CODE).map_err(|e| storage(&e))?;
     let bytes = code.get(hash.as_slice()).map_err(|e| storage(&e))?;
     let bytes = bytes.ok_or_else(|| storage(&"module code vanished during a call"))?;
     Ok(bytes.value().to_vec())
+}
+
+/// A deterministic refusal of a call: its gRPC code and message.
+pub type CallRefused = (tonic::Code, String);
+
+/// Refuses a fuel budget outside what any member accepts.
+pub fn check_fuel(call: &ModuleInvoke) -> Result<(), CallRefused> {
+    if call.fuel == 0 || call.fuel > GUEST_FUEL_MAX {
+        let message = format!("fuel must be between 1 and {GUEST_FUEL_MAX}");
+        return Err((tonic::Code::InvalidArgument, message));
+    }
+    Ok(())
+}
+
+/// The refusal of a call whose module (name or hash) does not exist.
+pub fn not_found(call: &ModuleInvoke) -> CallRefused {
+    let which = if call.hash.is_empty() {
+        call.name.clone()
+    } else {
+        hash_hex(&call.hash)
+    };
+    (tonic::Code::NotFound, format!("module not found: {which}"))
+}
+
+/// What a finished run returned: output, fuel used, and what it waits for, if anything.
+pub struct Finished {
+    pub output: Vec<u8>,
+    pub fuel_used: u64,
+    pub wait: Option<ModuleWait>,
+}
+
+/// A run's outcome as a result, or as the refusal the caller gets (a failed run changes nothing).
+pub fn finished(outcome: Outcome) -> Result<Finished, CallRefused> {
+    match outcome {
+        Outcome::Done { output, fuel_used } => Ok(Finished {
+            output,
+            fuel_used,
+            wait: None,
+        }),
+        Outcome::Wait {
+            condition,
+            fuel_used,
+        } => match wait_condition(condition) {
+            Ok(wait) => Ok(Finished {
+                output: Vec::new(),
+                fuel_used,
+                wait: Some(wait),
+            }),
+            Err(message) => Err((tonic::Code::FailedPrecondition, message)),
+        },
+        Outcome::Failed(failure) => Err((failure.grpc_code(), failure.to_string())),
+    }
 }
 
 pub fn invoke(
@@ -171,21 +233,17 @@ pub fn invoke(
     env: &ModuleEnv<'_>,
     call: &ModuleInvoke,
 ) -> Result<ModuleApplied, ApplyFatal> {
-    if call.fuel == 0 || call.fuel > GUEST_FUEL_MAX {
-        let message = format!("fuel must be between 1 and {GUEST_FUEL_MAX}");
-        return Ok(ModuleApplied::Refused(
-            tonic::Code::InvalidArgument,
-            message,
-        ));
+    if let Err((code, message)) = check_fuel(call) {
+        return Ok(ModuleApplied::Refused(code, message));
     }
-    let Some(hash) = resolve(txn, call)? else {
-        let which = if call.hash.is_empty() {
-            call.name.clone()
-        } else {
-            hash_hex(&call.hash)
-        };
-        let message = format!("module not found: {which}");
-        return Ok(ModuleApplied::Refused(tonic::Code::NotFound, message));
+    let hash = {
+        let names = txn.open_table(MODULES).map_err(fatal)?;
+        let code = txn.open_table(MODULE_CODE).map_err(fatal)?;
+        resolve(&names, &code, call)?
+    };
+    let Some(hash) = hash else {
+        let (code, message) = not_found(call);
+        return Ok(ModuleApplied::Refused(code, message));
     };
     let current = Revisions::load(&txn.open_table(META).map_err(fatal)?)
         .map_err(fatal)?
@@ -205,30 +263,18 @@ pub fn invoke(
             module_hash: hash,
         },
     };
+    let load = || load_code(&txn.open_table(MODULE_CODE).map_err(fatal_runtime)?, &hash);
     let outcome = env
         .runtime
-        .invoke(|| load_code(txn, &hash), request, Box::new(store))
+        .invoke(load, request, Box::new(store))
         .map_err(fatal)?;
-    let (output, fuel_used, wait) = match outcome {
-        Outcome::Done { output, fuel_used } => (output, fuel_used, None),
-        Outcome::Wait {
-            condition,
-            fuel_used,
-        } => match wait_condition(condition) {
-            Ok(wait) => (Vec::new(), fuel_used, Some(wait)),
-            Err(message) => {
-                return Ok(ModuleApplied::Refused(
-                    tonic::Code::FailedPrecondition,
-                    message,
-                ));
-            }
-        },
-        Outcome::Failed(failure) => {
-            return Ok(ModuleApplied::Refused(
-                failure.grpc_code(),
-                failure.to_string(),
-            ));
-        }
+    let Finished {
+        output,
+        fuel_used,
+        wait,
+    } = match finished(outcome) {
+        Ok(f) => f,
+        Err((code, message)) => return Ok(ModuleApplied::Refused(code, message)),
     };
     let writes = writes.take();
     let mut w = WriteCtx::open(txn).map_err(fatal)?;

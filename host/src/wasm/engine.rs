@@ -10,7 +10,7 @@ use crate::limits::{
 /// Core instances one component may contain (the guest's module plus adapter shims).
 const CORE_INSTANCES_PER_COMPONENT: u32 = 4;
 /// A table element is one pointer; reset in place like memory when pages can be scanned.
-const GUEST_TABLE_KEEP_RESIDENT_BYTES: usize = GUEST_TABLE_ELEMENTS_MAX as usize * 8;
+const GUEST_TABLE_KEEP_RESIDENT_BYTES: usize = GUEST_TABLE_ELEMENTS_MAX * 8;
 
 pub fn deterministic_config() -> Config {
     let mut config = Config::new();

@@ -22,6 +22,7 @@ mod membership;
 mod membership_strict;
 mod module_determinism;
 mod module_lock;
+mod module_read_only;
 mod module_wait;
 mod modules;
 mod modules_hostile;

@@ -123,6 +123,21 @@ async fn counter_add_is_one_revision_that_etcd_clients_read() {
             stdout.trim() == r#"{"c1":5}"#,
             "baton call printed {stdout:?}"
         );
+
+        // A read-only call from the CLI, served by a follower without a log entry.
+        let follower = (cluster.leader().await? + 1) % cluster.size();
+        let out = tokio::process::Command::new(baton_bin()?)
+            .args(["--endpoints", &cluster.endpoint(follower)])
+            .args(["call", "--read-only", "counter", "get"])
+            .arg(r#"{"keys":["c1","c2"]}"#)
+            .output()
+            .await?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        ensure!(
+            out.status.success() && stdout.trim() == r#"{"c1":5,"c2":2}"#,
+            "baton call --read-only printed {stdout:?}, {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Ok(())
     })
     .await;

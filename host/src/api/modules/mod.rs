@@ -2,6 +2,8 @@
 //! Writes go through the log (forwarded to the leader like any write); a deploy is validated
 //! here first so a bad module costs no log entry, and again by every member at apply.
 
+mod read_only;
+
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
@@ -56,6 +58,52 @@ impl ModulesService {
             tracing::debug!(module = %call.name, function = %call.function, runs, "call parked");
             self.parking
                 .until(&self.server, &wait, reply.revision)
+                .await?;
+        }
+    }
+
+    /// Runs a read-only call on this member until the guest finishes: each run reads a view taken
+    /// after a linearizable read; a run that asks to wait parks like any call, then runs again.
+    async fn run_read_only(
+        &self,
+        call: batonpb::ModuleInvoke,
+    ) -> Result<pb::InvokeResponse, Status> {
+        let call = Arc::new(call);
+        let mut runs = 0u32;
+        loop {
+            self.server.linearize().await?;
+            let applied_index = self.server.applied_index();
+            let view = self.server.read_view()?;
+            let (runtime, job) = (self.runtime.clone(), call.clone());
+            // The guest runs to completion (bounded by its fuel) off the async workers.
+            let run = tokio::task::spawn_blocking(move || {
+                read_only::run(&runtime, &view, &job, applied_index)
+            })
+            .await
+            .map_err(|e| Status::internal(format!("read-only call panicked: {e}")))?;
+            let run = match run {
+                Ok(run) => run,
+                Err(read_only::ReadRunError::Refused((code, message))) => {
+                    return Err(Status::new(code, message));
+                }
+                Err(read_only::ReadRunError::Local(message)) => {
+                    return Err(Status::unavailable(format!(
+                        "this member cannot run the call ({message}); try another"
+                    )));
+                }
+            };
+            runs = runs.saturating_add(1);
+            let Some(wait) = run.finished.wait else {
+                return Ok(pb::InvokeResponse {
+                    output: run.finished.output,
+                    revision: run.revision,
+                    fuel_used: run.finished.fuel_used,
+                    runs,
+                });
+            };
+            tracing::debug!(module = %call.name, function = %call.function, runs, "read-only call parked");
+            self.parking
+                .until(&self.server, &wait, run.revision)
                 .await?;
         }
     }
@@ -191,6 +239,11 @@ impl Modules for ModulesService {
             lease: req.lease,
             fuel,
         };
-        self.run_to_completion(call).await.map(Response::new)
+        let response = if req.read_only {
+            self.run_read_only(call).await
+        } else {
+            self.run_to_completion(call).await
+        };
+        response.map(Response::new)
     }
 }

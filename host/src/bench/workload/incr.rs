@@ -7,6 +7,10 @@
 //! - `invoke` (Baton only): one call of the built-in `counter` module's `add`, which reads and
 //!   writes inside the state machine, so it never retries.
 //!
+//! Two more modes read the same counters instead, to measure what serving a module call
+//! without a log entry saves: `get` (the counter's `get` through the log, like any call) and
+//! `get-read-only` (the same call served read-only by the member contacted).
+//!
 //! Counters live under a fresh prefix per run, so after the run their sum must equal the
 //! acknowledged increments; any shortfall is a lost update and fails the run.
 
@@ -35,7 +39,6 @@ pub const COUNTERS_MAX: u64 = 10_000;
 /// A CAS increment that loses this many races in a row gives up and counts as an error.
 pub const CAS_ATTEMPTS_MAX: u64 = 10_000;
 const COUNTER_MODULE: &str = "counter";
-const COUNTER_FUNCTION: &str = "add";
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IncrMode {
@@ -43,6 +46,10 @@ pub enum IncrMode {
     Cas,
     /// One Invoke of the built-in `counter` module per increment (Baton only).
     Invoke,
+    /// No increment: one `counter get` of the key through the log (Baton only).
+    Get,
+    /// No increment: one read-only `counter get` of the key, no log entry (Baton only).
+    GetReadOnly,
 }
 
 impl IncrMode {
@@ -50,7 +57,19 @@ impl IncrMode {
         match self {
             IncrMode::Cas => "cas",
             IncrMode::Invoke => "invoke",
+            IncrMode::Get => "get",
+            IncrMode::GetReadOnly => "get-read-only",
         }
+    }
+
+    /// Whether the mode calls Baton's Modules service.
+    fn calls_modules(self) -> bool {
+        self != IncrMode::Cas
+    }
+
+    /// Whether an acknowledged operation adds one to a counter.
+    fn increments(self) -> bool {
+        matches!(self, IncrMode::Cas | IncrMode::Invoke)
     }
 }
 
@@ -125,11 +144,15 @@ impl IncrWorkload {
         modules: &mut ModulesClient<Channel>,
         key: String,
     ) -> anyhow::Result<()> {
-        let input = serde_json::json!({ "keys": [key], "by": 1 });
+        let (function, input) = match self.mode {
+            IncrMode::Get | IncrMode::GetReadOnly => ("get", serde_json::json!({ "keys": [key] })),
+            _ => ("add", serde_json::json!({ "keys": [key], "by": 1 })),
+        };
         let request = pb::InvokeRequest {
             name: COUNTER_MODULE.to_string(),
-            function: COUNTER_FUNCTION.to_string(),
+            function: function.to_string(),
             input: serde_json::to_vec(&input)?,
+            read_only: self.mode == IncrMode::GetReadOnly,
             ..Default::default()
         };
         modules
@@ -163,10 +186,11 @@ impl IncrWorkload {
             };
             client.describe(describe).await.map_err(|s| {
                 anyhow::anyhow!(
-                    "{endpoint}: no `{COUNTER_MODULE}` module ({}: {}); --mode invoke needs \
+                    "{endpoint}: no `{COUNTER_MODULE}` module ({}: {}); --mode {} needs \
                      Baton, use --mode cas for etcd",
                     s.code(),
-                    s.message()
+                    s.message(),
+                    self.mode.as_str()
                 )
             })?;
             clients.push(client);
@@ -225,7 +249,7 @@ impl Workload for IncrWorkload {
         if existing != 0 {
             bail!("{} already holds {existing} key(s)", self.prefix);
         }
-        if self.mode == IncrMode::Invoke {
+        if self.mode.calls_modules() {
             self.connect_modules(pool).await?;
         }
         Ok(())
@@ -248,8 +272,8 @@ impl Workload for IncrWorkload {
         async move {
             match (self.mode, r.modules.as_mut()) {
                 (IncrMode::Cas, _) => self.cas(&mut r.kv, key).await,
-                (IncrMode::Invoke, Some(modules)) => self.invoke(modules, key).await,
-                (IncrMode::Invoke, None) => bail!("no Modules connection (prepare not run)"),
+                (_, Some(modules)) => self.invoke(modules, key).await,
+                (_, None) => bail!("no Modules connection (prepare not run)"),
             }
         }
     }
@@ -272,7 +296,12 @@ impl Workload for IncrWorkload {
             })?;
             sum = sum.checked_add(value).context("counter sum overflows")?;
         }
-        check_sum(sum, outcome.ok, outcome.errors)?;
+        let (acked, failed) = if self.mode.increments() {
+            (outcome.ok, outcome.errors)
+        } else {
+            (0, 0)
+        };
+        check_sum(sum, acked, failed)?;
         let retries = self.retries.load(Ordering::Relaxed);
         let per_incr = if outcome.ok == 0 {
             0.0
