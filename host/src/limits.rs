@@ -126,8 +126,12 @@ pub const GUEST_OUTPUT_BYTES_MAX: usize = 1024 * 1024;
 /// Most keys one `range` host call returns, whatever limit the guest asks for.
 pub const GUEST_RANGE_KEYS_MAX: usize = 10_000;
 /// Instances the pooling allocator keeps room for; calls run one at a time on the apply path,
-/// the rest serves deploy-time validation.
+/// the rest serves read-only calls.
 pub const GUEST_POOL_INSTANCES: u32 = 16;
+/// Read-only calls one member runs at once (more wait their turn). Below the pool size, so the
+/// apply path always finds an instance: failing to get one there stops the member.
+pub const READ_ONLY_CALLS_RUNNING_MAX: usize = 8;
+const _: () = assert!((READ_ONLY_CALLS_RUNNING_MAX as u32) < GUEST_POOL_INSTANCES);
 /// Fuel a module's host call costs: a base (about a B-tree lookup's worth of instructions) ...
 pub const GUEST_HOST_CALL_FUEL: u64 = 1_000;
 /// ... plus this per key-value it returns or deletes ...

@@ -1,5 +1,6 @@
-//! Hostile: misbehaves on purpose so tests can show Baton contains it. Each function writes a
-//! key first, so a test can check that a failed call leaves no partial writes.
+//! Hostile: misbehaves on purpose so tests can show Baton contains it. Each function but
+//! `spin-reading` writes a key first, so a test can check that a failed call leaves no partial
+//! writes; `spin-reading` only reads, so it can hog an instance as a read-only call.
 //! Not deployed as a built-in.
 
 use baton_sdk::{Module, Reply, store};
@@ -8,12 +9,12 @@ struct Hostile;
 
 impl Module for Hostile {
     fn invoke(function: &str, input: &[u8]) -> Result<Reply, String> {
+        if function == "spin-reading" {
+            spin();
+        }
         store::put("hostile/touched", input);
         match function {
-            "spin" => loop {
-                // Volatile so the optimizer cannot prove the loop empty.
-                let _ = store::get_value(b"hostile/never").map(|v| v.len());
-            },
+            "spin" => spin(),
             "trap" => std::process::abort(),
             "hoard" => {
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
@@ -27,6 +28,14 @@ impl Module for Hostile {
             "ok" => Ok(Reply::done(b"ok")),
             other => Err(format!("hostile: unknown function {other:?}")),
         }
+    }
+}
+
+/// Loops until the fuel runs out, reading a key each time (so the optimizer cannot prove the
+/// loop empty).
+fn spin() -> ! {
+    loop {
+        let _ = store::get_value(b"hostile/never").map(|v| v.len());
     }
 }
 

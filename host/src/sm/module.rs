@@ -93,7 +93,7 @@ pub fn deploy(
             Vec::new(),
         ));
     }
-    let validated = match env.runtime.validate(&d.component) {
+    let validated = match env.runtime.validate_hashed(&d.component, hash) {
         Ok(v) => v,
         Err(e) => {
             return Ok(ModuleApplied::Refused(

@@ -36,16 +36,32 @@ pub struct Validated {
     pub exports: Vec<String>,
 }
 
+fn check_size(bytes: &[u8]) -> Result<(), DeployError> {
+    if bytes.len() > MODULE_BYTES_MAX {
+        return Err(DeployError::TooLarge {
+            bytes: bytes.len(),
+            bytes_max: MODULE_BYTES_MAX,
+        });
+    }
+    Ok(())
+}
+
 impl Runtime {
     /// Checks `bytes` and compiles them into the cache, so the first call pays no compile.
     pub fn validate(&self, bytes: &[u8]) -> Result<Validated, DeployError> {
-        if bytes.len() > MODULE_BYTES_MAX {
-            return Err(DeployError::TooLarge {
-                bytes: bytes.len(),
-                bytes_max: MODULE_BYTES_MAX,
-            });
-        }
-        let hash = module_hash(bytes);
+        // Size first: hashing what will be refused anyway is wasted work.
+        check_size(bytes)?;
+        self.validate_hashed(bytes, module_hash(bytes))
+    }
+
+    /// [`Runtime::validate`] for a caller that has already hashed `bytes` (`hash` must be
+    /// `module_hash(bytes)`).
+    pub fn validate_hashed(
+        &self,
+        bytes: &[u8],
+        hash: ModuleHash,
+    ) -> Result<Validated, DeployError> {
+        check_size(bytes)?;
         if let Some(known) = self.validated.get(&hash) {
             return Ok(known);
         }

@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use baton::proto::baton::v1::InvokeRequest;
+use baton::proto::baton::v1::{DeployRequest, InvokeRequest};
+use baton::wasm::builtin::HOSTILE_MODULE;
 use baton_e2e::{Backend, Cluster, run_test};
 use tokio::time::{sleep, timeout};
 
@@ -153,6 +154,52 @@ async fn a_read_only_call_waits_on_a_follower_until_the_counters_reach_a_value()
             ),
             "{err:?}"
         );
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_read_only_calls_leaves_the_apply_path_its_instances() {
+    run_test(Backend::Baton, async {
+        let cluster = Cluster::start(Backend::Baton, 1).await?;
+        let mut modules = modules_client(cluster.endpoint(0)).await?;
+        let add = invoke("counter", "add", r#"{"keys":["flood/n"],"by":1}"#, 0);
+        invoke_when_deployed(&mut modules, add).await?;
+        let hostile = DeployRequest {
+            name: "hostile".into(),
+            component: HOSTILE_MODULE.to_vec(),
+        };
+        modules.deploy(hostile).await?;
+
+        // Far more guests at once than the instance pool holds, each spinning until its fuel
+        // runs out, while writes keep needing an instance on the apply path.
+        let spins: Vec<_> = (0..48)
+            .map(|_| {
+                let spin = InvokeRequest {
+                    read_only: true,
+                    ..invoke("hostile", "spin-reading", "", 2_000_000)
+                };
+                park(&modules, spin)
+            })
+            .collect();
+        for _ in 0..20 {
+            let add = invoke("counter", "add", r#"{"keys":["flood/n"],"by":1}"#, 0);
+            modules
+                .invoke(add)
+                .await
+                .context("a write during the flood")?;
+        }
+        for spin in spins {
+            let err = spin.await?.expect_err("an endless loop finished");
+            ensure!(
+                err.code() == tonic::Code::ResourceExhausted && err.message().contains("fuel"),
+                "a read-only spin failed otherwise: {err:?}"
+            );
+        }
+        let get = read_only("get", r#"{"keys":["flood/n"]}"#);
+        let values = json(&modules.invoke(get).await?.into_inner().output)?;
+        ensure!(values["flood/n"] == 21, "{values}");
         Ok(())
     })
     .await;

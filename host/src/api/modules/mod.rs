@@ -6,9 +6,12 @@ mod read_only;
 
 use std::sync::Arc;
 
+use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
 
-use crate::limits::{GUEST_FUEL_DEFAULT, GUEST_FUEL_MAX, GUEST_INPUT_BYTES_MAX};
+use crate::limits::{
+    GUEST_FUEL_DEFAULT, GUEST_FUEL_MAX, GUEST_INPUT_BYTES_MAX, READ_ONLY_CALLS_RUNNING_MAX,
+};
 use crate::proto::baton::v1 as pb;
 use crate::proto::baton::v1::modules_server::Modules;
 use crate::proto::batonpb::{self, log_command, log_reply};
@@ -22,6 +25,8 @@ pub struct ModulesService {
     server: Arc<Server>,
     runtime: Runtime,
     parking: Parking,
+    /// Turns for read-only calls, which share the instance pool with the apply path.
+    read_only_turns: Arc<Semaphore>,
 }
 
 impl ModulesService {
@@ -30,6 +35,7 @@ impl ModulesService {
             server,
             runtime,
             parking,
+            read_only_turns: Arc::new(Semaphore::new(READ_ONLY_CALLS_RUNNING_MAX)),
         }
     }
 
@@ -75,9 +81,17 @@ impl ModulesService {
             let applied_index = self.server.applied_index();
             let view = self.server.read_view()?;
             let (runtime, job) = (self.runtime.clone(), call.clone());
+            let turn = self
+                .read_only_turns
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| Status::unavailable("baton: read-only calls stopped"))?;
             // The guest runs to completion (bounded by its fuel) off the async workers.
             let run = tokio::task::spawn_blocking(move || {
-                read_only::run(&runtime, &view, &job, applied_index)
+                let run = read_only::run(&runtime, &view, &job, applied_index);
+                drop(turn);
+                run
             })
             .await
             .map_err(|e| Status::internal(format!("read-only call panicked: {e}")))?;
