@@ -1,4 +1,6 @@
 //! Facts about the current call, identical on every replica (there is no clock or randomness).
+//! A read-only call (served by one member without a log entry) sees the index that member had
+//! applied, the store's current revision and that member's clock.
 
 use crate::bindings::baton::module::context as wit;
 
