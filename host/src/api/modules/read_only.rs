@@ -11,7 +11,7 @@ use crate::sm::module::{
     CallRefused, Finished, check_fuel, finished, load_code, not_found, resolve,
 };
 use crate::storage::schema::{MODULE_CODE, MODULES};
-use crate::wasm::{CallContext, CallRequest, Runtime, RuntimeFatal};
+use crate::wasm::{CallContext, CallRequest, Runtime};
 
 /// A read-only run's result: what the guest returned and the revision it read at.
 pub struct ReadRun {
@@ -25,7 +25,7 @@ pub enum ReadRunError {
     /// The call itself failed (unknown module, trap, fuel, a write attempt...).
     #[error("{}", .0.1)]
     Refused(CallRefused),
-    /// This member could not run it (storage, compilation): nothing a retry elsewhere won't fix.
+    /// This member could not run it (storage, compilation); another member may.
     #[error("{0}")]
     Local(String),
 }
@@ -64,9 +64,7 @@ pub fn run(
     };
     let load = || load_code(&code, &hash);
     let store = Box::new(ReadOnlyGuestStore::new(view).map_err(local)?);
-    let outcome = runtime
-        .invoke(load, request, store)
-        .map_err(|e: RuntimeFatal| local(e))?;
+    let outcome = runtime.invoke(load, request, store).map_err(local)?;
     let finished = finished(outcome).map_err(ReadRunError::Refused)?;
     Ok(ReadRun { finished, revision })
 }
