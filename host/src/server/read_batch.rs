@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{Mutex, MutexGuard, watch};
 use tonic::Status;
 
 type RoundResult = Result<u64, (tonic::Code, String)>;
@@ -31,6 +31,26 @@ impl Default for ReadBatcher {
     }
 }
 
+/// The round in flight. However it ends — finished, or dropped because its reader went away —
+/// it first releases the lock and only then wakes the waiters: a waiter the round cannot serve
+/// must find the lock free when it wakes, or nothing would ever wake it again.
+struct Running<'a> {
+    lock: Option<MutexGuard<'a, ()>>,
+    finished: &'a watch::Sender<(u64, RoundResult)>,
+    outcome: Option<(u64, RoundResult)>,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        drop(self.lock.take());
+        match self.outcome.take() {
+            Some(outcome) => drop(self.finished.send_replace(outcome)),
+            // No result to share: wake the waiters anyway, so one of them starts a round.
+            None => self.finished.send_modify(|_| {}),
+        }
+    }
+}
+
 impl ReadBatcher {
     /// Returns the read index of a round that began after this call did, running `round` itself
     /// if no such round is under way.
@@ -48,14 +68,20 @@ impl ReadBatcher {
                     return result.clone().map_err(|(code, msg)| Status::new(code, msg));
                 }
             }
-            if let Ok(_guard) = self.running.try_lock() {
+            if let Ok(lock) = self.running.try_lock() {
                 let id = self.started.fetch_add(1, Ordering::AcqRel) + 1;
+                let mut running = Running {
+                    lock: Some(lock),
+                    finished: &self.finished,
+                    outcome: None,
+                };
                 let result = round().await;
                 let shared = result
                     .as_ref()
                     .map(|i| *i)
                     .map_err(|s| (s.code(), s.message().to_string()));
-                drop(self.finished.send_replace((id, shared)));
+                running.outcome = Some((id, shared));
+                drop(running);
                 return result;
             }
             if finished.changed().await.is_err() {
@@ -72,6 +98,76 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    /// A reader waiting on a round whose own reader goes away mid-round must not wait forever.
+    #[tokio::test]
+    async fn a_round_abandoned_mid_way_wakes_its_waiters() {
+        let batcher = Arc::new(ReadBatcher::default());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let round = {
+            let calls = calls.clone();
+            move || {
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if n == 0 {
+                        // The first round never answers; its reader is dropped below.
+                        std::future::pending::<()>().await;
+                    }
+                    Ok(n as u64)
+                }
+            }
+        };
+        let first = {
+            let (batcher, round) = (batcher.clone(), round.clone());
+            tokio::spawn(async move { batcher.read_index(round).await })
+        };
+        while calls.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let second = {
+            let batcher = batcher.clone();
+            tokio::spawn(async move { batcher.read_index(round).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        first.abort();
+        let index = tokio::time::timeout(Duration::from_secs(5), second)
+            .await
+            .expect("the waiter was never woken")
+            .unwrap()
+            .unwrap();
+        assert_eq!(index, 1, "the waiter should have run the next round itself");
+    }
+
+    /// Many readers on several threads, rounds of varying length: every reader returns.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn no_reader_is_left_waiting_under_contention() {
+        let batcher = Arc::new(ReadBatcher::default());
+        let rounds = Arc::new(AtomicUsize::new(0));
+        let mut handles = Vec::new();
+        for i in 0..400u64 {
+            let (batcher, rounds) = (batcher.clone(), rounds.clone());
+            handles.push(tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_micros(i % 7 * 50)).await;
+                batcher
+                    .read_index(|| {
+                        let rounds = rounds.clone();
+                        async move {
+                            let n = rounds.fetch_add(1, Ordering::SeqCst) as u64 + 1;
+                            tokio::task::yield_now().await;
+                            Ok(n)
+                        }
+                    })
+                    .await
+            }));
+        }
+        for h in handles {
+            tokio::time::timeout(Duration::from_secs(10), h)
+                .await
+                .expect("a reader was left waiting")
+                .unwrap()
+                .unwrap();
+        }
+    }
 
     #[tokio::test]
     async fn concurrent_readers_share_rounds_and_each_waits_for_a_later_round() {

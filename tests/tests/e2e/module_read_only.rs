@@ -191,7 +191,10 @@ async fn a_flood_of_read_only_calls_leaves_the_apply_path_its_instances() {
                 .context("a write during the flood")?;
         }
         for spin in spins {
-            let err = spin.await?.expect_err("an endless loop finished");
+            let err = timeout(WAKE_BOUND, spin)
+                .await
+                .context("a read-only call never answered")??
+                .expect_err("an endless loop finished");
             ensure!(
                 err.code() == tonic::Code::ResourceExhausted && err.message().contains("fuel"),
                 "a read-only spin failed otherwise: {err:?}"
