@@ -31,6 +31,18 @@ pub use ports::free_port;
 /// Upper bound on one test, so a hung server fails the test instead of stalling the suite.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// The seed of a randomized test: `$var` when set (to replay a failure), else a fresh one.
+pub fn seed_from_env(var: &str) -> anyhow::Result<u64> {
+    use anyhow::Context;
+    match std::env::var(var) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .with_context(|| format!("{var}={text:?} is not a u64")),
+        Err(_) => Ok(rand::random()),
+    }
+}
+
 /// A one-member cluster and a client for it, the setup most KV tests share.
 pub async fn start_single(backend: Backend) -> anyhow::Result<(Cluster, etcd_client::Client)> {
     let cluster = Cluster::start(backend, 1).await?;

@@ -38,16 +38,6 @@ const CAP_FUEL: u64 = 100_000_000;
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
 const POLL_PAUSE: Duration = Duration::from_millis(50);
 
-fn seed() -> Result<u64> {
-    match std::env::var(SEED_ENV) {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .with_context(|| format!("{SEED_ENV}={text:?} is not a u64")),
-        Err(_) => Ok(rand::random()),
-    }
-}
-
 /// What one operation came to: e.g. `counter ok` or `hostile/spin ResourceExhausted`.
 type Tally = BTreeMap<String, usize>;
 
@@ -281,7 +271,7 @@ async fn members_agree(cluster: &Cluster, revision: i64) -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_agree_after_random_module_calls() {
     run_test(Backend::Baton, async {
-        let seed = seed()?;
+        let seed = baton_e2e::seed_from_env(SEED_ENV)?;
         println!("module determinism seed {seed}; replay with {SEED_ENV}={seed}");
         let cluster = Cluster::start(Backend::Baton, 3).await?;
         let mut setup = modules_client(cluster.endpoint(0)).await?;

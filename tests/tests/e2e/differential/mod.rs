@@ -30,18 +30,8 @@ const THREE_MEMBER_OPS: usize = 120;
 /// a third was hit by about 1 run of 30 at 120 ops; half still fails a run of mostly errors.
 const ERROR_PERCENT_MAX: usize = 50;
 
-fn seed() -> Result<u64> {
-    match std::env::var(SEED_ENV) {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .with_context(|| format!("{SEED_ENV}={text:?} is not a u64")),
-        Err(_) => Ok(rand::random()),
-    }
-}
-
 async fn differential(backend: Backend, members: usize, ops: usize) -> Result<()> {
-    let seed = seed()?;
+    let seed = baton_e2e::seed_from_env(SEED_ENV)?;
     println!(
         "differential seed {seed} ({members} members, {ops} ops); replay with {SEED_ENV}={seed}"
     );
