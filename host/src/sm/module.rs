@@ -170,9 +170,8 @@ pub fn load_code(
     code: &impl ReadableTable<&'static [u8], &'static [u8]>,
     hash: &ModuleHash,
 ) -> Result<Vec<u8>, RuntimeFatal> {
-    let storage = |e: &dyn std::fmt::Display| RuntimeFatal::Storage(e.to_string());
-    let bytes = code.get(hash.as_slice()).map_err(|e| storage(&e))?;
-    let bytes = bytes.ok_or_else(|| storage(&"module code vanished during a call"))?;
+    let bytes = code.get(hash.as_slice()).map_err(fatal_runtime)?;
+    let bytes = bytes.ok_or_else(|| fatal_runtime("module code vanished during a call"))?;
     Ok(bytes.value().to_vec())
 }
 
