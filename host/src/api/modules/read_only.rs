@@ -20,13 +20,11 @@ pub struct ReadRun {
 }
 
 /// Why a read-only run produced no result.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum ReadRunError {
     /// The call itself failed (unknown module, trap, fuel, a write attempt...).
-    #[error("{}", .0.1)]
     Refused(CallRefused),
     /// This member could not run it (storage, compilation); another member may.
-    #[error("{0}")]
     Local(String),
 }
 
