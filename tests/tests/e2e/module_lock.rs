@@ -12,10 +12,8 @@ use baton_e2e::{Backend, Cluster, run_test};
 use tokio::time::{sleep, timeout};
 use tonic::transport::Channel;
 
-use crate::modules::{invoke, invoke_when_deployed, modules_client, park};
+use crate::modules::{PARKED_PROOF, invoke, invoke_when_deployed, modules_client, park};
 
-/// Long enough that a parked call would have returned if it were not parked.
-const PARKED_PROOF: Duration = Duration::from_millis(500);
 /// Far above the expected wake-up time (a lease expiry takes its TTL plus a tick or two).
 const WAKE_BOUND: Duration = Duration::from_secs(20);
 /// A lease that outlives the test.

@@ -10,22 +10,15 @@ use baton::wasm::builtin::HOSTILE_MODULE;
 use baton_e2e::{Backend, Cluster, run_test};
 use tokio::time::{sleep, timeout};
 
-use crate::modules::{invoke, invoke_when_deployed, modules_client, park};
-
-/// How long a parked call is left alone to show it is really parked.
-const PARKED_PROOF: Duration = Duration::from_millis(500);
-/// Generous bound on a wake-up.
-const WAKE_BOUND: Duration = Duration::from_secs(15);
+use crate::modules::{
+    PARKED_PROOF, WAKE_BOUND, invoke, invoke_when_deployed, modules_client, output_json, park,
+};
 
 fn read_only(function: &str, input: &str) -> InvokeRequest {
     InvokeRequest {
         read_only: true,
         ..invoke("counter", function, input, 0)
     }
-}
-
-fn json(output: &[u8]) -> Result<serde_json::Value> {
-    serde_json::from_slice(output).context("module output is not JSON")
 }
 
 /// The store's current revision, as the leader reports it.
@@ -53,7 +46,7 @@ async fn read_only_calls_see_acknowledged_writes_on_every_member_and_commit_noth
                 let mut reader = modules_client(cluster.endpoint(member)).await?;
                 let get = read_only("get", r#"{"keys":["ro/a","ro/none"]}"#);
                 let reply = reader.invoke(get).await?.into_inner();
-                let values = json(&reply.output)?;
+                let values = output_json(&reply.output)?;
                 ensure!(
                     values["ro/a"] == 5 + round && values["ro/none"] == 0,
                     "member {member}, round {round}: {values}"
@@ -85,7 +78,7 @@ async fn read_only_calls_see_acknowledged_writes_on_every_member_and_commit_noth
             "{err:?}"
         );
         let get = read_only("get", r#"{"keys":["ro/a"]}"#);
-        let values = json(&reader.invoke(get).await?.into_inner().output)?;
+        let values = output_json(&reader.invoke(get).await?.into_inner().output)?;
         ensure!(values["ro/a"] == 8, "{values}");
         ensure!(revision(&cluster).await? == before, "the refused add wrote");
 
@@ -130,7 +123,7 @@ async fn a_read_only_call_waits_on_a_follower_until_the_counters_reach_a_value()
             .await??
             .context("latch")?
             .into_inner();
-        let values = json(&reply.output)?;
+        let values = output_json(&reply.output)?;
         ensure!(
             values["latch/w1"] == 1 && values["latch/w2"] == 1,
             "{values}"
@@ -201,7 +194,7 @@ async fn a_flood_of_read_only_calls_leaves_the_apply_path_its_instances() {
             );
         }
         let get = read_only("get", r#"{"keys":["flood/n"]}"#);
-        let values = json(&modules.invoke(get).await?.into_inner().output)?;
+        let values = output_json(&modules.invoke(get).await?.into_inner().output)?;
         ensure!(values["flood/n"] == 21, "{values}");
         Ok(())
     })

@@ -9,19 +9,12 @@ use anyhow::{Context, Result, ensure};
 use baton_e2e::{Backend, Cluster, run_test};
 use tokio::time::{sleep, timeout};
 
-use crate::modules::{invoke, invoke_when_deployed, modules_client, park};
-
-/// How long a parked call is left alone to show it is really parked, not returning.
-const PARKED_PROOF: Duration = Duration::from_millis(500);
-/// Generous bound on a wake-up: far above the expected few milliseconds, far below "never".
-const WAKE_BOUND: Duration = Duration::from_secs(15);
+use crate::modules::{
+    PARKED_PROOF, WAKE_BOUND, invoke, invoke_when_deployed, modules_client, output_json, park,
+};
 
 fn pop(queue: &str) -> baton::proto::baton::v1::InvokeRequest {
     invoke("queue", "pop", &format!(r#"{{"queue":"{queue}"}}"#), 0)
-}
-
-fn json(output: &[u8]) -> Result<serde_json::Value> {
-    serde_json::from_slice(output).context("module output is not JSON")
 }
 
 /// A follower of the cluster's current leader.
@@ -53,7 +46,7 @@ async fn pop_on_an_empty_queue_returns_when_an_etcd_client_enqueues() {
             .await??
             .context("pop")?
             .into_inner();
-        let item = json(&reply.output)?;
+        let item = output_json(&reply.output)?;
         ensure!(
             item["key"] == "jobs/a" && item["value"] == "first",
             "{item}"
@@ -79,9 +72,9 @@ async fn pop_on_an_empty_queue_returns_when_an_etcd_client_enqueues() {
             .await??
             .context("pop")?
             .into_inner();
-        ensure!(json(&reply.output)?["value"] == "second");
+        ensure!(output_json(&reply.output)?["value"] == "second");
         let reply = modules.invoke(pop("jobs")).await?.into_inner();
-        ensure!(json(&reply.output)?["value"] == "third");
+        ensure!(output_json(&reply.output)?["value"] == "third");
         ensure!(reply.runs == 1, "an item was there: one run");
         Ok(())
     })
@@ -117,7 +110,7 @@ async fn a_deadline_ends_a_parked_call_and_consumes_nothing() {
         let kept = kv.get("jobs/a", None).await?;
         ensure!(kept.kvs().len() == 1, "an abandoned pop consumed the item");
         let reply = modules.invoke(pop("jobs")).await?.into_inner();
-        ensure!(json(&reply.output)?["value"] == "kept");
+        ensure!(output_json(&reply.output)?["value"] == "kept");
         Ok(())
     })
     .await;
@@ -154,7 +147,7 @@ async fn parked_calls_survive_a_leader_change_or_fail_for_a_retry() {
             .await??
             .context("pop parked on a follower across a leader change")?
             .into_inner();
-        ensure!(json(&reply.output)?["key"] == "jobs/after-failover");
+        ensure!(output_json(&reply.output)?["key"] == "jobs/after-failover");
         drop(on_leader);
         Ok(())
     })

@@ -16,12 +16,22 @@ use tonic::transport::Channel;
 /// How long a new cluster may take to deploy its built-in modules through the log.
 const BUILTINS_TIMEOUT: Duration = Duration::from_secs(20);
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// How long a call is left alone to show the server really parked it, not returning.
+pub(crate) const PARKED_PROOF: Duration = Duration::from_millis(500);
+/// Generous bound on a parked call's wake-up: far above the expected few milliseconds, far
+/// below "never".
+pub(crate) const WAKE_BOUND: Duration = Duration::from_secs(15);
 /// A budget the hostile loop exhausts quickly.
 const SPIN_FUEL: u64 = 100_000;
 
 pub(crate) async fn modules_client(endpoint: String) -> Result<ModulesClient<Channel>> {
     let channel = Channel::from_shared(endpoint)?.connect().await?;
     Ok(ModulesClient::new(channel))
+}
+
+/// A module's output parsed as JSON (the built-ins answer in JSON).
+pub(crate) fn output_json(output: &[u8]) -> Result<serde_json::Value> {
+    serde_json::from_slice(output).context("module output is not JSON")
 }
 
 pub(crate) fn invoke(name: &str, function: &str, input: &str, fuel: u64) -> InvokeRequest {
