@@ -12,6 +12,12 @@ pub const REQUEST_TIMEOUT_MS: u64 = 5_000;
 pub const LEADER_POLL_MS: u64 = 20;
 /// Largest member-to-member message (append batches, snapshot chunks).
 pub const PEER_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Most commands the leader puts in one batched log entry.
+pub const PROPOSAL_BATCH_COMMANDS_MAX: usize = 256;
+/// Most encoded command bytes in one batched log entry; a larger command is proposed alone.
+pub const PROPOSAL_BATCH_BYTES_MAX: usize = 512 * 1024;
+/// Commands waiting for the batch collector before proposers wait for room.
+pub const PROPOSALS_QUEUED_MAX: usize = 4096;
 /// Snapshots travel between members in pieces of this size.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 /// How often a member retries recording its client URLs until it succeeds.
@@ -86,6 +92,8 @@ pub const MOVE_LEADER_TIMEOUT_MS: u64 = REQUEST_TIMEOUT_MS;
 pub const OBSERVE_RESPONSES_QUEUED_MAX: usize = 16;
 
 const _: () = assert!(SNAPSHOT_CHUNK_BYTES < PEER_MESSAGE_BYTES_MAX);
+// A full batch plus one largest request (the command that overflows it is proposed alone).
+const _: () = assert!(PROPOSAL_BATCH_BYTES_MAX + GRPC_OVERHEAD_BYTES < PEER_MESSAGE_BYTES_MAX);
 const _: () = assert!(REQUEST_BYTES_MAX + GRPC_OVERHEAD_BYTES < PEER_MESSAGE_BYTES_MAX);
 const _: () = assert!(LEADER_POLL_MS < REQUEST_TIMEOUT_MS);
 const _: () = assert!(LEASE_CHECKPOINT_BATCH_MAX <= LEASE_CHECKPOINTS_PER_TICK_MAX);

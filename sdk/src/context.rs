@@ -4,7 +4,8 @@
 
 use crate::bindings::baton::module::context as wit;
 
-/// Raft log index of the entry carrying this call.
+/// Raft log index of the entry carrying this call. Calls proposed at about the same time may
+/// share one entry, so it is not unique per call; [`revision`] is, for a call that writes.
 pub fn log_index() -> u64 {
     wit::log_index()
 }

@@ -60,6 +60,9 @@ impl fmt::Display for Command {
             Some(Op::ModuleDeploy(_)) => "module_deploy",
             Some(Op::ModuleInvoke(_)) => "module_invoke",
             Some(Op::ModuleDelete(_)) => "module_delete",
+            Some(Op::Batch(b)) => {
+                return write!(f, "batch[{}]@{}", b.commands.len(), self.0.leader_time_ms);
+            }
             None => "unknown",
         };
         write!(f, "{kind}@{}", self.0.leader_time_ms)

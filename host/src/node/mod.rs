@@ -31,6 +31,7 @@ use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::proto::v3electionpb::election_server::ElectionServer;
 use crate::proto::v3lockpb::lock_server::LockServer;
+use crate::raft::batch::Proposer;
 use crate::raft::channels::PeerChannels;
 use crate::raft::network::PeerNetwork;
 use crate::raft::peer_service::PeerService;
@@ -106,8 +107,10 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         lease_deadlines,
         min_ttl_s(config.election_timeout_ms),
     ));
+    let proposer = Proposer::start(raft.clone());
     let server = Arc::new(Server::new(
         raft.clone(),
+        proposer.clone(),
         member_id,
         cluster_id,
         state_db,
@@ -136,9 +139,14 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     for url in &config.listen_peer_urls {
         let addr = config::listen_addr(url)?;
         let members = Arc::new(LeaderMembership::new(raft.clone(), cluster_id));
-        let svc = RaftPeerServer::new(PeerService::new(raft.clone(), lessor.clone(), members))
-            .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
+        let svc = RaftPeerServer::new(PeerService::new(
+            raft.clone(),
+            proposer.clone(),
+            lessor.clone(),
+            members,
+        ))
+        .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
         let router = tonic::transport::Server::builder().add_service(svc);
         let listener = tokio::net::TcpListener::bind(addr)
             .await

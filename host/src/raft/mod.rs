@@ -1,6 +1,7 @@
 //! openraft glue only: the redb log store, the redb state machine wrapper, and the gRPC transport
 //! between members. What a command *means* lives in `sm/`.
 
+pub mod batch;
 pub mod channels;
 pub mod log_store;
 pub mod network;

@@ -21,9 +21,8 @@ use crate::proto::etcdserverpb::{
     MemberAddRequest, MemberAddResponse, MemberPromoteRequest, MemberPromoteResponse,
     MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse,
 };
-use crate::raft::propose::{
-    leader_error_status, propose_as_leader, publish_as_leader, read_index_as_leader,
-};
+use crate::raft::batch::Proposer;
+use crate::raft::propose::{leader_error_status, publish_as_leader, read_index_as_leader};
 
 type Vote = openraft::alias::VoteOf<TypeConfig>;
 type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
@@ -54,6 +53,8 @@ pub trait MembershipLeader: Send + Sync {
 
 pub struct PeerService {
     raft: Raft,
+    /// Forwarded writes join this member's proposal batches.
+    proposer: Proposer,
     leases: Arc<dyn LeaseLeader>,
     members: Arc<dyn MembershipLeader>,
 }
@@ -61,11 +62,13 @@ pub struct PeerService {
 impl PeerService {
     pub fn new(
         raft: Raft,
+        proposer: Proposer,
         leases: Arc<dyn LeaseLeader>,
         members: Arc<dyn MembershipLeader>,
     ) -> Self {
         Self {
             raft,
+            proposer,
             leases,
             members,
         }
@@ -180,7 +183,8 @@ impl RaftPeer for PeerService {
     }
 
     async fn forward(&self, request: Request<LogCommand>) -> Result<Response<LogReply>, Status> {
-        propose_as_leader(&self.raft, request.into_inner())
+        self.proposer
+            .propose(request.into_inner())
             .await
             .map(Response::new)
             .map_err(leader_error_status)

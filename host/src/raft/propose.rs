@@ -18,7 +18,7 @@ pub const NOT_LEADER: &str = "baton: not the leader";
 pub const LEADER_CHANGED: &str = "etcdserver: leader changed";
 
 /// Why the leader path could not be taken.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum LeaderError {
     /// This member is not the leader; `leader` is who it believes leads, if anyone.
     #[error("not the leader")]

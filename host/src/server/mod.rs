@@ -31,9 +31,10 @@ use crate::proto::batonpb::{
     LogCommand, LogReply, PublishRequest, ReadIndexRequest, log_command, log_reply,
 };
 use crate::proto::etcdserverpb::ResponseHeader;
+use crate::raft::batch::Proposer;
 use crate::raft::channels::PeerChannels;
 use crate::raft::propose::{
-    NOT_LEADER, leader_error_status, propose_as_leader, publish_as_leader, read_index_as_leader,
+    NOT_LEADER, leader_error_status, publish_as_leader, read_index_as_leader,
 };
 
 pub const NO_LEADER: &str = "etcdserver: no leader";
@@ -42,6 +43,7 @@ pub const TIMED_OUT: &str = "etcdserver: request timed out";
 /// The member's view of the cluster, shared by every API service.
 pub struct Server {
     raft: Raft,
+    proposer: Proposer,
     member_id: MemberId,
     cluster_id: u64,
     db: Arc<Database>,
@@ -60,6 +62,7 @@ enum Route {
 impl Server {
     pub fn new(
         raft: Raft,
+        proposer: Proposer,
         member_id: MemberId,
         cluster_id: u64,
         db: Arc<Database>,
@@ -68,6 +71,7 @@ impl Server {
     ) -> Self {
         Self {
             raft,
+            proposer,
             member_id,
             cluster_id,
             db,
@@ -159,7 +163,8 @@ impl Server {
         };
         self.at_leader(
             || async {
-                propose_as_leader(&self.raft, cmd.clone())
+                self.proposer
+                    .propose(cmd.clone())
                     .await
                     .map_err(leader_error_status)
             },

@@ -7,7 +7,9 @@ use redb::WriteTransaction;
 
 use crate::lease::LeaseChange;
 use crate::lease::error::LeaseApplyError;
-use crate::proto::batonpb::{ApplyRefusal, LogCommand, LogReply, log_command, log_reply};
+use crate::proto::batonpb::{
+    ApplyRefusal, LogBatch, LogCommand, LogReplies, LogReply, log_command, log_reply,
+};
 use crate::proto::mvccpb;
 use crate::sm::alarm::{self, NO_SPACE};
 use crate::sm::kv::{self, ApplyError, KvRequest, KvResponse};
@@ -40,6 +42,9 @@ pub fn apply_command(
     log_index: u64,
 ) -> Result<CommandOutcome, ApplyFatal> {
     use log_command::Op;
+    if let Some(Op::Batch(batch)) = &cmd.op {
+        return apply_batch(txn, batch, runtime, log_index);
+    }
     if let Some(Op::Alarm(r)) = &cmd.op {
         let resp = alarm::apply_alarm(txn, r).map_err(|e| ApplyFatal(e.to_string()))?;
         return Ok(CommandOutcome {
@@ -70,8 +75,8 @@ pub fn apply_command(
         Some(Op::LeaseRevoke(r)) => return apply_lease_op(txn, LeaseOp::Revoke(r)),
         Some(Op::LeaseCheckpoint(r)) => return apply_lease_op(txn, LeaseOp::Checkpoint(r)),
         // A command from a newer version this member does not understand: refuse it the same way
-        // on every member rather than guess. (Alarms were handled above.)
-        None | Some(Op::Alarm(_)) => {
+        // on every member rather than guess. (Alarms and batches were handled above.)
+        None | Some(Op::Alarm(_)) | Some(Op::Batch(_)) => {
             return Ok(refused(tonic::Status::unimplemented(
                 "baton: unknown log command",
             )));
@@ -93,6 +98,38 @@ pub fn apply_command(
         Err(ApplyError::Rejected(e)) => Ok(refused(tonic::Status::from(e))),
         Err(ApplyError::Storage(e)) => Err(ApplyFatal(e.to_string())),
     }
+}
+
+/// Applies a batch's commands in order, each exactly as if it were an entry of its own at
+/// `log_index`: its own revision, its own reply. A batch inside a batch is refused (the proposer
+/// never builds one), so the nesting depth, and with it the recursion, is bounded.
+fn apply_batch(
+    txn: &Arc<WriteTransaction>,
+    batch: &LogBatch,
+    runtime: &Runtime,
+    log_index: u64,
+) -> Result<CommandOutcome, ApplyFatal> {
+    let mut replies = Vec::with_capacity(batch.commands.len());
+    let mut events = Vec::new();
+    let mut lease_changes = Vec::new();
+    for cmd in &batch.commands {
+        if matches!(cmd.op, Some(log_command::Op::Batch(_))) {
+            let status = tonic::Status::invalid_argument("baton: a batch may not contain a batch");
+            replies.push(refused(status).reply);
+            continue;
+        }
+        let outcome = apply_command(txn, cmd, runtime, log_index)?;
+        replies.push(outcome.reply);
+        events.extend(outcome.events);
+        lease_changes.extend(outcome.lease_changes);
+    }
+    Ok(CommandOutcome {
+        reply: LogReply {
+            result: Some(log_reply::Result::Batch(LogReplies { replies })),
+        },
+        events,
+        lease_changes,
+    })
 }
 
 fn module_outcome(applied: ModuleApplied) -> Result<CommandOutcome, ApplyFatal> {

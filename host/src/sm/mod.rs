@@ -9,4 +9,6 @@ pub mod module;
 pub mod txn;
 
 #[cfg(test)]
+mod batch_tests;
+#[cfg(test)]
 mod module_tests;

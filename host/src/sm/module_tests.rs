@@ -23,12 +23,12 @@ pub(crate) fn runtime() -> &'static Runtime {
     RUNTIME.get_or_init(|| Runtime::new().unwrap())
 }
 
-fn builtin(name: &str) -> &'static [u8] {
+pub(super) fn builtin(name: &str) -> &'static [u8] {
     BUILTIN_MODULES.iter().find(|(n, _)| *n == name).unwrap().1
 }
 
 /// Applies `ops` in one write transaction (one batch), then commits.
-fn apply_batch(db: &Database, first_index: u64, ops: Vec<Op>) -> Vec<CommandOutcome> {
+pub(super) fn apply_batch(db: &Database, first_index: u64, ops: Vec<Op>) -> Vec<CommandOutcome> {
     let mut txn = db.begin_write().unwrap();
     txn.set_durability(Durability::None).unwrap();
     let txn = Arc::new(txn);
@@ -44,14 +44,14 @@ fn apply_batch(db: &Database, first_index: u64, ops: Vec<Op>) -> Vec<CommandOutc
     outcomes
 }
 
-fn deploy(name: &str, component: &[u8]) -> Op {
+pub(super) fn deploy(name: &str, component: &[u8]) -> Op {
     Op::ModuleDeploy(ModuleDeploy {
         name: name.to_string(),
         component: component.to_vec(),
     })
 }
 
-fn invoke(name: &str, function: &str, input: &str, fuel: u64) -> Op {
+pub(super) fn invoke(name: &str, function: &str, input: &str, fuel: u64) -> Op {
     Op::ModuleInvoke(ModuleInvoke {
         name: name.to_string(),
         function: function.to_string(),
@@ -61,7 +61,7 @@ fn invoke(name: &str, function: &str, input: &str, fuel: u64) -> Op {
     })
 }
 
-fn refused(outcome: &CommandOutcome) -> Option<(i32, String)> {
+pub(super) fn refused(outcome: &CommandOutcome) -> Option<(i32, String)> {
     match &outcome.reply.result {
         Some(log_reply::Result::Refused(r)) => Some((r.code, r.message.clone())),
         _ => None,
@@ -73,7 +73,7 @@ fn value(store: &TestStore, key: &str) -> Option<Vec<u8>> {
     found.kvs.first().map(|kv| kv.value.clone())
 }
 
-const FUEL: u64 = crate::limits::GUEST_FUEL_DEFAULT;
+pub(super) const FUEL: u64 = crate::limits::GUEST_FUEL_DEFAULT;
 
 #[test]
 fn a_call_commits_all_its_writes_as_one_revision_with_events() {

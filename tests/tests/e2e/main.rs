@@ -26,6 +26,7 @@ mod module_read_only;
 mod module_wait;
 mod modules;
 mod modules_hostile;
+mod proposal_batching;
 mod python_etcd3;
 mod snapshot_catchup;
 mod watch;

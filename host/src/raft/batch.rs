@@ -1,0 +1,143 @@
+//! Proposal batching: commands proposed through this member at about the same time share one
+//! log entry.
+//!
+//! Every log entry costs Raft the same fixed work however small its command: an append to the
+//! log, a place in every replication message, an apply step and a responder on each member.
+//! Under load many clients' commands are waiting at once, so the collector takes every command
+//! queued when it wakes and proposes them together as one `LogBatch` entry; members apply its
+//! commands in order, each exactly as if it had an entry of its own (its own revision, its own
+//! reply). The collector never waits for more commands to arrive: a lone command is proposed at
+//! once, as a plain entry, so batching adds no latency when there is nothing to batch.
+
+use prost::Message;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::entry::Raft;
+use crate::limits::{PROPOSAL_BATCH_BYTES_MAX, PROPOSAL_BATCH_COMMANDS_MAX, PROPOSALS_QUEUED_MAX};
+use crate::proto::batonpb::{LogBatch, LogCommand, LogReplies, LogReply, log_command, log_reply};
+use crate::raft::propose::{LeaderError, leader_time_ms, propose_as_leader};
+
+type Outcome = Result<LogReply, LeaderError>;
+
+struct Pending {
+    cmd: LogCommand,
+    /// Encoded size of `cmd`, counted against the batch's byte budget.
+    bytes: usize,
+    done: oneshot::Sender<Outcome>,
+}
+
+/// Proposes commands through this member (which must lead), batching concurrent ones. Cheap to
+/// clone: clones share one collector.
+#[derive(Clone)]
+pub struct Proposer {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl Proposer {
+    /// Starts the collector task; it ends when every clone of the returned handle is dropped.
+    pub fn start(raft: Raft) -> Self {
+        let (queue, commands) = mpsc::channel(PROPOSALS_QUEUED_MAX);
+        tokio::spawn(collect(raft, commands));
+        Self { queue }
+    }
+
+    /// Proposes `cmd` and waits until it is applied, like [`propose_as_leader`].
+    pub async fn propose(&self, cmd: LogCommand) -> Outcome {
+        let (done, outcome) = oneshot::channel();
+        let bytes = cmd.encoded_len();
+        let pending = Pending { cmd, bytes, done };
+        if self.queue.send(pending).await.is_err() {
+            return Err(LeaderError::Unavailable(
+                "baton: the proposer has stopped".into(),
+            ));
+        }
+        outcome.await.unwrap_or_else(|_| {
+            Err(LeaderError::Unavailable(
+                "baton: a proposal was dropped".into(),
+            ))
+        })
+    }
+}
+
+/// Takes whatever is queued, up to the batch bounds, and proposes it; repeats.
+async fn collect(raft: Raft, mut commands: mpsc::Receiver<Pending>) {
+    // A command that did not fit the previous batch starts the next one.
+    let mut carried: Option<Pending> = None;
+    loop {
+        let first = match carried.take() {
+            Some(p) => p,
+            None => match commands.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        // Lets request tasks that are already runnable queue their commands before this batch
+        // closes: one scheduler pass, not a timed wait.
+        tokio::task::yield_now().await;
+        let mut bytes = first.bytes;
+        let mut batch = vec![first];
+        while batch.len() < PROPOSAL_BATCH_COMMANDS_MAX {
+            let Ok(next) = commands.try_recv() else {
+                break;
+            };
+            if bytes + next.bytes > PROPOSAL_BATCH_BYTES_MAX {
+                carried = Some(next);
+                break;
+            }
+            bytes += next.bytes;
+            batch.push(next);
+        }
+        // Proposing waits for the apply; the next batch must not wait for this one.
+        tokio::spawn(propose_batch(raft.clone(), batch));
+    }
+}
+
+async fn propose_batch(raft: Raft, mut batch: Vec<Pending>) {
+    if batch.len() == 1 {
+        let Pending { cmd, done, .. } = batch.remove(0);
+        let _ = done.send(propose_as_leader(&raft, cmd).await);
+        return;
+    }
+    let now_ms = leader_time_ms();
+    let mut replies_to = Vec::with_capacity(batch.len());
+    let mut commands = Vec::with_capacity(batch.len());
+    for Pending { mut cmd, done, .. } in batch {
+        cmd.leader_time_ms = now_ms;
+        commands.push(cmd);
+        replies_to.push(done);
+    }
+    let entry = LogCommand {
+        leader_time_ms: now_ms,
+        op: Some(log_command::Op::Batch(LogBatch { commands })),
+    };
+    match propose_as_leader(&raft, entry).await {
+        Ok(LogReply {
+            result: Some(log_reply::Result::Batch(LogReplies { replies })),
+        }) if replies.len() == replies_to.len() => {
+            for (done, reply) in replies_to.into_iter().zip(replies) {
+                let _ = done.send(Ok(reply));
+            }
+        }
+        // A refusal of the whole entry (a member that cannot read batches) is every command's.
+        Ok(
+            reply @ LogReply {
+                result: Some(log_reply::Result::Refused(_)),
+            },
+        ) => {
+            for done in replies_to {
+                let _ = done.send(Ok(reply.clone()));
+            }
+        }
+        Ok(other) => {
+            let message = format!("baton: unexpected reply to a batch of commands: {other:?}");
+            for done in replies_to {
+                let _ = done.send(Err(LeaderError::Unavailable(message.clone())));
+            }
+        }
+        Err(e) => {
+            for done in replies_to {
+                let _ = done.send(Err(e.clone()));
+            }
+        }
+    }
+}

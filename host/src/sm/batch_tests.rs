@@ -1,0 +1,120 @@
+//! Batched log entries (`LogBatch`): applying one must be indistinguishable from applying its
+//! commands one after another — same replies, same events, same stored bytes — or replicas that
+//! batch differently (and old logs) would disagree.
+
+use redb::ReadableDatabase;
+
+use super::module_tests::{FUEL, apply_batch, builtin, deploy, invoke, refused};
+use crate::mvcc::tests::{TestStore, put_req};
+use crate::proto::batonpb::{LogBatch, LogCommand, LogReplies, log_command::Op, log_reply};
+use crate::storage::snapshot::write_snapshot;
+use crate::wasm::builtin::HOSTILE_MODULE;
+
+fn batch(ops: &[Op]) -> Op {
+    let commands = ops
+        .iter()
+        .map(|op| LogCommand {
+            leader_time_ms: 1_700_000_000_000,
+            op: Some(op.clone()),
+        })
+        .collect();
+    Op::Batch(LogBatch { commands })
+}
+
+fn snapshot(store: &TestStore) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    write_snapshot(&store.db.begin_read().unwrap(), &mut bytes).unwrap();
+    bytes
+}
+
+/// Puts, counter calls, a trapping call and a call out of fuel.
+fn mixed_commands() -> Vec<Op> {
+    vec![
+        Op::Put(put_req("c1", "40")),
+        invoke("counter", "add", r#"{"keys":["c1","c2"],"by":2}"#, FUEL),
+        invoke("hostile", "trap", "c1", FUEL),
+        invoke("hostile", "spin", "c2", 5_000),
+        invoke("counter", "add", r#"{"keys":["c2"],"by":5}"#, FUEL),
+        Op::Put(put_req("c3", "x")),
+    ]
+}
+
+#[test]
+fn a_batch_applies_like_its_commands_one_by_one() {
+    let setup = vec![
+        deploy("counter", builtin("counter")),
+        deploy("hostile", HOSTILE_MODULE),
+    ];
+    let (one_by_one, batched) = (TestStore::new(), TestStore::new());
+    apply_batch(&one_by_one.db, 1, setup.clone());
+    apply_batch(&batched.db, 1, setup);
+    let commands = mixed_commands();
+    // The batch's commands all run at the batch entry's log index.
+    let singles: Vec<_> = commands
+        .iter()
+        .flat_map(|op| apply_batch(&one_by_one.db, 3, vec![op.clone()]))
+        .collect();
+    let mut out = apply_batch(&batched.db, 3, vec![batch(&commands)]);
+    let whole = out.remove(0);
+    let Some(log_reply::Result::Batch(LogReplies { replies })) = whole.reply.result else {
+        panic!(
+            "a batch must answer with one reply per command: {:?}",
+            whole.reply
+        );
+    };
+    assert_eq!(replies.len(), commands.len());
+    for (single, reply) in singles.iter().zip(&replies) {
+        assert_eq!(&single.reply, reply);
+    }
+    let single_events: Vec<_> = singles.iter().flat_map(|o| o.events.clone()).collect();
+    assert_eq!(whole.events, single_events);
+    // Each writing command got a revision of its own: 2 puts and 2 counter calls.
+    assert_eq!(batched.rev(), one_by_one.rev());
+    assert_eq!(
+        single_events
+            .last()
+            .unwrap()
+            .kv
+            .as_ref()
+            .unwrap()
+            .mod_revision,
+        batched.rev()
+    );
+    assert!(refused(&singles[2]).is_some() && refused(&singles[3]).is_some());
+    assert_eq!(snapshot(&batched), snapshot(&one_by_one));
+}
+
+#[test]
+fn a_batch_inside_a_batch_is_refused_without_touching_its_neighbours() {
+    let store = TestStore::new();
+    let before = store.rev();
+    let inner = batch(&[Op::Put(put_req("inner", "1"))]);
+    let ops = [
+        Op::Put(put_req("a", "1")),
+        inner,
+        Op::Put(put_req("b", "2")),
+    ];
+    let mut out = apply_batch(&store.db, 1, vec![batch(&ops)]);
+    let whole = out.remove(0);
+    let Some(log_reply::Result::Batch(LogReplies { replies })) = whole.reply.result else {
+        panic!("{:?}", whole.reply);
+    };
+    let codes: Vec<_> = replies
+        .iter()
+        .map(|r| match &r.result {
+            Some(log_reply::Result::Refused(r)) => Some((r.code, r.message.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(codes[0], None);
+    assert_eq!(
+        codes[1],
+        Some((
+            tonic::Code::InvalidArgument as i32,
+            "baton: a batch may not contain a batch".to_string()
+        ))
+    );
+    assert_eq!(codes[2], None);
+    assert_eq!(store.rev(), before + 2, "only the two puts wrote");
+    assert_eq!(whole.events.len(), 2);
+}
