@@ -2,12 +2,11 @@
 //! commands one after another — same replies, same events, same stored bytes — or replicas that
 //! batch differently (and old logs) would disagree.
 
-use redb::ReadableDatabase;
-
-use super::module_tests::{FUEL, apply_batch, builtin, deploy, invoke, refused};
+use super::module_tests::{
+    FUEL, apply_batch, builtin, deploy, invoke, refusal_of, refused, snapshot,
+};
 use crate::mvcc::tests::{TestStore, put_req};
 use crate::proto::batonpb::{LogBatch, LogCommand, LogReplies, log_command::Op, log_reply};
-use crate::storage::snapshot::write_snapshot;
 use crate::wasm::builtin::HOSTILE_MODULE;
 
 fn batch(ops: &[Op]) -> Op {
@@ -19,12 +18,6 @@ fn batch(ops: &[Op]) -> Op {
         })
         .collect();
     Op::Batch(LogBatch { commands })
-}
-
-fn snapshot(store: &TestStore) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    write_snapshot(&store.db.begin_read().unwrap(), &mut bytes).unwrap();
-    bytes
 }
 
 /// Puts, counter calls, a trapping call and a call out of fuel.
@@ -99,13 +92,7 @@ fn a_batch_inside_a_batch_is_refused_without_touching_its_neighbours() {
     let Some(log_reply::Result::Batch(LogReplies { replies })) = whole.reply.result else {
         panic!("{:?}", whole.reply);
     };
-    let codes: Vec<_> = replies
-        .iter()
-        .map(|r| match &r.result {
-            Some(log_reply::Result::Refused(r)) => Some((r.code, r.message.clone())),
-            _ => None,
-        })
-        .collect();
+    let codes: Vec<_> = replies.iter().map(refusal_of).collect();
     assert_eq!(codes[0], None);
     assert_eq!(
         codes[1],

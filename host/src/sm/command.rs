@@ -114,8 +114,8 @@ fn apply_batch(
     let mut lease_changes = Vec::new();
     for cmd in &batch.commands {
         if matches!(cmd.op, Some(log_command::Op::Batch(_))) {
-            let status = tonic::Status::invalid_argument("baton: a batch may not contain a batch");
-            replies.push(refused(status).reply);
+            let message = "baton: a batch may not contain a batch";
+            replies.push(refusal(tonic::Code::InvalidArgument, message));
             continue;
         }
         let outcome = apply_command(txn, cmd, runtime, log_index)?;

@@ -9,7 +9,7 @@ use redb::{Database, Durability, ReadableDatabase};
 
 use crate::mvcc::tests::{TestStore, put_req, range_req};
 use crate::proto::batonpb::{
-    LogCommand, ModuleDelete, ModuleDeploy, ModuleInvoke, log_command::Op, log_reply,
+    LogCommand, LogReply, ModuleDelete, ModuleDeploy, ModuleInvoke, log_command::Op, log_reply,
 };
 use crate::proto::mvccpb::event::EventType;
 use crate::sm::command::{CommandOutcome, apply_command};
@@ -62,10 +62,22 @@ pub(super) fn invoke(name: &str, function: &str, input: &str, fuel: u64) -> Op {
 }
 
 pub(super) fn refused(outcome: &CommandOutcome) -> Option<(i32, String)> {
-    match &outcome.reply.result {
+    refusal_of(&outcome.reply)
+}
+
+/// The code and message of a refusal reply; None for any other reply.
+pub(super) fn refusal_of(reply: &LogReply) -> Option<(i32, String)> {
+    match &reply.result {
         Some(log_reply::Result::Refused(r)) => Some((r.code, r.message.clone())),
         _ => None,
     }
+}
+
+/// The store's whole state as its snapshot bytes, for comparing replicas.
+pub(super) fn snapshot(store: &TestStore) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    write_snapshot(&store.db.begin_read().unwrap(), &mut bytes).unwrap();
+    bytes
 }
 
 fn value(store: &TestStore, key: &str) -> Option<Vec<u8>> {
@@ -244,11 +256,6 @@ fn replicas_applying_the_same_commands_end_byte_identical() {
         apply_batch(&b.db, index, chunk.to_vec());
         index += chunk.len() as u64;
     }
-    let snapshot = |s: &TestStore| {
-        let mut bytes = Vec::new();
-        write_snapshot(&s.db.begin_read().unwrap(), &mut bytes).unwrap();
-        bytes
-    };
     assert_eq!(snapshot(&a), snapshot(&b));
     assert!(
         a.rev() > 50,

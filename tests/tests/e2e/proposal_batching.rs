@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use baton_e2e::inspect::rev;
-use baton_e2e::{Backend, Cluster, backend_test};
+use baton_e2e::{Backend, Cluster, backend_test, connect};
 use etcd_client::{Compare, CompareOp, EventType, Txn, TxnOp, WatchOptions};
 use tokio::time::timeout;
 
@@ -21,7 +21,7 @@ const WATCH_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Writes this writer's keys; returns (revision, key, value) for each acknowledged write.
 async fn writer(endpoint: String, w: usize) -> Result<Vec<(i64, String, String)>> {
-    let mut client = etcd_client::Client::connect([endpoint], None).await?;
+    let mut client = connect(&[endpoint]).await?;
     let mut acked = Vec::with_capacity(WRITES_EACH);
     for i in 0..WRITES_EACH {
         let key = format!("{PREFIX}{w:02}/{i:02}");
