@@ -60,7 +60,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let cluster_id = identity.cluster_id;
 
     let log_store =
-        LogStore::open(&config.data_dir.join("raft-log.redb")).context("opening the raft log")?;
+        LogStore::open(&config.data_dir.join("raft-log")).context("opening the raft log")?;
     let state_path = config.data_dir.join("state.redb");
     let state_db = Arc::new(Database::create(&state_path).context("opening the state database")?);
     let lease_deadlines = Arc::new(Deadlines::default());

@@ -20,7 +20,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Red
         &self,
     ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().map_err(|e| read_err(&e))?;
-        let log = LogStore::open(&dir.path().join("log.redb")).map_err(|e| read_err(&e))?;
+        let log = LogStore::open(&dir.path().join("raft-log")).map_err(|e| read_err(&e))?;
         let db = redb::Database::create(dir.path().join("state.redb")).map_err(|e| read_err(&e))?;
         let sm = StateMachine::open(Arc::new(db), dir.path().join("snapshot.bin"))
             .map_err(|e| read_err(&e))?;

@@ -1,0 +1,227 @@
+//! The log's files across restarts: torn writes, stale records after a tear, segment rotation
+//! and deletion, the entry cache, and the import of a redb log. (openraft's conformance suite,
+//! in `raft::suite_test`, covers the storage API itself.)
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use openraft::storage::{RaftLogReader, RaftLogStorage, RaftLogStorageExt};
+use openraft::testing::{blank_ent, log_id};
+
+use super::migrate::{LOG, LOG_META};
+use super::wal::{Batch, Record, Wal};
+use super::{Entry, LogStore, Vote, encode};
+use crate::entry::TypeConfig;
+
+fn entries(range: std::ops::RangeInclusive<u64>) -> Vec<Entry> {
+    range.map(|i| blank_ent::<TypeConfig>(1, 1, i)).collect()
+}
+
+fn indexes(got: &[Entry]) -> Vec<u64> {
+    got.iter().map(|e| e.log_id.index).collect()
+}
+
+async fn read_all(store: &mut LogStore) -> Vec<u64> {
+    indexes(&store.try_get_log_entries(0..u64::MAX).await.expect("read"))
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("list")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    found.sort();
+    found
+}
+
+/// Writes one batch of appends of the given `(index, bytes)` with the log's epoch.
+fn append_raw(wal: &mut Wal, items: &[(u64, Vec<u8>)]) {
+    let mut batch = Batch::default();
+    for (index, entry) in items {
+        let record = Record::Append {
+            index: *index,
+            entry,
+        };
+        batch.push(wal.epoch(), &record);
+    }
+    wal.write(&batch).expect("write");
+}
+
+#[tokio::test]
+async fn entries_votes_truncations_and_purges_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("raft-log");
+    let vote = Vote::new(7, 3);
+    {
+        let mut store = LogStore::open(&path).expect("open");
+        store
+            .blocking_append(entries(1..=10))
+            .await
+            .expect("append");
+        store
+            .truncate_after(Some(log_id::<TypeConfig>(1, 1, 8)))
+            .await
+            .expect("truncate");
+        store.blocking_append(entries(9..=9)).await.expect("append");
+        store
+            .purge(log_id::<TypeConfig>(1, 1, 3))
+            .await
+            .expect("purge");
+        store.save_vote(&vote).await.expect("vote");
+    }
+    let mut store = LogStore::open(&path).expect("reopen");
+    assert_eq!(read_all(&mut store).await, (4..=9).collect::<Vec<_>>());
+    assert_eq!(store.read_vote().await.expect("vote"), Some(vote));
+    let state = store.get_log_state().await.expect("state");
+    assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(3));
+    assert_eq!(state.last_log_id.map(|l| l.index), Some(9));
+}
+
+#[test]
+fn a_torn_last_record_ends_the_log_and_is_written_over() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("raft-log");
+    {
+        let (mut wal, _) = Wal::open(&path).expect("open");
+        append_raw(&mut wal, &[(1, b"one".to_vec()), (2, b"two".to_vec())]);
+        append_raw(&mut wal, &[(3, b"three".to_vec())]);
+    }
+    // Damage the last byte of entry 3, as a crash during its write might.
+    let segment = &segments(&path)[0];
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(segment)
+        .expect("open");
+    let (wal, replayed) = Wal::open(&path).expect("reopen");
+    let loc = replayed.entries[&3].0;
+    drop(wal);
+    file.write_all_at(b"X", loc.offset + u64::from(loc.len) - 1)
+        .expect("damage");
+
+    let (mut wal, replayed) = Wal::open(&path).expect("reopen after the tear");
+    assert_eq!(replayed.entries.keys().copied().collect::<Vec<_>>(), [1, 2]);
+    append_raw(&mut wal, &[(3, b"tres".to_vec())]);
+    drop(wal);
+    let (_, replayed) = Wal::open(&path).expect("reopen after writing over the tear");
+    assert_eq!(
+        replayed.entries.keys().copied().collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert_eq!(replayed.entries[&3].1, b"tres");
+}
+
+#[test]
+fn records_of_a_lost_write_behind_a_tear_are_never_replayed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("raft-log");
+    {
+        let (mut wal, _) = Wal::open(&path).expect("open");
+        append_raw(&mut wal, &[(1, b"one".to_vec())]);
+        // One write of two records; the crash tears the first and keeps the second intact.
+        append_raw(&mut wal, &[(2, b"two".to_vec()), (3, b"three".to_vec())]);
+    }
+    let (wal, replayed) = Wal::open(&path).expect("reopen");
+    let loc = replayed.entries[&2].0;
+    drop(wal);
+    let segment = &segments(&path)[0];
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(segment)
+        .expect("open");
+    file.write_all_at(b"X", loc.offset).expect("damage");
+
+    // After the restart a record of exactly the torn one's size is written in its place, so
+    // the lost write's intact second record lines up as the next record.
+    let (mut wal, replayed) = Wal::open(&path).expect("reopen after the tear");
+    assert_eq!(replayed.entries.keys().copied().collect::<Vec<_>>(), [1]);
+    append_raw(&mut wal, &[(2, b"TWO".to_vec())]);
+    drop(wal);
+    let (_, replayed) = Wal::open(&path).expect("reopen");
+    assert_eq!(
+        replayed.entries.keys().copied().collect::<Vec<_>>(),
+        [1, 2],
+        "entry 3 was never acknowledged and must not come back"
+    );
+}
+
+#[tokio::test]
+async fn purged_segments_are_deleted_and_the_vote_outlives_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("raft-log");
+    let vote = Vote::new(2, 1);
+    {
+        let mut store = LogStore::open_with(&path, 1024, usize::MAX).expect("open");
+        store.save_vote(&vote).await.expect("vote");
+        for i in 1..=200 {
+            store.blocking_append(entries(i..=i)).await.expect("append");
+        }
+        assert!(segments(&path).len() > 3, "{:?}", segments(&path));
+        store
+            .purge(log_id::<TypeConfig>(1, 1, 190))
+            .await
+            .expect("purge");
+        // The purge is written with the next batch; this append waits for it.
+        store
+            .blocking_append(entries(201..=201))
+            .await
+            .expect("append");
+        assert!(segments(&path).len() <= 2, "{:?}", segments(&path));
+    }
+    let mut store = LogStore::open_with(&path, 1024, usize::MAX).expect("reopen");
+    assert_eq!(read_all(&mut store).await, (191..=201).collect::<Vec<_>>());
+    assert_eq!(store.read_vote().await.expect("vote"), Some(vote));
+}
+
+#[tokio::test]
+async fn entries_evicted_from_memory_are_read_back_from_disk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("raft-log");
+    let mut store = LogStore::open_with(&path, 64 * 1024, 64).expect("open");
+    for i in 1..=50 {
+        store.blocking_append(entries(i..=i)).await.expect("append");
+    }
+    let in_memory = store
+        .shared
+        .lock()
+        .slots
+        .values()
+        .filter(|s| s.entry.is_some())
+        .count();
+    assert!(in_memory < 50, "{in_memory} of 50 entries still decoded");
+    let got = store.try_get_log_entries(10..=40).await.expect("read");
+    assert_eq!(got, entries(10..=40));
+}
+
+#[tokio::test]
+async fn a_redb_log_is_imported_and_then_removed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("raft-log");
+    let legacy = dir.path().join("raft-log.redb");
+    let vote = Vote::new(4, 2);
+    {
+        let db = redb::Database::create(&legacy).expect("redb");
+        let txn = db.begin_write().expect("txn");
+        {
+            let mut log = txn.open_table(LOG).expect("log");
+            for entry in entries(6..=12) {
+                let bytes = encode(&entry).expect("encode");
+                log.insert(entry.log_id.index, bytes.as_slice())
+                    .expect("insert");
+            }
+            let mut meta = txn.open_table(LOG_META).expect("meta");
+            let purged = encode(&log_id::<TypeConfig>(1, 1, 5)).expect("encode");
+            meta.insert("last_purged", purged.as_slice())
+                .expect("insert");
+            meta.insert("vote", encode(&vote).expect("encode").as_slice())
+                .expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+    let mut store = LogStore::open(&path).expect("open imports");
+    assert!(!legacy.exists(), "the redb log is removed once imported");
+    assert_eq!(read_all(&mut store).await, (6..=12).collect::<Vec<_>>());
+    assert_eq!(store.read_vote().await.expect("vote"), Some(vote));
+    let state = store.get_log_state().await.expect("state");
+    assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(5));
+}

@@ -1,0 +1,463 @@
+//! The Raft log's files: a directory of preallocated segment files holding checksummed records
+//! that are only ever appended.
+//!
+//! A batch of records costs one `pwrite` and one `fdatasync`. Segments are zero-filled when
+//! created, so those writes land in blocks the file system has already allocated and the sync
+//! flushes data, not file-system metadata.
+//!
+//! Record: `len u32 | crc32 u32 | epoch u64 | payload (len bytes)`, little-endian, the CRC over
+//! epoch and payload. A zero `len` marks the end of the written part of a segment. Every process
+//! start takes a new, durably recorded epoch, and replay stops at the first record whose epoch is
+//! lower than the one before it: after a crash tore a write, what follows the tear may still hold
+//! intact records of the lost write, and new records written over the tear would otherwise let
+//! replay run on into them.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Size a new segment is zero-filled to (a larger batch gets a segment of its own size):
+/// a rotation writes this much once, about every 16 MiB of log.
+pub const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
+const HEADER_BYTES: usize = 16;
+const EPOCH_FILE: &str = "epoch";
+
+const KIND_APPEND: u8 = 1;
+const KIND_TRUNCATE_FROM: u8 = 2;
+const KIND_PURGE_TO: u8 = 3;
+const KIND_META: u8 = 4;
+
+/// One logged change, in the order it was made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record<'a> {
+    /// Entry `index`, encoded.
+    Append { index: u64, entry: &'a [u8] },
+    /// Entries at or above the index are gone.
+    TruncateFrom(u64),
+    /// Entries at or below the index are gone.
+    PurgeTo(u64),
+    /// A named value (vote, committed id, purge point); the last one written wins.
+    Meta { key: &'a str, value: &'a [u8] },
+}
+
+/// Where an appended entry's bytes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Loc {
+    pub segment: u64,
+    pub offset: u64,
+    pub len: u32,
+}
+
+/// Records encoded for one write. Append offsets are relative to the start of the buffer.
+#[derive(Default)]
+pub struct Batch {
+    bytes: Vec<u8>,
+    /// (index, offset of the entry bytes in `bytes`, length) of every append.
+    appends: Vec<(u64, u64, u32)>,
+}
+
+impl Batch {
+    pub fn push(&mut self, epoch: u64, record: &Record<'_>) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(&[0; HEADER_BYTES]);
+        match record {
+            Record::Append { index, entry } => {
+                self.bytes.push(KIND_APPEND);
+                self.bytes.extend_from_slice(&index.to_le_bytes());
+                let at = self.bytes.len() as u64;
+                self.bytes.extend_from_slice(entry);
+                self.appends.push((*index, at, entry.len() as u32));
+            }
+            Record::TruncateFrom(i) => {
+                self.bytes.push(KIND_TRUNCATE_FROM);
+                self.bytes.extend_from_slice(&i.to_le_bytes());
+            }
+            Record::PurgeTo(i) => {
+                self.bytes.push(KIND_PURGE_TO);
+                self.bytes.extend_from_slice(&i.to_le_bytes());
+            }
+            Record::Meta { key, value } => {
+                self.bytes.push(KIND_META);
+                self.bytes.push(key.len() as u8);
+                self.bytes.extend_from_slice(key.as_bytes());
+                self.bytes.extend_from_slice(value);
+            }
+        }
+        let payload_len = (self.bytes.len() - start - HEADER_BYTES) as u32;
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&epoch.to_le_bytes());
+        crc.update(&self.bytes[start + HEADER_BYTES..]);
+        let header = &mut self.bytes[start..start + HEADER_BYTES];
+        header[0..4].copy_from_slice(&payload_len.to_le_bytes());
+        header[4..8].copy_from_slice(&crc.finalize().to_le_bytes());
+        header[8..16].copy_from_slice(&epoch.to_le_bytes());
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Encoded bytes so far.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+/// One segment file: its sequence number (its name) and the highest entry index it holds.
+struct Segment {
+    file: Arc<File>,
+    path: PathBuf,
+    max_index: Option<u64>,
+}
+
+/// The segment directory, as the writer sees it.
+pub struct Wal {
+    dir: PathBuf,
+    epoch: u64,
+    /// Size new segments are zero-filled to.
+    segment_bytes: u64,
+    segments: BTreeMap<u64, Segment>,
+    /// Sequence number of the segment being written, its size, and where its written part ends.
+    active: u64,
+    active_len: u64,
+    offset: u64,
+    /// The latest value of every meta key written so far: each new segment starts with them, so
+    /// a segment can be deleted without losing any.
+    meta: BTreeMap<String, Vec<u8>>,
+}
+
+/// What replaying the directory found, in log order.
+pub struct Replayed {
+    pub entries: BTreeMap<u64, (Loc, Vec<u8>)>,
+    pub meta: BTreeMap<String, Vec<u8>>,
+}
+
+fn segment_name(seq: u64) -> String {
+    format!("{seq:016x}.wal")
+}
+
+fn corrupt(what: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what)
+}
+
+impl Wal {
+    /// Opens (or creates) the log in `dir` and replays it. A torn record at the end of the last
+    /// segment ends the log there; a bad record anywhere else is corruption and an error.
+    pub fn open(dir: &Path) -> io::Result<(Wal, Replayed)> {
+        Self::open_with(dir, SEGMENT_BYTES)
+    }
+
+    /// [`Self::open`] with new segments of `segment_bytes` (tests use small ones).
+    pub fn open_with(dir: &Path, segment_bytes: u64) -> io::Result<(Wal, Replayed)> {
+        std::fs::create_dir_all(dir)?;
+        let epoch = next_epoch(dir)?;
+        let mut seqs = Vec::new();
+        for item in std::fs::read_dir(dir)? {
+            let name = item?.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(hex) = name.strip_suffix(".wal")
+                && let Ok(seq) = u64::from_str_radix(hex, 16)
+            {
+                seqs.push(seq);
+            }
+        }
+        seqs.sort_unstable();
+        let mut wal = Wal {
+            dir: dir.to_path_buf(),
+            epoch,
+            segment_bytes,
+            segments: BTreeMap::new(),
+            active: 0,
+            active_len: 0,
+            offset: 0,
+            meta: BTreeMap::new(),
+        };
+        let mut replayed = Replayed {
+            entries: BTreeMap::new(),
+            meta: BTreeMap::new(),
+        };
+        let mut last_epoch = 0;
+        for (i, seq) in seqs.iter().enumerate() {
+            let path = dir.join(segment_name(*seq));
+            let file = OpenOptions::new().read(true).write(true).open(&path)?;
+            let bytes = std::fs::read(&path)?;
+            let len = bytes.len() as u64;
+            let (end, max_index) = replay_segment(*seq, &bytes, &mut last_epoch, &mut replayed);
+            let is_last = i + 1 == seqs.len();
+            if end.torn && !is_last {
+                return Err(corrupt(format!(
+                    "raft log segment {} is damaged at byte {} (not the last segment, so this \
+                     is not a torn write); restore the member from a peer",
+                    path.display(),
+                    end.offset
+                )));
+            }
+            wal.segments.insert(
+                *seq,
+                Segment {
+                    file: Arc::new(file),
+                    path,
+                    max_index,
+                },
+            );
+            wal.active = *seq;
+            wal.active_len = len;
+            wal.offset = end.offset;
+        }
+        wal.meta = replayed.meta.clone();
+        if wal.segments.is_empty() {
+            wal.create_segment(1, segment_bytes)?;
+        }
+        Ok((wal, replayed))
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The open file of every segment, for readers.
+    pub fn files(&self) -> BTreeMap<u64, Arc<File>> {
+        self.segments
+            .iter()
+            .map(|(seq, s)| (*seq, s.file.clone()))
+            .collect()
+    }
+
+    /// Writes `batch` durably; returns the location of each appended entry, in order.
+    pub fn write(&mut self, batch: &Batch) -> io::Result<Vec<(u64, Loc)>> {
+        let needed = batch.bytes.len() as u64 + HEADER_BYTES as u64;
+        if self.offset + needed > self.active_len {
+            let mut start = Batch::default();
+            let meta = std::mem::take(&mut self.meta);
+            for (key, value) in &meta {
+                start.push(self.epoch, &Record::Meta { key, value });
+            }
+            self.meta = meta;
+            let size = self.segment_bytes.max(start.bytes.len() as u64 + needed);
+            self.create_segment(self.active + 1, size)?;
+            self.write_at_end(&start.bytes)?;
+        }
+        let base = self.offset;
+        self.write_at_end(&batch.bytes)?;
+        self.active_file().sync_data()?;
+        let active = self.active;
+        let mut locs = Vec::with_capacity(batch.appends.len());
+        for (index, at, len) in &batch.appends {
+            let loc = Loc {
+                segment: active,
+                offset: base + at,
+                len: *len,
+            };
+            locs.push((*index, loc));
+        }
+        if let Some(segment) = self.segments.get_mut(&active) {
+            let top = batch.appends.iter().map(|(i, _, _)| *i).max();
+            segment.max_index = segment.max_index.max(top);
+        }
+        Ok(locs)
+    }
+
+    /// Remembers a meta value just written (it goes at the start of every later segment).
+    pub fn note_meta(&mut self, key: &str, value: &[u8]) {
+        self.meta.insert(key.to_string(), value.to_vec());
+    }
+
+    /// Deletes every segment but the active one whose entries are all at or below `index`.
+    pub fn delete_purged(&mut self, index: u64) -> io::Result<()> {
+        let doomed: Vec<u64> = self
+            .segments
+            .iter()
+            .filter(|(seq, s)| **seq != self.active && s.max_index.is_none_or(|m| m <= index))
+            .map(|(seq, _)| *seq)
+            .collect();
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        for seq in doomed {
+            if let Some(segment) = self.segments.remove(&seq) {
+                std::fs::remove_file(&segment.path)?;
+            }
+        }
+        sync_dir(&self.dir)
+    }
+
+    fn active_file(&self) -> &File {
+        // The active segment is always in the map: it is only replaced by create_segment.
+        &self.segments[&self.active].file
+    }
+
+    fn write_at_end(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.active_file().write_all_at(bytes, self.offset)?;
+        self.offset += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Creates segment `seq` zero-filled to `size` bytes and makes it the active one.
+    fn create_segment(&mut self, seq: u64, size: u64) -> io::Result<()> {
+        let path = self.dir.join(segment_name(seq));
+        let tmp = path.with_extension("tmp");
+        {
+            let mut f = File::create(&tmp)?;
+            let zeros = vec![0u8; 1024 * 1024];
+            let mut left = size;
+            while left > 0 {
+                let n = left.min(zeros.len() as u64) as usize;
+                f.write_all(&zeros[..n])?;
+                left -= n as u64;
+            }
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &path)?;
+        sync_dir(&self.dir)?;
+        let file = OpenOptions::new().read(true).write(true).open(&path)?;
+        self.segments.insert(
+            seq,
+            Segment {
+                file: Arc::new(file),
+                path,
+                max_index: None,
+            },
+        );
+        self.active = seq;
+        self.active_len = size;
+        self.offset = 0;
+        Ok(())
+    }
+}
+
+/// Where replay of a segment stopped, and whether a damaged record stopped it.
+struct End {
+    offset: u64,
+    torn: bool,
+}
+
+fn replay_segment(
+    seq: u64,
+    bytes: &[u8],
+    last_epoch: &mut u64,
+    out: &mut Replayed,
+) -> (End, Option<u64>) {
+    let mut at = 0usize;
+    let mut max_index = None;
+    let end = |offset: usize, torn: bool| End {
+        offset: offset as u64,
+        torn,
+    };
+    loop {
+        let Some(header) = bytes.get(at..at + HEADER_BYTES) else {
+            return (end(at, false), max_index);
+        };
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        if len == 0 {
+            return (end(at, false), max_index);
+        }
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        let mut epoch_bytes = [0u8; 8];
+        epoch_bytes.copy_from_slice(&header[8..16]);
+        let epoch = u64::from_le_bytes(epoch_bytes);
+        let Some(payload) = bytes.get(at + HEADER_BYTES..at + HEADER_BYTES + len) else {
+            return (end(at, true), max_index);
+        };
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&epoch_bytes);
+        hasher.update(payload);
+        if hasher.finalize() != crc || epoch < *last_epoch {
+            return (end(at, true), max_index);
+        }
+        let payload_at = (at + HEADER_BYTES) as u64;
+        if !apply_record(seq, payload_at, payload, out, &mut max_index) {
+            return (end(at, true), max_index);
+        }
+        *last_epoch = epoch;
+        at += HEADER_BYTES + len;
+    }
+}
+
+/// Applies one record's payload to `out`; false if it cannot be parsed.
+fn apply_record(
+    seq: u64,
+    payload_at: u64,
+    payload: &[u8],
+    out: &mut Replayed,
+    max_index: &mut Option<u64>,
+) -> bool {
+    let index_at = |p: &[u8]| -> Option<u64> {
+        let raw: [u8; 8] = p.get(1..9)?.try_into().ok()?;
+        Some(u64::from_le_bytes(raw))
+    };
+    match payload.first() {
+        Some(&KIND_APPEND) => {
+            let Some(index) = index_at(payload) else {
+                return false;
+            };
+            let entry = &payload[9..];
+            let loc = Loc {
+                segment: seq,
+                offset: payload_at + 9,
+                len: entry.len() as u32,
+            };
+            out.entries.insert(index, (loc, entry.to_vec()));
+            *max_index = (*max_index).max(Some(index));
+        }
+        Some(&KIND_TRUNCATE_FROM) => {
+            let Some(index) = index_at(payload) else {
+                return false;
+            };
+            out.entries.split_off(&index);
+        }
+        Some(&KIND_PURGE_TO) => {
+            let Some(index) = index_at(payload) else {
+                return false;
+            };
+            out.entries = out.entries.split_off(&index.saturating_add(1));
+        }
+        Some(&KIND_META) => {
+            let Some(&key_len) = payload.get(1) else {
+                return false;
+            };
+            let Some(key) = payload.get(2..2 + key_len as usize) else {
+                return false;
+            };
+            let Ok(key) = std::str::from_utf8(key) else {
+                return false;
+            };
+            let value = payload[2 + key_len as usize..].to_vec();
+            out.meta.insert(key.to_string(), value);
+        }
+        _ => return false,
+    }
+    true
+}
+
+/// Reads, increments and durably stores the epoch counter.
+fn next_epoch(dir: &Path) -> io::Result<u64> {
+    let path = dir.join(EPOCH_FILE);
+    let previous = match std::fs::read(&path) {
+        Ok(raw) => {
+            let raw: [u8; 8] = raw
+                .as_slice()
+                .try_into()
+                .map_err(|_| corrupt(format!("{} is not 8 bytes", path.display())))?;
+            u64::from_le_bytes(raw)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(e),
+    };
+    let epoch = previous + 1;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(&epoch.to_le_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path)?;
+    sync_dir(dir)?;
+    Ok(epoch)
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
