@@ -61,35 +61,44 @@ impl Proposer {
 
 /// Takes whatever is queued, up to the batch bounds, and proposes it; repeats.
 async fn collect(raft: Raft, mut commands: mpsc::Receiver<Pending>) {
-    // A command that did not fit the previous batch starts the next one.
-    let mut carried: Option<Pending> = None;
-    loop {
-        let first = match carried.take() {
-            Some(p) => p,
-            None => match commands.recv().await {
-                Some(p) => p,
-                None => return,
-            },
-        };
-        // Lets request tasks that are already runnable queue their commands before this batch
-        // closes: one scheduler pass, not a timed wait.
-        tokio::task::yield_now().await;
-        let mut bytes = first.bytes;
-        let mut batch = vec![first];
-        while batch.len() < PROPOSAL_BATCH_COMMANDS_MAX {
-            let Ok(next) = commands.try_recv() else {
-                break;
-            };
-            if bytes + next.bytes > PROPOSAL_BATCH_BYTES_MAX {
-                carried = Some(next);
-                break;
-            }
-            bytes += next.bytes;
-            batch.push(next);
-        }
+    let mut carried = None;
+    while let Some(batch) = gather(&mut commands, &mut carried, |p| p.bytes).await {
         // Proposing waits for the apply; the next batch must not wait for this one.
         tokio::spawn(propose_batch(raft.clone(), batch));
     }
+}
+
+/// The next batch from `queue`: the first item (`carried` over from the previous batch, or the
+/// next to arrive), then whatever else is queued after one scheduler pass, within
+/// [`PROPOSAL_BATCH_COMMANDS_MAX`] items and [`PROPOSAL_BATCH_BYTES_MAX`] bytes as counted by
+/// `bytes`. An item that does not fit is carried over to start the next batch. `None` once the
+/// queue is closed and empty.
+pub(crate) async fn gather<T>(
+    queue: &mut mpsc::Receiver<T>,
+    carried: &mut Option<T>,
+    bytes: impl Fn(&T) -> usize,
+) -> Option<Vec<T>> {
+    let first = match carried.take() {
+        Some(item) => item,
+        None => queue.recv().await?,
+    };
+    // Lets request tasks that are already runnable queue their items before this batch closes:
+    // one scheduler pass, not a timed wait.
+    tokio::task::yield_now().await;
+    let mut total = bytes(&first);
+    let mut batch = vec![first];
+    while batch.len() < PROPOSAL_BATCH_COMMANDS_MAX {
+        let Ok(next) = queue.try_recv() else {
+            break;
+        };
+        if total + bytes(&next) > PROPOSAL_BATCH_BYTES_MAX {
+            *carried = Some(next);
+            break;
+        }
+        total += bytes(&next);
+        batch.push(next);
+    }
+    Some(batch)
 }
 
 async fn propose_batch(raft: Raft, mut batch: Vec<Pending>) {

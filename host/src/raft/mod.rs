@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod channels;
+pub mod forward;
 pub mod log_store;
 pub mod network;
 pub mod peer_service;

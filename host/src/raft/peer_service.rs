@@ -11,10 +11,12 @@ use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::entry::{Raft, TypeConfig, codec};
+use crate::limits::PROPOSAL_BATCH_COMMANDS_MAX;
 use crate::proto::batonpb::raft_peer_server::RaftPeer;
 use crate::proto::batonpb::{
-    LogCommand, LogReply, MembershipRequest, MembershipResponse, PublishRequest, PublishResponse,
-    RaftPayload, ReadIndexRequest, ReadIndexResponse, SnapshotChunk,
+    ForwardBatchReply, ForwardBatchRequest, ForwardError, ForwardOutcome, LogCommand, LogReply,
+    MembershipRequest, MembershipResponse, PublishRequest, PublishResponse, RaftPayload,
+    ReadIndexRequest, ReadIndexResponse, SnapshotChunk, forward_outcome,
 };
 use crate::proto::etcdserverpb::{
     LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
@@ -188,6 +190,41 @@ impl RaftPeer for PeerService {
             .await
             .map(Response::new)
             .map_err(leader_error_status)
+    }
+
+    async fn forward_batch(
+        &self,
+        request: Request<ForwardBatchRequest>,
+    ) -> Result<Response<ForwardBatchReply>, Status> {
+        let commands = request.into_inner().commands;
+        if commands.len() > PROPOSAL_BATCH_COMMANDS_MAX {
+            return Err(Status::invalid_argument(format!(
+                "baton: {} forwarded writes in one batch; at most {PROPOSAL_BATCH_COMMANDS_MAX}",
+                commands.len()
+            )));
+        }
+        // Queued in order, so they land in the same proposal batch in the same order.
+        let proposals = commands.into_iter().map(|cmd| self.proposer.propose(cmd));
+        let outcomes = futures::future::join_all(proposals)
+            .await
+            .into_iter()
+            .map(|outcome| {
+                let outcome = match outcome {
+                    Ok(reply) => forward_outcome::Outcome::Reply(reply),
+                    Err(e) => {
+                        let status = leader_error_status(e);
+                        forward_outcome::Outcome::Error(ForwardError {
+                            code: status.code() as i32,
+                            message: status.message().to_string(),
+                        })
+                    }
+                };
+                ForwardOutcome {
+                    outcome: Some(outcome),
+                }
+            })
+            .collect();
+        Ok(Response::new(ForwardBatchReply { outcomes }))
     }
 
     async fn read_index(

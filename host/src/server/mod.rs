@@ -33,6 +33,7 @@ use crate::proto::batonpb::{
 use crate::proto::etcdserverpb::ResponseHeader;
 use crate::raft::batch::Proposer;
 use crate::raft::channels::PeerChannels;
+use crate::raft::forward::Forwarder;
 use crate::raft::propose::{
     NOT_LEADER, leader_error_status, publish_as_leader, read_index_as_leader,
 };
@@ -44,6 +45,8 @@ pub const TIMED_OUT: &str = "etcdserver: request timed out";
 pub struct Server {
     raft: Raft,
     proposer: Proposer,
+    /// Hands writes to the leader while this member follows.
+    forwarder: Forwarder,
     member_id: MemberId,
     cluster_id: u64,
     db: Arc<Database>,
@@ -72,6 +75,7 @@ impl Server {
         Self {
             raft,
             proposer,
+            forwarder: Forwarder::start(),
             member_id,
             cluster_id,
             db,
@@ -168,9 +172,9 @@ impl Server {
                     .await
                     .map_err(leader_error_status)
             },
-            |mut client| {
+            |client| {
                 let cmd = cmd.clone();
-                async move { client.forward(cmd).await.map(tonic::Response::into_inner) }
+                async move { self.forwarder.forward(client, cmd).await }
             },
         )
         .await
