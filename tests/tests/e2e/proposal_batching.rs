@@ -140,3 +140,71 @@ async fn concurrent_writers_get_distinct_revisions(backend: Backend) -> Result<(
 }
 
 backend_test!(concurrent_writers_get_distinct_revisions);
+
+/// Concurrent writers on one follower: puts, and puts naming a lease that does not exist.
+const FOLLOWER_WRITERS: usize = 16;
+const FOLLOWER_WRITES_EACH: usize = 10;
+
+/// Writes through `endpoint`; every other write names a missing lease and must be refused
+/// alone, with etcd's error, while the puts queued beside it succeed. Returns the revisions of
+/// the acknowledged puts.
+async fn mixed_writer(endpoint: String, w: usize) -> Result<Vec<i64>> {
+    let mut client = connect(&[endpoint]).await?;
+    let mut revisions = Vec::new();
+    for i in 0..FOLLOWER_WRITES_EACH {
+        let key = format!("{PREFIX}f{w:02}/{i:02}");
+        if i % 2 == 1 {
+            let options = etcd_client::PutOptions::new().with_lease(0x7fff_0000 + w as i64);
+            let refused = client.put(key.as_str(), "x", Some(options)).await;
+            let message = format!("{refused:?}");
+            ensure!(
+                message.contains("requested lease not found"),
+                "put of {key} with a missing lease: {message}"
+            );
+        } else {
+            revisions.push(rev(client.put(key.as_str(), "v", None).await?.header()));
+        }
+    }
+    Ok(revisions)
+}
+
+async fn writes_through_a_follower_each_get_their_own_outcome(backend: Backend) -> Result<()> {
+    let cluster = Cluster::start(backend, 3).await?;
+    let leader = cluster.leader().await?;
+    let follower = (leader + 1) % 3;
+    let endpoint = cluster.endpoint(follower);
+    let tasks: Vec<_> = (0..FOLLOWER_WRITERS)
+        .map(|w| tokio::spawn(mixed_writer(endpoint.clone(), w)))
+        .collect();
+    let mut revisions = Vec::new();
+    for task in tasks {
+        revisions.extend(task.await??);
+    }
+    let puts = FOLLOWER_WRITERS * FOLLOWER_WRITES_EACH / 2;
+    revisions.sort_unstable();
+    revisions.dedup();
+    ensure!(
+        revisions.len() == puts,
+        "{} distinct revisions for {puts} puts",
+        revisions.len()
+    );
+    let mut client = cluster.client().await?;
+    let stored = client
+        .get(
+            format!("{PREFIX}f"),
+            Some(
+                etcd_client::GetOptions::new()
+                    .with_prefix()
+                    .with_count_only(),
+            ),
+        )
+        .await?;
+    ensure!(
+        stored.count() == puts as i64,
+        "{} keys stored, {puts} acknowledged",
+        stored.count()
+    );
+    Ok(())
+}
+
+backend_test!(writes_through_a_follower_each_get_their_own_outcome);
