@@ -105,3 +105,78 @@ fn a_batch_inside_a_batch_is_refused_without_touching_its_neighbours() {
     assert_eq!(store.rev(), before + 2, "only the two puts wrote");
     assert_eq!(whole.events.len(), 2);
 }
+
+#[test]
+fn an_alarm_inside_a_batch_governs_the_commands_after_it() {
+    use crate::proto::etcdserverpb::{AlarmRequest, AlarmType, alarm_request::AlarmAction};
+    let alarm = |action: AlarmAction| {
+        Op::Alarm(AlarmRequest {
+            action: action as i32,
+            member_id: 1,
+            alarm: AlarmType::Nospace as i32,
+        })
+    };
+    let ops = [
+        Op::Put(put_req("a", "1")),
+        alarm(AlarmAction::Activate),
+        Op::Put(put_req("b", "2")),
+        alarm(AlarmAction::Deactivate),
+        Op::Put(put_req("c", "3")),
+    ];
+    let (one_by_one, batched) = (TestStore::new(), TestStore::new());
+    let singles: Vec<_> = ops
+        .iter()
+        .flat_map(|op| apply_batch(&one_by_one.db, 1, vec![op.clone()]))
+        .collect();
+    let whole = apply_batch(&batched.db, 1, vec![batch(&ops)]).remove(0);
+    let Some(log_reply::Result::Batch(LogReplies { replies })) = whole.reply.result else {
+        panic!("{:?}", whole.reply);
+    };
+    let codes: Vec<_> = replies
+        .iter()
+        .map(|r| refusal_of(r).map(|(c, _)| c))
+        .collect();
+    let refused = Some(tonic::Code::ResourceExhausted as i32);
+    assert_eq!(codes, [None, None, refused, None, None]);
+    for (single, reply) in singles.iter().zip(&replies) {
+        assert_eq!(&single.reply, reply);
+    }
+    assert_eq!(snapshot(&batched), snapshot(&one_by_one));
+}
+
+#[test]
+fn a_redeploy_or_delete_inside_a_batch_governs_the_calls_after_it() {
+    use crate::proto::batonpb::ModuleDelete;
+    let ops = [
+        invoke("m", "add", r#"{"keys":["k"],"by":1}"#, FUEL),
+        // "m" now names the hostile module, whose `ok` the counter does not have.
+        deploy("m", HOSTILE_MODULE),
+        invoke("m", "ok", "", FUEL),
+        Op::ModuleDelete(ModuleDelete {
+            name: "m".to_string(),
+        }),
+        invoke("m", "ok", "", FUEL),
+    ];
+    let (one_by_one, batched) = (TestStore::new(), TestStore::new());
+    for store in [&one_by_one, &batched] {
+        apply_batch(&store.db, 1, vec![deploy("m", builtin("counter"))]);
+    }
+    let singles: Vec<_> = ops
+        .iter()
+        .flat_map(|op| apply_batch(&one_by_one.db, 2, vec![op.clone()]))
+        .collect();
+    let whole = apply_batch(&batched.db, 2, vec![batch(&ops)]).remove(0);
+    let Some(log_reply::Result::Batch(LogReplies { replies })) = whole.reply.result else {
+        panic!("{:?}", whole.reply);
+    };
+    let codes: Vec<_> = replies
+        .iter()
+        .map(|r| refusal_of(r).map(|(c, _)| c))
+        .collect();
+    let not_found = Some(tonic::Code::NotFound as i32);
+    assert_eq!(codes, [None, None, None, None, not_found], "{replies:?}");
+    for (single, reply) in singles.iter().zip(&replies) {
+        assert_eq!(&single.reply, reply);
+    }
+    assert_eq!(snapshot(&batched), snapshot(&one_by_one));
+}

@@ -14,7 +14,7 @@ use crate::proto::mvccpb;
 use crate::sm::alarm::{self, NO_SPACE};
 use crate::sm::kv::{self, ApplyError, KvRequest, KvResponse};
 use crate::sm::lease::{self, LeaseOp};
-use crate::sm::module::{self, ModuleApplied, ModuleEnv};
+use crate::sm::module::{self, ModuleApplied, ModuleEnv, ResolvedModules};
 use crate::wasm::Runtime;
 
 /// The outcome of applying one command: the proposer's reply, the events watchers will see, and
@@ -41,11 +41,43 @@ pub fn apply_command(
     runtime: &Runtime,
     log_index: u64,
 ) -> Result<CommandOutcome, ApplyFatal> {
+    apply_one(txn, cmd, runtime, log_index, &mut EntryMemo::default())
+}
+
+/// State the commands of one log entry read again and again but only a few kinds of command
+/// change: read once per batch, forgotten by the commands that change it.
+#[derive(Default)]
+struct EntryMemo {
+    /// Whether the NOSPACE alarm is raised; only alarm commands change it.
+    no_space: Option<bool>,
+    /// Module names and hashes resolved so far; only deploys and deletes change them.
+    modules: ResolvedModules,
+}
+
+impl EntryMemo {
+    fn no_space(&mut self, txn: &WriteTransaction) -> Result<bool, ApplyFatal> {
+        if let Some(raised) = self.no_space {
+            return Ok(raised);
+        }
+        let raised = alarm::no_space(txn).map_err(|e| ApplyFatal(e.to_string()))?;
+        self.no_space = Some(raised);
+        Ok(raised)
+    }
+}
+
+fn apply_one(
+    txn: &Arc<WriteTransaction>,
+    cmd: &LogCommand,
+    runtime: &Runtime,
+    log_index: u64,
+    memo: &mut EntryMemo,
+) -> Result<CommandOutcome, ApplyFatal> {
     use log_command::Op;
     if let Some(Op::Batch(batch)) = &cmd.op {
         return apply_batch(txn, batch, runtime, log_index);
     }
     if let Some(Op::Alarm(r)) = &cmd.op {
+        memo.no_space = None;
         let resp = alarm::apply_alarm(txn, r).map_err(|e| ApplyFatal(e.to_string()))?;
         return Ok(CommandOutcome {
             reply: LogReply {
@@ -55,7 +87,7 @@ pub fn apply_command(
             lease_changes: Vec::new(),
         });
     }
-    if stores_value(cmd) && alarm::no_space(txn).map_err(|e| ApplyFatal(e.to_string()))? {
+    if stores_value(cmd) && memo.no_space(txn)? {
         return Ok(refused(tonic::Status::resource_exhausted(NO_SPACE)));
     }
     let env = ModuleEnv {
@@ -64,9 +96,17 @@ pub fn apply_command(
         leader_time_ms: cmd.leader_time_ms,
     };
     let request = match &cmd.op {
-        Some(Op::ModuleDeploy(d)) => return module_outcome(module::deploy(txn, &env, d)?),
-        Some(Op::ModuleDelete(d)) => return module_outcome(module::delete(txn, d)?),
-        Some(Op::ModuleInvoke(i)) => return module_outcome(module::invoke(txn, &env, i)?),
+        Some(Op::ModuleDeploy(d)) => {
+            memo.modules.clear();
+            return module_outcome(module::deploy(txn, &env, d)?);
+        }
+        Some(Op::ModuleDelete(d)) => {
+            memo.modules.clear();
+            return module_outcome(module::delete(txn, d)?);
+        }
+        Some(Op::ModuleInvoke(i)) => {
+            return module_outcome(module::invoke(txn, &env, i, &mut memo.modules)?);
+        }
         Some(Op::Put(r)) => KvRequest::Put(r.clone()),
         Some(Op::DeleteRange(r)) => KvRequest::DeleteRange(r.clone()),
         Some(Op::Txn(r)) => KvRequest::Txn(r.clone()),
@@ -112,13 +152,14 @@ fn apply_batch(
     let mut replies = Vec::with_capacity(batch.commands.len());
     let mut events = Vec::new();
     let mut lease_changes = Vec::new();
+    let mut memo = EntryMemo::default();
     for cmd in &batch.commands {
         if matches!(cmd.op, Some(log_command::Op::Batch(_))) {
             let message = "baton: a batch may not contain a batch";
             replies.push(refusal(tonic::Code::InvalidArgument, message));
             continue;
         }
-        let outcome = apply_command(txn, cmd, runtime, log_index)?;
+        let outcome = apply_one(txn, cmd, runtime, log_index, &mut memo)?;
         replies.push(outcome.reply);
         events.extend(outcome.events);
         lease_changes.extend(outcome.lease_changes);

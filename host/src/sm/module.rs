@@ -4,6 +4,7 @@
 //! state; a failure the host cannot attribute to the call is an [`ApplyFatal`].
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -144,6 +145,18 @@ pub fn delete(txn: &WriteTransaction, d: &ModuleDelete) -> Result<ModuleApplied,
 
 /// The hash a call runs: `hash` when given, else the latest version of `name`; None when
 /// neither exists.
+/// What the module calls of one log entry resolved names and hashes to. Only deploys and
+/// deletes change that, and they must [`clear`](Self::clear) it; the calls of a batch then read
+/// the module tables once per module rather than once each.
+#[derive(Debug, Default)]
+pub struct ResolvedModules(HashMap<(String, Vec<u8>), Option<ModuleHash>>);
+
+impl ResolvedModules {
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
 pub fn resolve(
     names: &impl ReadableTable<&'static str, &'static [u8]>,
     code: &impl ReadableTable<&'static [u8], &'static [u8]>,
@@ -231,14 +244,21 @@ pub fn invoke(
     txn: &Arc<WriteTransaction>,
     env: &ModuleEnv<'_>,
     call: &ModuleInvoke,
+    resolved: &mut ResolvedModules,
 ) -> Result<ModuleApplied, ApplyFatal> {
     if let Err((code, message)) = check_fuel(call) {
         return Ok(ModuleApplied::Refused(code, message));
     }
-    let hash = {
-        let names = txn.open_table(MODULES).map_err(fatal)?;
-        let code = txn.open_table(MODULE_CODE).map_err(fatal)?;
-        resolve(&names, &code, call)?
+    let key = (call.name.clone(), call.hash.clone());
+    let hash = match resolved.0.get(&key) {
+        Some(hash) => *hash,
+        None => {
+            let names = txn.open_table(MODULES).map_err(fatal)?;
+            let code = txn.open_table(MODULE_CODE).map_err(fatal)?;
+            let hash = resolve(&names, &code, call)?;
+            resolved.0.insert(key, hash);
+            hash
+        }
     };
     let Some(hash) = hash else {
         let (code, message) = not_found(call);
