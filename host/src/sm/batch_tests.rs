@@ -106,6 +106,32 @@ fn a_batch_inside_a_batch_is_refused_without_touching_its_neighbours() {
     assert_eq!(whole.events.len(), 2);
 }
 
+/// Applies `ops` one by one on one store and as one batch on another (both after `setup`);
+/// requires the same replies and the same stored bytes, and returns each command's refusal
+/// code (None when it was not refused).
+fn refusals_like_one_by_one(setup: Vec<Op>, ops: &[Op]) -> Vec<Option<i32>> {
+    let (one_by_one, batched) = (TestStore::new(), TestStore::new());
+    for store in [&one_by_one, &batched] {
+        apply_batch(&store.db, 1, setup.clone());
+    }
+    let singles: Vec<_> = ops
+        .iter()
+        .flat_map(|op| apply_batch(&one_by_one.db, 2, vec![op.clone()]))
+        .collect();
+    let whole = apply_batch(&batched.db, 2, vec![batch(ops)]).remove(0);
+    let Some(log_reply::Result::Batch(LogReplies { replies })) = whole.reply.result else {
+        panic!("{:?}", whole.reply);
+    };
+    for (single, reply) in singles.iter().zip(&replies) {
+        assert_eq!(&single.reply, reply);
+    }
+    assert_eq!(snapshot(&batched), snapshot(&one_by_one));
+    replies
+        .iter()
+        .map(|r| refusal_of(r).map(|(code, _)| code))
+        .collect()
+}
+
 #[test]
 fn an_alarm_inside_a_batch_governs_the_commands_after_it() {
     use crate::proto::etcdserverpb::{AlarmRequest, AlarmType, alarm_request::AlarmAction};
@@ -123,25 +149,11 @@ fn an_alarm_inside_a_batch_governs_the_commands_after_it() {
         alarm(AlarmAction::Deactivate),
         Op::Put(put_req("c", "3")),
     ];
-    let (one_by_one, batched) = (TestStore::new(), TestStore::new());
-    let singles: Vec<_> = ops
-        .iter()
-        .flat_map(|op| apply_batch(&one_by_one.db, 1, vec![op.clone()]))
-        .collect();
-    let whole = apply_batch(&batched.db, 1, vec![batch(&ops)]).remove(0);
-    let Some(log_reply::Result::Batch(LogReplies { replies })) = whole.reply.result else {
-        panic!("{:?}", whole.reply);
-    };
-    let codes: Vec<_> = replies
-        .iter()
-        .map(|r| refusal_of(r).map(|(c, _)| c))
-        .collect();
     let refused = Some(tonic::Code::ResourceExhausted as i32);
-    assert_eq!(codes, [None, None, refused, None, None]);
-    for (single, reply) in singles.iter().zip(&replies) {
-        assert_eq!(&single.reply, reply);
-    }
-    assert_eq!(snapshot(&batched), snapshot(&one_by_one));
+    assert_eq!(
+        refusals_like_one_by_one(Vec::new(), &ops),
+        [None, None, refused, None, None]
+    );
 }
 
 #[test]
@@ -157,26 +169,10 @@ fn a_redeploy_or_delete_inside_a_batch_governs_the_calls_after_it() {
         }),
         invoke("m", "ok", "", FUEL),
     ];
-    let (one_by_one, batched) = (TestStore::new(), TestStore::new());
-    for store in [&one_by_one, &batched] {
-        apply_batch(&store.db, 1, vec![deploy("m", builtin("counter"))]);
-    }
-    let singles: Vec<_> = ops
-        .iter()
-        .flat_map(|op| apply_batch(&one_by_one.db, 2, vec![op.clone()]))
-        .collect();
-    let whole = apply_batch(&batched.db, 2, vec![batch(&ops)]).remove(0);
-    let Some(log_reply::Result::Batch(LogReplies { replies })) = whole.reply.result else {
-        panic!("{:?}", whole.reply);
-    };
-    let codes: Vec<_> = replies
-        .iter()
-        .map(|r| refusal_of(r).map(|(c, _)| c))
-        .collect();
+    let setup = vec![deploy("m", builtin("counter"))];
     let not_found = Some(tonic::Code::NotFound as i32);
-    assert_eq!(codes, [None, None, None, None, not_found], "{replies:?}");
-    for (single, reply) in singles.iter().zip(&replies) {
-        assert_eq!(&single.reply, reply);
-    }
-    assert_eq!(snapshot(&batched), snapshot(&one_by_one));
+    assert_eq!(
+        refusals_like_one_by_one(setup, &ops),
+        [None, None, None, None, not_found]
+    );
 }
