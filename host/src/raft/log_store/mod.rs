@@ -160,8 +160,13 @@ impl LogStore {
         if let Some(raw) = state.meta.get(KEY_PURGED) {
             state.last_purged = Some(decode(raw)?);
         }
+        let mut entries = replayed.entries;
+        if let Some(purged) = state.last_purged {
+            // Purge records do this in replay; the recorded purge point is the backstop.
+            entries = entries.split_off(&(purged.index + 1));
+        }
         // Replayed entries start decoded, newest first, as far as the cache budget goes.
-        for (index, (loc, bytes)) in replayed.entries.into_iter().rev() {
+        for (index, (loc, bytes)) in entries.into_iter().rev() {
             let entry: Entry = decode(&bytes)?;
             let keep = state.cached_bytes + bytes.len() <= cached_bytes_max;
             if keep {

@@ -225,3 +225,44 @@ async fn a_redb_log_is_imported_and_then_removed() {
     let state = store.get_log_state().await.expect("state");
     assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(5));
 }
+
+#[test]
+fn a_truncation_outlives_the_entries_it_removed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("raft-log");
+    let entry = |i: u64, size: usize| (i, vec![i as u8; size]);
+    {
+        let (mut wal, _) = Wal::open_with(&path, 1024).expect("open");
+        // Entries 1..=20, to be superseded from 6 on (too big for the empty first segment, so
+        // they get a segment of their own).
+        append_raw(
+            &mut wal,
+            &(1..=20).map(|i| entry(i, 80)).collect::<Vec<_>>(),
+        );
+        // Next segment: the truncation and entries 6..=8 of a newer term.
+        let mut batch = Batch::default();
+        batch.push(wal.epoch(), &Record::TruncateFrom(6));
+        for i in 6..=8 {
+            batch.push(
+                wal.epoch(),
+                &Record::Append {
+                    index: i,
+                    entry: &[0xee; 16],
+                },
+            );
+        }
+        wal.write(&batch).expect("write");
+        // Next: entries 9 and 10, too big for the room left.
+        append_raw(&mut wal, &[entry(9, 700), entry(10, 700)]);
+        assert_eq!(segments(&path).len(), 4);
+        // The truncation's segment holds only purgeable entries, but the truncation still
+        // matters to the segment before it.
+        wal.delete_purged(8).expect("delete");
+    }
+    let (_, replayed) = Wal::open(&path).expect("reopen");
+    assert_eq!(
+        replayed.entries.keys().copied().collect::<Vec<_>>(),
+        (1..=10).collect::<Vec<_>>(),
+        "entries 11..=20 were truncated and must stay gone"
+    );
+}

@@ -187,6 +187,14 @@ impl Wal {
             let len = bytes.len() as u64;
             let (end, max_index) = replay_segment(*seq, &bytes, &mut last_epoch, &mut replayed);
             let is_last = i + 1 == seqs.len();
+            if end.torn && is_last {
+                tracing::warn!(
+                    segment = %path.display(),
+                    at = end.offset,
+                    "the raft log ends at a damaged record (a write torn by a crash); the log \
+                     continues from there"
+                );
+            }
             if end.torn && !is_last {
                 return Err(corrupt(format!(
                     "raft log segment {} is damaged at byte {} (not the last segment, so this \
@@ -265,12 +273,14 @@ impl Wal {
         self.meta.insert(key.to_string(), value.to_vec());
     }
 
-    /// Deletes every segment but the active one whose entries are all at or below `index`.
+    /// Deletes the oldest segments while every entry they hold is at or below `index` (never the
+    /// active one). Only a prefix goes: a truncation recorded in a segment can concern entries
+    /// of any older segment, so a segment outlives none that came before it.
     pub fn delete_purged(&mut self, index: u64) -> io::Result<()> {
         let doomed: Vec<u64> = self
             .segments
             .iter()
-            .filter(|(seq, s)| **seq != self.active && s.max_index.is_none_or(|m| m <= index))
+            .take_while(|(seq, s)| **seq != self.active && s.max_index.is_none_or(|m| m <= index))
             .map(|(seq, _)| *seq)
             .collect();
         if doomed.is_empty() {
