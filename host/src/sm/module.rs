@@ -143,8 +143,6 @@ pub fn delete(txn: &WriteTransaction, d: &ModuleDelete) -> Result<ModuleApplied,
     ))
 }
 
-/// The hash a call runs: `hash` when given, else the latest version of `name`; None when
-/// neither exists.
 /// What the module calls of one log entry resolved names and hashes to. Only deploys and
 /// deletes change that, and they must [`clear`](Self::clear) it; the calls of a batch then read
 /// the module tables once per module rather than once each.
@@ -157,6 +155,8 @@ impl ResolvedModules {
     }
 }
 
+/// The hash a call runs: `hash` when given, else the latest version of `name`; None when
+/// neither exists.
 pub fn resolve(
     names: &impl ReadableTable<&'static str, &'static [u8]>,
     code: &impl ReadableTable<&'static [u8], &'static [u8]>,

@@ -259,7 +259,9 @@ fn run_writer(shared: &Shared, mut wal: Wal) {
             let mut state = shared.lock();
             match &result {
                 Ok(locs) => {
-                    state.files = wal.files();
+                    if let Some(files) = wal.files_if_changed() {
+                        state.files = files;
+                    }
                     for ((index, seq, bytes), (_, loc)) in written.into_iter().zip(locs) {
                         let Some(slot) = state.slots.get_mut(&index) else {
                             continue;

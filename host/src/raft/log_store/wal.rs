@@ -127,6 +127,8 @@ pub struct Wal {
     /// The latest value of every meta key written so far: each new segment starts with them, so
     /// a segment can be deleted without losing any.
     meta: BTreeMap<String, Vec<u8>>,
+    /// Set when a segment was created or deleted since [`Self::files_if_changed`] last ran.
+    files_changed: bool,
 }
 
 /// What replaying the directory found, in log order.
@@ -174,6 +176,7 @@ impl Wal {
             active_len: 0,
             offset: 0,
             meta: BTreeMap::new(),
+            files_changed: false,
         };
         let mut replayed = Replayed {
             entries: BTreeMap::new(),
@@ -234,6 +237,12 @@ impl Wal {
             .collect()
     }
 
+    /// [`Self::files`] if a segment was created or deleted since the last call, else None: the
+    /// set changes once per rotation or purge, not with every write.
+    pub fn files_if_changed(&mut self) -> Option<BTreeMap<u64, Arc<File>>> {
+        std::mem::take(&mut self.files_changed).then(|| self.files())
+    }
+
     /// Writes `batch` durably; returns the location of each appended entry, in order.
     pub fn write(&mut self, batch: &Batch) -> io::Result<Vec<(u64, Loc)>> {
         let needed = batch.bytes.len() as u64 + HEADER_BYTES as u64;
@@ -288,6 +297,7 @@ impl Wal {
         }
         for seq in doomed {
             if let Some(segment) = self.segments.remove(&seq) {
+                self.files_changed = true;
                 std::fs::remove_file(&segment.path)?;
             }
         }
@@ -331,6 +341,7 @@ impl Wal {
                 max_index: None,
             },
         );
+        self.files_changed = true;
         self.active = seq;
         self.active_len = size;
         self.offset = 0;
