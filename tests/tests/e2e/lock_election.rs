@@ -534,6 +534,11 @@ async fn lock_waiter_survives_a_leader_change(backend: Backend) -> Result<()> {
         .await?;
     let waiter = spawn_lock(waiter_client, "lc", l2);
     wait_until_exists(&mut holder, &lock_key("lc", l2)).await?;
+    // The waiter's key is committed, but the reply to its member's forwarded write may still
+    // be on its way back from the leader; killing the leader then loses that reply and the
+    // call ends with "outcome unknown" before it ever waits. Let it reach the waiting phase.
+    tokio::time::sleep(STILL_BLOCKED).await;
+    ensure!(!waiter.is_finished(), "the lock is held: {waiter:?}");
 
     cluster.kill(leader)?;
     cluster.leader().await?;
