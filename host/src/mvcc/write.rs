@@ -148,10 +148,18 @@ impl<'t> WriteCtx<'t> {
 
     /// Records the new store revision if anything changed; returns the events in order.
     pub fn finish(mut self) -> Result<Vec<Event>, StorageError> {
+        self.finish_request()
+    }
+
+    /// [`Self::finish`] for a context that stays open for the next request of the same
+    /// transaction: that request starts at the revision this one ends at.
+    pub fn finish_request(&mut self) -> Result<Vec<Event>, StorageError> {
         if self.changes > 0 {
+            self.begin += 1;
             self.meta
-                .insert(META_REVISION, encode_i64(self.begin + 1).as_slice())?;
+                .insert(META_REVISION, encode_i64(self.begin).as_slice())?;
+            self.changes = 0;
         }
-        Ok(self.events)
+        Ok(std::mem::take(&mut self.events))
     }
 }

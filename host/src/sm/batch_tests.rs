@@ -20,7 +20,9 @@ fn batch(ops: &[Op]) -> Op {
     Op::Batch(LogBatch { commands })
 }
 
-/// Puts, counter calls, a trapping call and a call out of fuel.
+/// Puts, counter calls, a trapping call and a call out of fuel. Consecutive calls share one
+/// open write context, which each other command closes: runs of calls, calls after a put and a
+/// put after calls must each see and leave the right revision.
 fn mixed_commands() -> Vec<Op> {
     vec![
         Op::Put(put_req("c1", "40")),
@@ -29,6 +31,11 @@ fn mixed_commands() -> Vec<Op> {
         invoke("hostile", "spin", "c2", 5_000),
         invoke("counter", "add", r#"{"keys":["c2"],"by":5}"#, FUEL),
         Op::Put(put_req("c3", "x")),
+        invoke("counter", "add", r#"{"keys":["c3"],"by":1}"#, FUEL),
+        invoke("counter", "add", r#"{"keys":["c1"],"by":1}"#, FUEL),
+        invoke("counter", "add", r#"{"keys":["c1","c4"],"by":3}"#, FUEL),
+        Op::Put(put_req("c4", "7")),
+        invoke("counter", "add", r#"{"keys":["c4"],"by":1}"#, FUEL),
     ]
 }
 
@@ -61,7 +68,8 @@ fn a_batch_applies_like_its_commands_one_by_one() {
     }
     let single_events: Vec<_> = singles.iter().flat_map(|o| o.events.clone()).collect();
     assert_eq!(whole.events, single_events);
-    // Each writing command got a revision of its own: 2 puts and 2 counter calls.
+    // Each writing command got a revision of its own: 3 puts and 5 counter calls ("c3" holds
+    // "x", so the call adding to it is refused).
     assert_eq!(batched.rev(), one_by_one.rev());
     assert_eq!(
         single_events
@@ -74,6 +82,8 @@ fn a_batch_applies_like_its_commands_one_by_one() {
         batched.rev()
     );
     assert!(refused(&singles[2]).is_some() && refused(&singles[3]).is_some());
+    assert!(refused(&singles[6]).is_some(), "c3 is not a number");
+    assert!(refused(&singles[7]).is_none() && refused(&singles[8]).is_none());
     assert_eq!(snapshot(&batched), snapshot(&one_by_one));
 }
 

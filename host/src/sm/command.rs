@@ -15,6 +15,7 @@ use crate::sm::alarm::{self, NO_SPACE};
 use crate::sm::kv::{self, ApplyError, KvRequest, KvResponse};
 use crate::sm::lease::{self, LeaseOp};
 use crate::sm::module::{self, ModuleApplied, ModuleEnv, ResolvedModules};
+use crate::sm::shared_write::SharedWriteCtx;
 use crate::wasm::Runtime;
 
 /// The outcome of applying one command: the proposer's reply, the events watchers will see, and
@@ -52,6 +53,8 @@ struct EntryMemo {
     no_space: Option<bool>,
     /// Module names and hashes resolved so far; only deploys and deletes change them.
     modules: ResolvedModules,
+    /// The KV tables open for consecutive module calls; closed before any other command.
+    kv: Option<SharedWriteCtx>,
 }
 
 impl EntryMemo {
@@ -63,6 +66,14 @@ impl EntryMemo {
         self.no_space = Some(raised);
         Ok(raised)
     }
+
+    fn kv(&mut self, txn: &Arc<WriteTransaction>) -> Result<SharedWriteCtx, ApplyFatal> {
+        if let Some(kv) = &self.kv {
+            return Ok(kv.clone());
+        }
+        let kv = SharedWriteCtx::open(txn).map_err(|e| ApplyFatal(e.to_string()))?;
+        Ok(self.kv.insert(kv).clone())
+    }
 }
 
 fn apply_one(
@@ -73,6 +84,10 @@ fn apply_one(
     memo: &mut EntryMemo,
 ) -> Result<CommandOutcome, ApplyFatal> {
     use log_command::Op;
+    if !matches!(cmd.op, Some(Op::ModuleInvoke(_))) {
+        // Everything else opens the KV tables itself, and redb refuses a second open.
+        memo.kv = None;
+    }
     if let Some(Op::Batch(batch)) = &cmd.op {
         return apply_batch(txn, batch, runtime, log_index);
     }
@@ -105,7 +120,8 @@ fn apply_one(
             return module_outcome(module::delete(txn, d)?);
         }
         Some(Op::ModuleInvoke(i)) => {
-            return module_outcome(module::invoke(txn, &env, i, &mut memo.modules)?);
+            let kv = memo.kv(txn)?;
+            return module_outcome(module::invoke(txn, &kv, &env, i, &mut memo.modules)?);
         }
         Some(Op::Put(r)) => KvRequest::Put(r.clone()),
         Some(Op::DeleteRange(r)) => KvRequest::DeleteRange(r.clone()),

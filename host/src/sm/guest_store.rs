@@ -16,6 +16,7 @@ use crate::mvcc::error::{KvError, StorageError};
 use crate::mvcc::tables::KeySpan;
 use crate::mvcc::write::WriteCtx;
 use crate::proto::mvccpb::KeyValue;
+use crate::sm::shared_write::SharedWriteCtx;
 use crate::storage::schema::KV_LATEST;
 use crate::wasm::{GuestStore, StoreFailure, StoredKv};
 
@@ -46,6 +47,8 @@ impl BufferedWrites {
 /// [`GuestStore`] over a write transaction plus the call's buffered writes.
 pub struct TxnGuestStore {
     txn: Arc<WriteTransaction>,
+    /// The entry's open KV tables: the transaction's own must not be opened again meanwhile.
+    kv: SharedWriteCtx,
     writes: Rc<RefCell<BufferedWrites>>,
     /// The revision the call's writes will get.
     write_rev: i64,
@@ -58,11 +61,13 @@ fn fatal(e: impl std::fmt::Display) -> StoreFailure {
 impl TxnGuestStore {
     pub fn new(
         txn: Arc<WriteTransaction>,
+        kv: SharedWriteCtx,
         writes: Rc<RefCell<BufferedWrites>>,
         write_rev: i64,
     ) -> Self {
         TxnGuestStore {
             txn,
+            kv,
             writes,
             write_rev,
         }
@@ -74,15 +79,11 @@ impl TxnGuestStore {
         limit: usize,
         reverse: bool,
     ) -> Result<Vec<StoredKv>, StoreFailure> {
-        let table = self.txn.open_table(KV_LATEST).map_err(fatal)?;
-        merged(
-            &table,
-            &self.writes.borrow(),
-            self.write_rev,
-            span,
-            limit,
-            reverse,
-        )
+        let writes = self.writes.borrow();
+        self.kv.with(|w| {
+            let latest = &w.tables.latest;
+            merged(latest, &writes, self.write_rev, span, limit, reverse)
+        })
     }
 }
 

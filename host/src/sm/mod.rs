@@ -6,6 +6,7 @@ pub mod guest_store;
 pub mod kv;
 pub mod lease;
 pub mod module;
+pub mod shared_write;
 pub mod txn;
 
 #[cfg(test)]

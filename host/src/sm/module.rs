@@ -12,8 +12,6 @@ use prost::Message;
 use redb::{ReadableTable, WriteTransaction};
 
 use crate::limits::{GUEST_FUEL_MAX, GUEST_WAIT_CONDITIONS_MAX, MODULE_NAME_BYTES_MAX};
-use crate::mvcc::tables::Revisions;
-use crate::mvcc::write::WriteCtx;
 use crate::proto::batonpb::{
     ModuleDelete, ModuleDeleted, ModuleDeploy, ModuleDeployed, ModuleInvoke, ModuleInvoked,
     ModuleKeyRange, ModuleRecord, ModuleVersion, ModuleWait, log_reply,
@@ -21,7 +19,8 @@ use crate::proto::batonpb::{
 use crate::proto::mvccpb::Event;
 use crate::sm::command::ApplyFatal;
 use crate::sm::guest_store::{BufferedWrites, TxnGuestStore};
-use crate::storage::schema::{META, MODULE_CODE, MODULES};
+use crate::sm::shared_write::SharedWriteCtx;
+use crate::storage::schema::{MODULE_CODE, MODULES};
 use crate::wasm::{
     CallContext, CallRequest, ModuleHash, Outcome, Runtime, RuntimeFatal, WaitCondition, hash_hex,
     module_hash,
@@ -240,8 +239,11 @@ pub fn finished(outcome: Outcome) -> Result<Finished, CallRefused> {
     }
 }
 
+/// Runs `call`. `kv` holds the KV tables and META open for the entry's calls: nothing here may
+/// open those through `txn`.
 pub fn invoke(
     txn: &Arc<WriteTransaction>,
+    kv: &SharedWriteCtx,
     env: &ModuleEnv<'_>,
     call: &ModuleInvoke,
     resolved: &mut ResolvedModules,
@@ -264,11 +266,9 @@ pub fn invoke(
         let (code, message) = not_found(call);
         return Ok(ModuleApplied::Refused(code, message));
     };
-    let current = Revisions::load(&txn.open_table(META).map_err(fatal)?)
-        .map_err(fatal)?
-        .current;
+    let current = kv.with(|w| w.begin);
     let writes = Rc::new(RefCell::new(BufferedWrites::default()));
-    let store = TxnGuestStore::new(txn.clone(), writes.clone(), current + 1);
+    let store = TxnGuestStore::new(txn.clone(), kv.clone(), writes.clone(), current + 1);
     let request = CallRequest {
         function: call.function.clone(),
         input: call.input.clone(),
@@ -296,10 +296,13 @@ pub fn invoke(
         Err((code, message)) => return Ok(ModuleApplied::Refused(code, message)),
     };
     let writes = writes.take();
-    let mut w = WriteCtx::open(txn).map_err(fatal)?;
-    writes.commit(&mut w).map_err(fatal)?;
-    let revision = w.view_rev();
-    let events = w.finish().map_err(fatal)?;
+    let (revision, events) = kv
+        .with(|w| {
+            writes.commit(w)?;
+            let revision = w.view_rev();
+            Ok::<_, crate::mvcc::error::StorageError>((revision, w.finish_request()?))
+        })
+        .map_err(fatal)?;
     crate::sm::lease::sync_attachments(txn, &events).map_err(fatal)?;
     let reply = ModuleInvoked {
         output,
