@@ -186,3 +186,76 @@ fn a_redeploy_or_delete_inside_a_batch_governs_the_calls_after_it() {
         [None, None, None, None, not_found]
     );
 }
+
+/// Every kind of KV request shares the entry's open write context with module calls, and lease
+/// commands close it: a rejected request, a compaction, a txn and deletes between calls must
+/// leave the same replies, revisions and bytes as one by one.
+#[test]
+fn kv_requests_lease_commands_and_calls_mix_in_a_batch_as_one_by_one() {
+    use crate::proto::etcdserverpb::{
+        CompactionRequest, Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest,
+        RequestOp, TxnRequest,
+        compare::{CompareResult, CompareTarget, TargetUnion},
+        request_op::Request,
+    };
+    let add = |key: &str| {
+        invoke(
+            "counter",
+            "add",
+            &format!(r#"{{"keys":["{key}"],"by":1}}"#),
+            FUEL,
+        )
+    };
+    let txn = TxnRequest {
+        compare: vec![Compare {
+            result: CompareResult::Equal as i32,
+            target: CompareTarget::Value as i32,
+            key: b"n".to_vec(),
+            target_union: Some(TargetUnion::Value(b"2".to_vec())),
+            ..Default::default()
+        }],
+        success: vec![RequestOp {
+            request: Some(Request::RequestPut(put_req("t", "yes"))),
+        }],
+        failure: vec![RequestOp {
+            request: Some(Request::RequestPut(put_req("t", "no"))),
+        }],
+    };
+    let mut leased = put_req("l", "1");
+    leased.lease = 77;
+    let ops = [
+        add("n"),
+        Op::Put(put_req("x", "1")),
+        add("n"),
+        Op::Txn(txn),
+        // Refused (no such lease) between calls: must change nothing.
+        Op::Put(leased.clone()),
+        add("n"),
+        Op::DeleteRange(DeleteRangeRequest {
+            key: b"x".to_vec(),
+            ..Default::default()
+        }),
+        Op::LeaseGrant(LeaseGrantRequest { ttl: 60, id: 77 }),
+        Op::Put(leased),
+        add("l"),
+        Op::Compaction(CompactionRequest {
+            revision: 4,
+            physical: false,
+        }),
+        add("n"),
+        Op::DeleteRange(DeleteRangeRequest {
+            key: b"n".to_vec(),
+            ..Default::default()
+        }),
+        add("n"),
+        // Deletes "l" through its own write context: the shared one must be closed by now.
+        Op::LeaseRevoke(LeaseRevokeRequest { id: 77 }),
+        add("l"),
+    ];
+    let setup = vec![deploy("counter", builtin("counter"))];
+    let refusals = refusals_like_one_by_one(setup, &ops);
+    let not_found = Some(tonic::Code::NotFound as i32);
+    let mut expected = vec![None; ops.len()];
+    expected[4] = not_found;
+    assert_eq!(refusals, expected);
+}

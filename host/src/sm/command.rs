@@ -53,7 +53,8 @@ struct EntryMemo {
     no_space: Option<bool>,
     /// Module names and hashes resolved so far; only deploys and deletes change them.
     modules: ResolvedModules,
-    /// The KV tables open for consecutive module calls; closed before any other command.
+    /// The KV tables open for consecutive KV requests and module calls; closed before any
+    /// other command.
     kv: Option<SharedWriteCtx>,
 }
 
@@ -84,8 +85,8 @@ fn apply_one(
     memo: &mut EntryMemo,
 ) -> Result<CommandOutcome, ApplyFatal> {
     use log_command::Op;
-    if !matches!(cmd.op, Some(Op::ModuleInvoke(_))) {
-        // Everything else opens the KV tables itself, and redb refuses a second open.
+    if !shares_kv_tables(cmd) {
+        // It opens the KV tables itself, and redb refuses a second open.
         memo.kv = None;
     }
     if let Some(Op::Batch(batch)) = &cmd.op {
@@ -138,7 +139,8 @@ fn apply_one(
             )));
         }
     };
-    match kv::apply_kv(txn, &request) {
+    let shared = memo.kv(txn)?;
+    match kv::apply_kv_shared(txn, &shared, &request) {
         Ok(applied) => Ok(CommandOutcome {
             reply: LogReply {
                 result: Some(match applied.response {
@@ -218,6 +220,18 @@ fn apply_lease_op(txn: &WriteTransaction, op: LeaseOp<'_>) -> Result<CommandOutc
         Err(LeaseApplyError::Rejected(e)) => Ok(refused(tonic::Status::from(e))),
         Err(LeaseApplyError::Storage(e)) => Err(ApplyFatal(e.to_string())),
     }
+}
+
+/// The commands that run in the entry's shared write context ([`EntryMemo::kv`]); any other
+/// closes it first.
+fn shares_kv_tables(cmd: &LogCommand) -> bool {
+    use log_command::Op;
+    matches!(
+        cmd.op,
+        Some(
+            Op::ModuleInvoke(_) | Op::Put(_) | Op::DeleteRange(_) | Op::Txn(_) | Op::Compaction(_)
+        )
+    )
 }
 
 /// The commands NOSPACE refuses: those that may store a value (etcd also refuses lease grants;

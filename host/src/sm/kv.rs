@@ -13,6 +13,7 @@ use crate::proto::etcdserverpb::{
     PutResponse, ResponseHeader, TxnRequest, TxnResponse,
 };
 use crate::proto::mvccpb;
+use crate::sm::shared_write::SharedWriteCtx;
 
 pub use crate::mvcc::error::{ApplyError, KvError};
 
@@ -51,19 +52,46 @@ pub struct Applied {
 /// across the call (redb refuses to open a table twice in one transaction).
 pub fn apply_kv(txn: &WriteTransaction, req: &KvRequest) -> Result<Applied, ApplyError> {
     let mut w = WriteCtx::open(txn)?;
+    let (response, events) = apply_in(&mut w, req)?;
+    attach(txn, response, events)
+}
+
+/// [`apply_kv`] with the tables already open in `kv`, shared with the entry's other commands.
+pub fn apply_kv_shared(
+    txn: &WriteTransaction,
+    kv: &SharedWriteCtx,
+    req: &KvRequest,
+) -> Result<Applied, ApplyError> {
+    let (response, events) = kv.with(|w| apply_in(w, req))?;
+    attach(txn, response, events)
+}
+
+/// Runs `req` in `w` and ends it as one request. Every check that can reject it runs before
+/// its first write, so a rejection leaves `w` as it was.
+fn apply_in(
+    w: &mut WriteCtx<'_>,
+    req: &KvRequest,
+) -> Result<(KvResponse, Vec<mvccpb::Event>), ApplyError> {
     let response = match req {
-        KvRequest::Put(p) => KvResponse::Put(put_request(&mut w, p)?),
-        KvRequest::DeleteRange(d) => KvResponse::DeleteRange(delete_range(&mut w, d)?),
-        KvRequest::Txn(t) => KvResponse::Txn(crate::sm::txn::apply_txn(&mut w, t)?),
+        KvRequest::Put(p) => KvResponse::Put(put_request(w, p)?),
+        KvRequest::DeleteRange(d) => KvResponse::DeleteRange(delete_range(w, d)?),
+        KvRequest::Txn(t) => KvResponse::Txn(crate::sm::txn::apply_txn(w, t)?),
         KvRequest::Compaction(c) => {
-            compact(&mut w, c.revision)?;
+            compact(w, c.revision)?;
             KvResponse::Compaction(CompactionResponse {
                 header: header(w.begin),
             })
         }
     };
-    let events = w.finish()?;
-    // Puts attach keys to leases and detach them from their old ones; deletes detach.
+    Ok((response, w.finish_request()?))
+}
+
+/// Puts attach keys to leases and detach them from their old ones; deletes detach.
+fn attach(
+    txn: &WriteTransaction,
+    response: KvResponse,
+    events: Vec<mvccpb::Event>,
+) -> Result<Applied, ApplyError> {
     crate::sm::lease::sync_attachments(txn, &events)?;
     Ok(Applied { response, events })
 }

@@ -1,4 +1,5 @@
-//! One MVCC write context kept open across the module calls of an applied log entry.
+//! One MVCC write context kept open across the KV requests and module calls of an applied log
+//! entry.
 //!
 //! redb does real work for every `open_table` (a lookup in its table tree, and writing the root
 //! back when the handle drops): a call opened META to learn its revision, KV_LATEST for each
@@ -7,7 +8,8 @@
 //! so the context lives in a cell that owns a handle to the transaction it borrows from.
 //!
 //! redb refuses to open a table twice in one transaction, so whoever applies a command that is
-//! not a module call must drop the shared context first (see `sm::command`).
+//! neither a KV request nor a module call must drop the shared context first (see
+//! `sm::command`).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -26,7 +28,8 @@ self_cell::self_cell!(
     }
 );
 
-/// A [`WriteCtx`] shared by the module calls of one entry and by their guests' store views.
+/// A [`WriteCtx`] shared by the KV requests and module calls of one entry and by the guests'
+/// store views.
 #[derive(Clone)]
 pub struct SharedWriteCtx(Rc<RefCell<OpenCtx>>);
 
