@@ -266,3 +266,54 @@ fn a_truncation_outlives_the_entries_it_removed() {
         "entries 11..=20 were truncated and must stay gone"
     );
 }
+
+#[test]
+fn rotations_take_the_segment_prepared_in_the_background() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("raft-log");
+    let spare = path.join("spare.tmp");
+    let entry = |i: u64| (i, vec![i as u8; 300]);
+    {
+        let (mut wal, _) = Wal::open_with(&path, 1024).expect("open");
+        // Three entries of ~316 bytes fill a 1 KiB segment: 1..=12 take four segments, and each
+        // rotation renames the spare zero-filled off the writer thread into place.
+        for i in 1..=12 {
+            if i % 3 == 1 && i > 1 {
+                let spare_inode = loop {
+                    match std::fs::metadata(&spare) {
+                        Ok(m) => break m.ino(),
+                        Err(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
+                    }
+                };
+                append_raw(&mut wal, &[entry(i)]);
+                let newest = segments(&path).pop().expect("a segment");
+                let inode = std::fs::metadata(newest).expect("segment").ino();
+                assert_eq!(
+                    inode, spare_inode,
+                    "entry {i} should start the spare segment"
+                );
+                continue;
+            }
+            append_raw(&mut wal, &[entry(i)]);
+        }
+        assert_eq!(segments(&path).len(), 4);
+    }
+    // Closing the log waited for the next spare: ready, full-size, zeroed, and not a segment.
+    let bytes = std::fs::read(&spare).expect("spare");
+    assert_eq!(bytes.len(), 1024);
+    assert!(bytes.iter().all(|b| *b == 0));
+    let (mut wal, replayed) = Wal::open_with(&path, 1024).expect("reopen");
+    assert_eq!(
+        replayed.entries.keys().copied().collect::<Vec<_>>(),
+        (1..=12).collect::<Vec<_>>()
+    );
+    // A stale spare left by the last run is rewritten, then used by the next rotation.
+    for i in 13..=15 {
+        append_raw(&mut wal, &[entry(i)]);
+    }
+    drop(wal);
+    assert_eq!(segments(&path).len(), 5);
+    let (_, replayed) = Wal::open(&path).expect("reopen");
+    assert_eq!(replayed.entries.len(), 15);
+}

@@ -3,7 +3,8 @@
 //!
 //! A batch of records costs one `pwrite` and one `fdatasync`. Segments are zero-filled when
 //! created, so those writes land in blocks the file system has already allocated and the sync
-//! flushes data, not file-system metadata.
+//! flushes data, not file-system metadata; the next segment is zero-filled in the background
+//! while the active one fills up.
 //!
 //! Record: `len u32 | crc32 u32 | epoch u64 | payload (len bytes)`, little-endian, the CRC over
 //! epoch and payload. A zero `len` marks the end of the written part of a segment. Every process
@@ -24,6 +25,9 @@ use std::sync::Arc;
 pub const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
 const HEADER_BYTES: usize = 16;
 const EPOCH_FILE: &str = "epoch";
+/// The next segment, zero-filled in the background while the active one fills up; not a
+/// segment until renamed (replay reads `*.wal` only).
+const SPARE_FILE: &str = "spare.tmp";
 
 const KIND_APPEND: u8 = 1;
 const KIND_TRUNCATE_FROM: u8 = 2;
@@ -129,6 +133,10 @@ pub struct Wal {
     meta: BTreeMap<String, Vec<u8>>,
     /// Set when a segment was created or deleted since [`Self::files_if_changed`] last ran.
     files_changed: bool,
+    /// Zero-filling the next segment ([`SPARE_FILE`], `segment_bytes` long) off the writer
+    /// thread: a rotation then only renames it, instead of holding every write up for the ~12 ms
+    /// it takes to write and sync 16 MiB.
+    spare: Option<std::thread::JoinHandle<io::Result<()>>>,
 }
 
 /// What replaying the directory found, in log order.
@@ -177,6 +185,7 @@ impl Wal {
             offset: 0,
             meta: BTreeMap::new(),
             files_changed: false,
+            spare: None,
         };
         let mut replayed = Replayed {
             entries: BTreeMap::new(),
@@ -221,6 +230,8 @@ impl Wal {
         wal.meta = replayed.meta.clone();
         if wal.segments.is_empty() {
             wal.create_segment(1, segment_bytes)?;
+        } else {
+            wal.prepare_spare();
         }
         Ok((wal, replayed))
     }
@@ -315,22 +326,30 @@ impl Wal {
         Ok(())
     }
 
-    /// Creates segment `seq` zero-filled to `size` bytes and makes it the active one.
+    /// Creates segment `seq` zero-filled to `size` bytes and makes it the active one: the spare
+    /// file when it is ready and large enough, else one zero-filled here.
     fn create_segment(&mut self, seq: u64, size: u64) -> io::Result<()> {
         let path = self.dir.join(segment_name(seq));
-        let tmp = path.with_extension("tmp");
-        {
-            let mut f = File::create(&tmp)?;
-            let zeros = vec![0u8; 1024 * 1024];
-            let mut left = size;
-            while left > 0 {
-                let n = left.min(zeros.len() as u64) as usize;
-                f.write_all(&zeros[..n])?;
-                left -= n as u64;
+        let spare = self.dir.join(SPARE_FILE);
+        let spare_ready = match self.spare.take().map(|h| h.join()) {
+            Some(Ok(Ok(()))) => size <= self.segment_bytes,
+            Some(Ok(Err(error))) => {
+                tracing::warn!(%error, "preparing the next raft log segment failed; creating it now");
+                false
             }
-            f.sync_all()?;
+            Some(Err(_)) => {
+                tracing::warn!("the thread preparing the next raft log segment panicked");
+                false
+            }
+            None => false,
+        };
+        if spare_ready {
+            std::fs::rename(&spare, &path)?;
+        } else {
+            let tmp = path.with_extension("tmp");
+            zero_filled(&tmp, size)?;
+            std::fs::rename(&tmp, &path)?;
         }
-        std::fs::rename(&tmp, &path)?;
         sync_dir(&self.dir)?;
         let file = OpenOptions::new().read(true).write(true).open(&path)?;
         self.segments.insert(
@@ -345,8 +364,46 @@ impl Wal {
         self.active = seq;
         self.active_len = size;
         self.offset = 0;
+        self.prepare_spare();
         Ok(())
     }
+
+    /// Starts zero-filling the spare segment in the background. If the thread cannot start, the
+    /// next rotation creates its segment itself.
+    fn prepare_spare(&mut self) {
+        let (path, size) = (self.dir.join(SPARE_FILE), self.segment_bytes);
+        let started = std::thread::Builder::new()
+            .name("raft-log-spare".into())
+            .spawn(move || zero_filled(&path, size));
+        match started {
+            Ok(handle) => self.spare = Some(handle),
+            Err(error) => {
+                tracing::warn!(%error, "could not start preparing the next raft log segment")
+            }
+        }
+    }
+}
+
+impl Drop for Wal {
+    /// Lets a spare being written finish, so the directory is quiet once the log is closed.
+    fn drop(&mut self) {
+        if let Some(handle) = self.spare.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Writes `path` as `size` zero bytes and syncs it.
+fn zero_filled(path: &Path, size: u64) -> io::Result<()> {
+    let mut f = File::create(path)?;
+    let zeros = vec![0u8; 1024 * 1024];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        f.write_all(&zeros[..n])?;
+        left -= n as u64;
+    }
+    f.sync_all()
 }
 
 /// Where replay of a segment stopped, and whether a damaged record stopped it.
