@@ -278,24 +278,21 @@ fn rotations_take_the_segment_prepared_in_the_background() {
         let (mut wal, _) = Wal::open_with(&path, 1024).expect("open");
         // Three entries of ~316 bytes fill a 1 KiB segment: 1..=12 take four segments, and each
         // rotation renames the spare zero-filled off the writer thread into place.
+        let spare_inode = || loop {
+            match std::fs::metadata(&spare) {
+                Ok(m) => break m.ino(),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
+            }
+        };
         for i in 1..=12 {
-            if i % 3 == 1 && i > 1 {
-                let spare_inode = loop {
-                    match std::fs::metadata(&spare) {
-                        Ok(m) => break m.ino(),
-                        Err(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
-                    }
-                };
-                append_raw(&mut wal, &[entry(i)]);
+            let rotates = i % 3 == 1 && i > 1;
+            let expected = rotates.then(spare_inode);
+            append_raw(&mut wal, &[entry(i)]);
+            if let Some(expected) = expected {
                 let newest = segments(&path).pop().expect("a segment");
                 let inode = std::fs::metadata(newest).expect("segment").ino();
-                assert_eq!(
-                    inode, spare_inode,
-                    "entry {i} should start the spare segment"
-                );
-                continue;
+                assert_eq!(inode, expected, "entry {i} should start the spare segment");
             }
-            append_raw(&mut wal, &[entry(i)]);
         }
         assert_eq!(segments(&path).len(), 4);
     }
