@@ -195,7 +195,7 @@ impl Maintenance for MaintenanceService {
         _: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
         let view = self.server.read_view()?;
-        Ok(Response::new(Box::pin(snapshot_stream(view))))
+        Ok(Response::new(Box::pin(snapshot_stream(view.into_txn()))))
     }
 
     /// Like etcd: only the leader accepts; the target must be a voting member; the call returns

@@ -36,6 +36,9 @@ pub enum StorageError {
     Redb(#[from] redb::Error),
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
+    /// A read raced a compaction of the revision it asked for; not a failure of the store.
+    #[error(transparent)]
+    Compacted(#[from] crate::mvcc::key_index::IndexError),
 }
 
 /// Generates `From<redb::XError> for StorageError` for redb's specific error types.
@@ -80,7 +83,7 @@ impl From<ApplyError> for KvError {
     fn from(e: ApplyError) -> Self {
         match e {
             ApplyError::Rejected(kv) => kv,
-            ApplyError::Storage(s) => KvError::Storage(s.to_string()),
+            ApplyError::Storage(s) => s.into(),
         }
     }
 }

@@ -1,11 +1,9 @@
 //! Reading the change log in revision order, for watches catching up.
 
-use redb::ReadTransaction;
-
 use crate::mvcc::codec::{decode_history, history_event};
 use crate::mvcc::error::StorageError;
 use crate::mvcc::tables::{HistoryTable, Revisions};
-use crate::mvcc::{ReadTables, open_read_tables, read_revisions};
+use crate::mvcc::{ReadTables, ReadView, open_read_tables, read_revisions};
 use crate::proto::mvccpb::{Event, KeyValue, event::EventType};
 
 /// Up to `max_events` events with revision >= `start_rev`, in revision order, without prev_kv.
@@ -63,10 +61,10 @@ pub struct HistoryView {
 }
 
 impl HistoryView {
-    pub fn open(txn: &ReadTransaction) -> Result<Self, StorageError> {
+    pub fn open(view: &ReadView) -> Result<Self, StorageError> {
         Ok(HistoryView {
-            tables: open_read_tables(txn)?,
-            revs: read_revisions(txn)?,
+            tables: open_read_tables(view)?,
+            revs: read_revisions(view)?,
         })
     }
 
@@ -104,9 +102,11 @@ impl HistoryView {
         if is_create || before < self.revs.compact {
             return Ok(None);
         }
-        match self.tables.put_at(&kv.key, before)? {
-            Some((main, sub)) => Ok(Some(self.tables.history_kv(main, sub)?)),
-            None => Ok(None),
+        match self.tables.put_at(&kv.key, before) {
+            Ok(Some((main, sub))) => Ok(Some(self.tables.history_kv(main, sub)?)),
+            // Compacted since this view was opened: as if it had been before.
+            Ok(None) | Err(StorageError::Compacted(_)) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 }

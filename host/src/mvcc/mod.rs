@@ -8,8 +8,11 @@
 //! |---|---|---|---|
 //! | `META` | name | bytes | `mvcc.revision` (current revision, i64 BE; absent = 1), `mvcc.compact_revision` (absent = -1), and the raft state machine's own `raft.*` keys |
 //! | `KV_LATEST` | user key | prost `mvccpb::KeyValue` | every live key at the current revision; deleted keys are absent |
-//! | `KV_KEY_REVS` | (user key, main, sub) | kind (0 put, 1 tombstone) | every retained change, grouped by key |
 //! | `KV_HISTORY` | (main, sub) | kind byte + prost `mvccpb::KeyValue` | every retained change, in revision order |
+//!
+//! Beside them, in memory, the [`key_index::KeyIndex`] lists every retained change grouped by
+//! key, (main, sub) and kind, like etcd's `treeIndex`; it is rebuilt from `KV_HISTORY` when
+//! the store is opened or replaced by a snapshot.
 //!
 //! Revisions follow etcd: an empty store is at revision 1; every request that changes
 //! something moves it by exactly one (main revision), and its changes are numbered by sub
@@ -18,27 +21,27 @@
 //! is recorded as a tombstone whose KeyValue holds only `key` and `mod_revision`.
 //!
 //! Writes per change, all in the caller's write transaction:
-//! - put: 1 `KV_LATEST` get (previous KeyValue), then 3 inserts: `KV_LATEST`, `KV_KEY_REVS`,
-//!   `KV_HISTORY` (the KeyValue is encoded once and shared by `KV_LATEST` and `KV_HISTORY`);
-//! - delete of a key: 1 `KV_LATEST` remove and 2 inserts (`KV_KEY_REVS`, `KV_HISTORY`);
+//! - put: 1 `KV_LATEST` get (previous KeyValue), then 2 inserts: `KV_LATEST`, `KV_HISTORY`
+//!   (the KeyValue is encoded once and shared by both), and one entry in the key index;
+//! - delete of a key: 1 `KV_LATEST` remove, 1 `KV_HISTORY` insert, one key index entry;
 //! - plus one `META` insert per request that changed anything.
 //!
 //! Reads:
 //! - at the current revision: one ordered scan of `KV_LATEST` (history is not touched);
-//! - at an older revision R: per distinct key of the range, one seek in `KV_KEY_REVS` for the
-//!   key's last change at or below R, and one `KV_HISTORY` get if that change is a put;
+//! - at an older revision R: the key index names, per key of the range, its last change at or
+//!   below R, and each that is a put costs one `KV_HISTORY` get;
 //! - watch catch-up: a scan of `KV_HISTORY` from (R, 0) yields all events >= R in order; an
-//!   event's prev_kv costs one seek in `KV_KEY_REVS` and one `KV_HISTORY` get
+//!   event's prev_kv costs one key index lookup and one `KV_HISTORY` get
 //!   ([`history::HistoryView`]).
 //!
 //! Invariants:
-//! - `KV_LATEST[k]` exists iff the last `KV_KEY_REVS` entry of `k` is a put, and then equals
+//! - `KV_LATEST[k]` exists iff the last key index entry of `k` is a put, and then equals
 //!   the `KV_HISTORY` record that entry points to;
-//! - `KV_KEY_REVS` and `KV_HISTORY` hold the same set of (key, main, sub) changes;
+//! - the key index and `KV_HISTORY` hold the same set of (key, main, sub) changes;
 //! - every main revision in `KV_HISTORY` is <= the current revision.
 //!
 //! Compaction at C (requires compacted < C <= current) records C in `META`, then deletes from
-//! `KV_HISTORY` and `KV_KEY_REVS` every change at or below C except, per key, the last one at
+//! `KV_HISTORY` and the key index every change at or below C except, per key, the last one at
 //! or below C when it is a put. Reads at revisions >= C therefore still see exactly what they
 //! saw before; reads below C fail with `Compacted`. `KV_LATEST` is untouched. Like etcd 3.4.23,
 //! a tombstone at or below C is removed too, so watches starting at or below C cannot replay it.
@@ -48,6 +51,7 @@ pub mod compaction;
 pub mod error;
 mod go_sort;
 pub mod history;
+pub mod key_index;
 pub mod range;
 pub mod tables;
 pub mod write;
@@ -59,28 +63,85 @@ mod model_test;
 #[cfg(test)]
 pub(crate) mod tests;
 
-use redb::{ReadOnlyTable, ReadTransaction};
+use std::ops::Deref;
+use std::sync::Arc;
+
+use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase};
 
 use crate::proto::etcdserverpb::{RangeRequest, RangeResponse};
 use crate::proto::mvccpb::Event;
-use crate::storage::schema::{KV_HISTORY, KV_KEY_REVS, KV_LATEST, META};
+use crate::storage::schema::{KV_HISTORY, KV_LATEST, META};
 use error::{KvError, StorageError};
+use key_index::KeyIndex;
 use tables::{KvTables, Revisions};
 
-pub type ReadTables = KvTables<
-    ReadOnlyTable<&'static [u8], &'static [u8]>,
-    ReadOnlyTable<(&'static [u8], i64, i64), u8>,
-    ReadOnlyTable<(i64, i64), &'static [u8]>,
->;
+pub type ReadTables =
+    KvTables<ReadOnlyTable<&'static [u8], &'static [u8]>, ReadOnlyTable<(i64, i64), &'static [u8]>>;
 
 pub use history::HistoryView;
 
-pub(crate) fn open_read_tables(txn: &ReadTransaction) -> Result<ReadTables, StorageError> {
+/// A consistent read of this member's store: a redb read transaction and the key index that
+/// reads below its revision consult. Derefs to the transaction for every other table.
+pub struct ReadView {
+    txn: ReadTransaction,
+    index: Arc<KeyIndex>,
+}
+
+impl ReadView {
+    pub fn new(txn: ReadTransaction, index: Arc<KeyIndex>) -> Self {
+        ReadView { txn, index }
+    }
+
+    pub fn index(&self) -> &Arc<KeyIndex> {
+        &self.index
+    }
+
+    pub fn into_txn(self) -> ReadTransaction {
+        self.txn
+    }
+}
+
+impl Deref for ReadView {
+    type Target = ReadTransaction;
+
+    fn deref(&self) -> &ReadTransaction {
+        &self.txn
+    }
+}
+
+/// This member's state database and its key index, for readers.
+#[derive(Clone)]
+pub struct Store {
+    pub db: Arc<Database>,
+    pub index: Arc<KeyIndex>,
+}
+
+impl Store {
+    /// A consistent view of the applied state.
+    pub fn read(&self) -> Result<ReadView, redb::TransactionError> {
+        Ok(ReadView::new(self.db.begin_read()?, self.index.clone()))
+    }
+}
+
+pub(crate) fn open_read_tables(view: &ReadView) -> Result<ReadTables, StorageError> {
     Ok(KvTables {
-        latest: txn.open_table(KV_LATEST)?,
-        key_revs: txn.open_table(KV_KEY_REVS)?,
-        history: txn.open_table(KV_HISTORY)?,
+        latest: view.open_table(KV_LATEST)?,
+        index: view.index.clone(),
+        history: view.open_table(KV_HISTORY)?,
     })
+}
+
+/// The key index of the store `txn` reads, built from its `KV_HISTORY`.
+pub fn load_key_index(txn: &ReadTransaction) -> Result<KeyIndex, StorageError> {
+    let index = KeyIndex::default();
+    rebuild_key_index(&index, txn)?;
+    Ok(index)
+}
+
+/// Replaces `index` with that of the store `txn` reads (after a snapshot replaced it).
+pub fn rebuild_key_index(index: &KeyIndex, txn: &ReadTransaction) -> Result<(), StorageError> {
+    let history = txn.open_table(KV_HISTORY)?;
+    index.rebuild(&history, read_revisions(txn)?.compact)
 }
 
 pub(crate) fn read_revisions(txn: &ReadTransaction) -> Result<Revisions, StorageError> {
@@ -88,9 +149,9 @@ pub(crate) fn read_revisions(txn: &ReadTransaction) -> Result<Revisions, Storage
 }
 
 /// etcd's Range at the state of `txn`. The header carries only `revision`.
-pub fn range(txn: &ReadTransaction, req: &RangeRequest) -> Result<RangeResponse, KvError> {
-    let tables = open_read_tables(txn)?;
-    let revs = read_revisions(txn)?;
+pub fn range(view: &ReadView, req: &RangeRequest) -> Result<RangeResponse, KvError> {
+    let tables = open_read_tables(view)?;
+    let revs = read_revisions(view)?;
     Ok(range::range_at(&tables, revs.current, revs.compact, req)?)
 }
 
@@ -117,6 +178,9 @@ pub fn events_since(
 
 impl From<StorageError> for KvError {
     fn from(e: StorageError) -> Self {
-        KvError::Storage(e.to_string())
+        match e {
+            StorageError::Compacted(_) => KvError::Compacted,
+            e => KvError::Storage(e.to_string()),
+        }
     }
 }

@@ -266,8 +266,7 @@ fn run_seed(seed: u64) {
                 if let KvRequest::Txn(t) = KvRequest::Txn(g.checked_txn(&model))
                     && crate::sm::txn::is_txn_read_only(&t)
                 {
-                    let via_read =
-                        crate::sm::txn::txn_read_only(&store.db.begin_read().unwrap(), &t);
+                    let via_read = crate::sm::txn::txn_read_only(&store.view(), &t);
                     let via_model = model
                         .clone()
                         .apply(&KvRequest::Txn(t.clone()))
@@ -301,35 +300,44 @@ fn store_matches_model_on_random_operations() {
 }
 
 /// The storage contract of `mvcc/mod.rs`: KV_LATEST holds exactly the keys whose last change
-/// is a put, with that change's bytes; KV_KEY_REVS and KV_HISTORY list the same changes.
+/// is a put, with that change's bytes; the key index and KV_HISTORY list the same changes; and
+/// an index rebuilt from the tables (as at start-up) equals the one apply kept up to date.
 fn check_table_invariants(store: &TestStore) {
-    use redb::{ReadableTable, ReadableTableMetadata};
+    use redb::ReadableTableMetadata;
 
-    use crate::storage::schema::{KV_HISTORY, KV_KEY_REVS, KV_LATEST, REV_KIND_PUT};
+    use crate::storage::schema::{KV_HISTORY, KV_LATEST, REV_KIND_PUT, REV_KIND_TOMBSTONE};
     let txn = store.db.begin_read().unwrap();
     let latest = txn.open_table(KV_LATEST).unwrap();
-    let key_revs = txn.open_table(KV_KEY_REVS).unwrap();
     let history = txn.open_table(KV_HISTORY).unwrap();
-    assert_eq!(key_revs.len().unwrap(), history.len().unwrap());
-    let mut last: std::collections::BTreeMap<Vec<u8>, (i64, i64, u8)> = Default::default();
-    for entry in key_revs.iter().unwrap() {
-        let (k, kind) = entry.unwrap();
-        let (key, main, sub) = k.value();
-        let record = history
-            .get((main, sub))
-            .unwrap()
-            .expect("history has every key_revs entry");
-        assert_eq!(record.value()[0], kind.value());
-        last.insert(key.to_vec(), (main, sub, kind.value()));
+    let index = store.index.dump();
+    assert_eq!(store.index.changes() as u64, history.len().unwrap());
+    let mut live = Vec::new();
+    for (key, changes) in &index {
+        for &(main, sub, tombstone) in changes {
+            let record = history
+                .get((main, sub))
+                .unwrap()
+                .expect("history has every indexed change");
+            let kind = if tombstone {
+                REV_KIND_TOMBSTONE
+            } else {
+                REV_KIND_PUT
+            };
+            assert_eq!(record.value()[0], kind);
+        }
+        if let Some(&(main, sub, false)) = changes.last() {
+            live.push((key, main, sub));
+        }
     }
-    let live: Vec<_> = last.iter().filter(|(_, v)| v.2 == REV_KIND_PUT).collect();
     assert_eq!(latest.len().unwrap(), live.len() as u64);
-    for (key, (main, sub, _)) in live {
+    for (key, main, sub) in live {
         let stored = latest
             .get(key.as_slice())
             .unwrap()
             .expect("live key in KV_LATEST");
-        let record = history.get((*main, *sub)).unwrap().unwrap();
+        let record = history.get((main, sub)).unwrap().unwrap();
         assert_eq!(stored.value(), &record.value()[1..]);
     }
+    let rebuilt = crate::mvcc::load_key_index(&txn).unwrap();
+    assert_eq!(rebuilt.dump(), index, "index rebuilt from history differs");
 }

@@ -3,15 +3,15 @@
 
 use crate::mvcc::error::{ApplyError, KvError};
 use crate::mvcc::go_sort::go_sort;
-use crate::mvcc::tables::{HistoryTable, KeyRevsTable, KeySpan, KvTables, LatestTable};
+use crate::mvcc::tables::{HistoryTable, KeySpan, KvTables, LatestTable};
 use crate::proto::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader, range_request};
 use crate::proto::mvccpb::KeyValue;
 
 use range_request::{SortOrder, SortTarget};
 
 /// Answers `req` from a view whose newest revision is `current`, compacted at `compact`.
-pub fn range_at<L: LatestTable, R: KeyRevsTable, H: HistoryTable>(
-    tables: &KvTables<L, R, H>,
+pub fn range_at<L: LatestTable, H: HistoryTable>(
+    tables: &KvTables<L, H>,
     current: i64,
     compact: i64,
     req: &RangeRequest,

@@ -2,13 +2,15 @@
 //! same read code serves read transactions and reads inside a write transaction.
 
 use std::ops::Bound;
+use std::sync::Arc;
 
 use redb::ReadableTable;
 
 use crate::mvcc::codec::{decode_history, decode_i64, decode_kv};
 use crate::mvcc::error::StorageError;
+use crate::mvcc::key_index::KeyIndex;
 use crate::proto::mvccpb::KeyValue;
-use crate::storage::schema::{META_COMPACT_REVISION, META_REVISION, REV_KIND_PUT};
+use crate::storage::schema::{META_COMPACT_REVISION, META_REVISION};
 
 /// Revision of an empty store.
 pub const REVISION_INITIAL: i64 = 1;
@@ -17,8 +19,6 @@ pub const COMPACT_REVISION_NONE: i64 = -1;
 
 pub trait LatestTable: ReadableTable<&'static [u8], &'static [u8]> {}
 impl<T: ReadableTable<&'static [u8], &'static [u8]>> LatestTable for T {}
-pub trait KeyRevsTable: ReadableTable<(&'static [u8], i64, i64), u8> {}
-impl<T: ReadableTable<(&'static [u8], i64, i64), u8>> KeyRevsTable for T {}
 pub trait HistoryTable: ReadableTable<(i64, i64), &'static [u8]> {}
 impl<T: ReadableTable<(i64, i64), &'static [u8]>> HistoryTable for T {}
 pub trait MetaTable: ReadableTable<&'static str, &'static [u8]> {}
@@ -74,7 +74,7 @@ impl<'a> KeySpan<'a> {
         }
     }
 
-    fn bounds(&self) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
+    pub(crate) fn bounds(&self) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
         match *self {
             KeySpan::Single(key) => (Bound::Included(key), Bound::Included(key)),
             KeySpan::From(key) => (Bound::Included(key), Bound::Unbounded),
@@ -95,14 +95,14 @@ pub struct Found {
     pub count: i64,
 }
 
-/// The three KV tables, opened in one transaction.
-pub struct KvTables<L, R, H> {
+/// The two KV tables, opened in one transaction, and the member's in-memory key index.
+pub struct KvTables<L, H> {
     pub latest: L,
-    pub key_revs: R,
+    pub index: Arc<KeyIndex>,
     pub history: H,
 }
 
-impl<L: LatestTable, R: KeyRevsTable, H: HistoryTable> KvTables<L, R, H> {
+impl<L: LatestTable, H: HistoryTable> KvTables<L, H> {
     /// The live KeyValue of `key` at the current revision.
     pub fn latest_get(&self, key: &[u8]) -> Result<Option<KeyValue>, StorageError> {
         match self.latest.get(key).map_err(redb::Error::from)? {
@@ -150,82 +150,31 @@ impl<L: LatestTable, R: KeyRevsTable, H: HistoryTable> KvTables<L, R, H> {
         Ok(found)
     }
 
-    /// Visits each distinct key of `span` in KV_KEY_REVS with one seek per key, so the cost
-    /// grows with the number of keys, not with the length of their histories.
+    /// Looks up in the key index which change of each key was live at `rev`, then reads the
+    /// first `fetch_max` of them from history: the cost grows with the number of keys, not
+    /// with the length of their histories.
     fn scan_history(
         &self,
         span: KeySpan<'_>,
         rev: i64,
         fetch_max: Option<usize>,
     ) -> Result<Found, StorageError> {
-        let mut found = Found::default();
-        let mut next = match span {
-            KeySpan::Single(key) => Some(key.to_vec()),
-            _ => self.first_key_rev_key(span, None)?,
-        };
-        while let Some(key) = next {
-            if let Some((main, sub)) = self.put_at(&key, rev)? {
-                found.count += 1;
-                if fetch_max.is_none_or(|max| found.kvs.len() < max) {
-                    found.kvs.push(self.history_kv(main, sub)?);
-                }
-            }
-            next = match span {
-                KeySpan::Single(_) => None,
-                _ => self.first_key_rev_key(span, Some(&key))?,
-            };
-        }
-        Ok(found)
-    }
-
-    /// First key in KV_KEY_REVS within `span` and after `after` (if given).
-    fn first_key_rev_key(
-        &self,
-        span: KeySpan<'_>,
-        after: Option<&[u8]>,
-    ) -> Result<Option<Vec<u8>>, StorageError> {
-        let (start, end) = span.bounds();
-        let lower = match (after, start) {
-            (Some(k), _) => Bound::Excluded((k, i64::MAX, i64::MAX)),
-            (None, Bound::Included(k)) => Bound::Included((k, i64::MIN, i64::MIN)),
-            (None, _) => Bound::Unbounded,
-        };
-        let upper = match end {
-            Bound::Included(k) => Bound::Included((k, i64::MAX, i64::MAX)),
-            Bound::Excluded(k) => Bound::Excluded((k, i64::MIN, i64::MIN)),
-            Bound::Unbounded => Bound::Unbounded,
-        };
-        if let (Bound::Excluded(lo), Bound::Included(hi) | Bound::Excluded(hi)) = (&lower, &upper)
-            && lo >= hi
-        {
-            return Ok(None);
-        }
-        let mut range = self
-            .key_revs
-            .range::<(&[u8], i64, i64)>((lower, upper))
-            .map_err(redb::Error::from)?;
-        match range.next() {
-            Some(entry) => Ok(Some(entry.map_err(redb::Error::from)?.0.value().0.to_vec())),
-            None => Ok(None),
-        }
+        let live = self.index.live_in(span, rev)?;
+        let fetch = fetch_max.unwrap_or(usize::MAX);
+        let kvs = live
+            .iter()
+            .take(fetch)
+            .map(|&(main, sub)| self.history_kv(main, sub))
+            .collect::<Result<_, _>>()?;
+        Ok(Found {
+            kvs,
+            count: live.len() as i64,
+        })
     }
 
     /// (main, sub) of the put that makes `key` live at `rev`, or None if absent then.
     pub fn put_at(&self, key: &[u8], rev: i64) -> Result<Option<(i64, i64)>, StorageError> {
-        let lower = (key, i64::MIN, i64::MIN);
-        let upper = (key, rev, i64::MAX);
-        let mut range = self
-            .key_revs
-            .range::<(&[u8], i64, i64)>(lower..=upper)
-            .map_err(redb::Error::from)?;
-        match range.next_back() {
-            Some(entry) => {
-                let (k, kind) = entry.map_err(redb::Error::from)?;
-                let (_, main, sub) = k.value();
-                Ok((kind.value() == REV_KIND_PUT).then_some((main, sub)))
-            }
-            None => Ok(None),
-        }
+        Ok(self.index.put_at(key, rev)?)
     }
 
     /// The KeyValue written at (main, sub).

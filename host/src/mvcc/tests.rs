@@ -1,20 +1,24 @@
 //! Targeted tests of the store's etcd semantics; the randomized comparison against an
 //! independent model is in `model.rs`.
 
+use std::sync::Arc;
+
 use redb::{Database, Durability, ReadableDatabase, ReadableTableMetadata};
 
-use crate::mvcc::{compact_revision, current_revision, events_since, range};
+use crate::mvcc::key_index::KeyIndex;
+use crate::mvcc::{ReadView, compact_revision, current_revision, events_since, range};
 use crate::proto::etcdserverpb::{
     CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp,
     TxnRequest, compare, range_request, request_op, response_op,
 };
 use crate::proto::mvccpb::{KeyValue, event::EventType};
 use crate::sm::kv::{Applied, ApplyError, KvError, KvRequest, KvResponse, apply_kv};
-use crate::storage::schema::{KV_HISTORY, KV_KEY_REVS, init_schema};
+use crate::storage::schema::{KV_HISTORY, init_schema};
 
 pub(crate) struct TestStore {
     _file: tempfile::NamedTempFile,
     pub db: Database,
+    pub index: Arc<KeyIndex>,
 }
 
 impl TestStore {
@@ -22,7 +26,16 @@ impl TestStore {
         let file = tempfile::NamedTempFile::new().unwrap();
         let db = Database::create(file.path()).unwrap();
         init_schema(&db).unwrap();
-        TestStore { _file: file, db }
+        TestStore {
+            _file: file,
+            db,
+            index: Arc::default(),
+        }
+    }
+
+    /// A read of the committed state, as the member's readers get it.
+    pub fn view(&self) -> ReadView {
+        ReadView::new(self.db.begin_read().unwrap(), self.index.clone())
     }
 
     /// Applies and commits, like the state machine does (also after a rejection).
@@ -30,7 +43,7 @@ impl TestStore {
         let mut txn = self.db.begin_write().unwrap();
         // Tests need no crash safety; skipping fsync keeps thousands of commits fast.
         txn.set_durability(Durability::None).unwrap();
-        let out = apply_kv(&txn, &req);
+        let out = apply_kv(&txn, &self.index, &req);
         txn.commit().unwrap();
         out
     }
@@ -39,7 +52,7 @@ impl TestStore {
         &self,
         req: &RangeRequest,
     ) -> Result<crate::proto::etcdserverpb::RangeResponse, KvError> {
-        range(&self.db.begin_read().unwrap(), req)
+        range(&self.view(), req)
     }
 
     pub fn rev(&self) -> i64 {
@@ -370,7 +383,7 @@ fn txn_branches_share_one_revision_and_see_their_own_writes() {
     };
     let resp = txn_resp(s.apply(txn(ro.clone())).unwrap());
     assert_eq!(resp.header.unwrap().revision, 4);
-    let via_read = crate::sm::txn::txn_read_only(&s.db.begin_read().unwrap(), &ro).unwrap();
+    let via_read = crate::sm::txn::txn_read_only(&s.view(), &ro).unwrap();
     assert_eq!(via_read.header.unwrap().revision, 4);
     assert_eq!(s.rev(), 4);
 }
@@ -517,7 +530,7 @@ fn compaction_keeps_what_later_reads_need_and_drops_the_rest() {
     // Left: a@3 (latest put at or below 5) and c@6. Gone: a@2, b@4 and b's tombstone @5.
     let read = s.db.begin_read().unwrap();
     assert_eq!(read.open_table(KV_HISTORY).unwrap().len().unwrap(), 2);
-    assert_eq!(read.open_table(KV_KEY_REVS).unwrap().len().unwrap(), 2);
+    assert_eq!(s.index.changes(), 2);
     let events = events_since(&read, 0, 10).unwrap();
     let revs: Vec<_> = events
         .iter()
@@ -583,4 +596,35 @@ fn events_since_lists_changes_in_revision_order() {
             .len(),
         1
     );
+}
+
+/// The key index is shared with readers whose snapshots predate a compaction: a read such a
+/// reader makes below the new compacted revision fails as compacted instead of answering from
+/// history the index no longer lists; reads at or above it are unchanged.
+#[test]
+fn a_read_racing_a_compaction_fails_as_compacted() {
+    let s = TestStore::new();
+    for i in 0..6 {
+        s.put("a", &i.to_string());
+    }
+    let old_view = s.view();
+    let at = |rev: i64| {
+        let mut r = range_req("a", "");
+        r.revision = rev;
+        range(&old_view, &r)
+    };
+    let before: Vec<_> = (2..=7).map(at).collect();
+    s.apply(KvRequest::Compaction(CompactionRequest {
+        revision: 5,
+        physical: true,
+    }))
+    .unwrap();
+    for rev in 2..=7 {
+        let expected = if rev < 5 {
+            Err(KvError::Compacted)
+        } else {
+            before[(rev - 2) as usize].clone()
+        };
+        assert_eq!(at(rev), expected, "at revision {rev}");
+    }
 }

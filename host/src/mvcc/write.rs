@@ -1,22 +1,22 @@
 //! Writes of one applied request: every change of the request shares main revision
 //! `begin + 1` and takes the next sub revision, as in etcd's `storeTxnWrite`.
 
+use std::sync::Arc;
+
 use redb::{Table, WriteTransaction};
 
 use crate::mvcc::codec::{encode_history, encode_i64};
 use crate::mvcc::error::StorageError;
+use crate::mvcc::key_index::KeyIndex;
 use crate::mvcc::tables::{KeySpan, KvTables, Revisions};
 use crate::proto::mvccpb::{Event, KeyValue, event::EventType};
 use crate::storage::schema::{
-    KV_HISTORY, KV_KEY_REVS, KV_LATEST, META, META_COMPACT_REVISION, META_REVISION, REV_KIND_PUT,
+    KV_HISTORY, KV_LATEST, META, META_COMPACT_REVISION, META_REVISION, REV_KIND_PUT,
     REV_KIND_TOMBSTONE,
 };
 
-pub type WriteTables<'t> = KvTables<
-    Table<'t, &'static [u8], &'static [u8]>,
-    Table<'t, (&'static [u8], i64, i64), u8>,
-    Table<'t, (i64, i64), &'static [u8]>,
->;
+pub type WriteTables<'t> =
+    KvTables<Table<'t, &'static [u8], &'static [u8]>, Table<'t, (i64, i64), &'static [u8]>>;
 
 /// The tables of one write transaction plus the revision bookkeeping of one request.
 pub struct WriteCtx<'t> {
@@ -33,13 +33,15 @@ pub struct WriteCtx<'t> {
 }
 
 impl<'t> WriteCtx<'t> {
-    pub fn open(txn: &'t WriteTransaction) -> Result<Self, StorageError> {
+    /// Opens the KV tables of `txn`; changes are recorded in `index` too, which must be the
+    /// index of this transaction's database.
+    pub fn open(txn: &'t WriteTransaction, index: &Arc<KeyIndex>) -> Result<Self, StorageError> {
         let meta = txn.open_table(META)?;
         let revs = Revisions::load(&meta)?;
         Ok(WriteCtx {
             tables: KvTables {
                 latest: txn.open_table(KV_LATEST)?,
-                key_revs: txn.open_table(KV_KEY_REVS)?,
+                index: index.clone(),
                 history: txn.open_table(KV_HISTORY)?,
             },
             meta,
@@ -74,7 +76,7 @@ impl<'t> WriteCtx<'t> {
         self.changes > 0
     }
 
-    /// Writes `key` = `value`: 1 read and 3 inserts. The event carries the previous KeyValue.
+    /// Writes `key` = `value`: 1 read, 2 inserts and a key index entry. The event carries the previous KeyValue.
     pub fn put(&mut self, key: &[u8], value: Vec<u8>, lease: i64) -> Result<(), StorageError> {
         let prev = self.tables.latest_get(key)?;
         self.put_over(key, value, lease, prev)
@@ -100,8 +102,8 @@ impl<'t> WriteCtx<'t> {
         };
         let record = encode_history(REV_KIND_PUT, &kv);
         self.tables.latest.insert(key, &record[1..])?;
-        self.tables.key_revs.insert((key, rev, sub), REV_KIND_PUT)?;
         self.tables.history.insert((rev, sub), record.as_slice())?;
+        self.tables.index.record(key, rev, sub, false);
         self.changes += 1;
         self.events.push(Event {
             r#type: EventType::Put as i32,
@@ -125,10 +127,8 @@ impl<'t> WriteCtx<'t> {
             };
             let record = encode_history(REV_KIND_TOMBSTONE, &tomb);
             self.tables.latest.remove(prev.key.as_slice())?;
-            self.tables
-                .key_revs
-                .insert((prev.key.as_slice(), rev, sub), REV_KIND_TOMBSTONE)?;
             self.tables.history.insert((rev, sub), record.as_slice())?;
+            self.tables.index.record(&prev.key, rev, sub, true);
             self.changes += 1;
             self.events.push(Event {
                 r#type: EventType::Delete as i32,

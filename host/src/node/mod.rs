@@ -71,6 +71,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         .with_lease_observer(Arc::new(lease_observers));
     let applied = state_machine.applied_index();
     let hub = state_machine.hub();
+    let store = state_machine.store();
     let runtime = state_machine.runtime().clone();
 
     let channels = PeerChannels::default();
@@ -98,7 +99,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     .context("starting raft")?;
     let fresh = bootstrap_if_new(&raft, &config).await?;
 
-    let catch_up = hub.spawn_catch_up(state_db.clone());
+    let catch_up = hub.spawn_catch_up(store.clone());
     let lessor = Arc::new(Lessor::new(
         raft.clone(),
         member_id,
@@ -113,7 +114,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         proposer.clone(),
         member_id,
         cluster_id,
-        state_db,
+        store,
         applied,
         channels,
     ));

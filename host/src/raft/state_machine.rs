@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use crate::entry::{Reply, TypeConfig, codec};
 use crate::lease::{IgnoreLeaseChanges, LeaseObserver};
 use crate::limits::SM_DURABLE_EVERY_ENTRIES;
+use crate::mvcc::key_index::KeyIndex;
 use crate::sm::command::apply_command;
 use crate::storage::schema::META;
 use crate::storage::snapshot::{restore_snapshot, write_snapshot};
@@ -38,6 +39,8 @@ const KEY_MEMBERSHIP: &str = "raft.membership";
 #[derive(Clone)]
 pub struct StateMachine {
     db: Arc<Database>,
+    /// The key index of `db`, shared with this member's readers.
+    index: Arc<KeyIndex>,
     /// Last applied log index, published after each commit; linearizable reads wait on it.
     applied: watch::Sender<u64>,
     snapshot_path: PathBuf,
@@ -56,12 +59,14 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
 impl StateMachine {
     pub fn open(db: Arc<Database>, snapshot_path: PathBuf) -> io::Result<Self> {
         crate::storage::init_schema(&db).map_err(io_err)?;
-        let revision = {
+        let (revision, index) = {
             let txn = db.begin_read().map_err(io_err)?;
-            crate::mvcc::current_revision(&txn).map_err(io_err)?
+            let revision = crate::mvcc::current_revision(&txn).map_err(io_err)?;
+            (revision, crate::mvcc::load_key_index(&txn).map_err(io_err)?)
         };
         let sm = Self {
             db,
+            index: Arc::new(index),
             applied: watch::Sender::new(0),
             snapshot_path,
             entries_since_durable: 0,
@@ -81,6 +86,14 @@ impl StateMachine {
 
     pub fn db(&self) -> &Arc<Database> {
         &self.db
+    }
+
+    /// The database and key index, for this member's readers.
+    pub fn store(&self) -> crate::mvcc::Store {
+        crate::mvcc::Store {
+            db: self.db.clone(),
+            index: self.index.clone(),
+        }
     }
 
     /// Reports applied lease changes to `observer` from now on.
@@ -229,9 +242,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let reply = match &entry.payload {
                 EntryPayload::Blank => Reply::default(),
                 EntryPayload::Normal(cmd) => {
-                    let outcome =
-                        apply_command(&txn_shared, &cmd.0, &self.runtime, entry.log_id.index)
-                            .map_err(io_err)?;
+                    // A failure here stops the node before `txn` commits; the index may then
+                    // hold changes the store does not, past its revision, where no read looks.
+                    let outcome = apply_command(
+                        &txn_shared,
+                        &self.index,
+                        &cmd.0,
+                        &self.runtime,
+                        entry.log_id.index,
+                    )
+                    .map_err(io_err)?;
                     events.extend(outcome.events);
                     lease_changes.extend(outcome.lease_changes);
                     Reply(outcome.reply)
@@ -298,6 +318,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.save_snapshot_file(meta, &data)?;
         let revision = {
             let txn = self.db.begin_read().map_err(io_err)?;
+            crate::mvcc::rebuild_key_index(&self.index, &txn).map_err(io_err)?;
             crate::mvcc::current_revision(&txn).map_err(io_err)?
         };
         self.hub.publish(revision, Vec::new());

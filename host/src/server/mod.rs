@@ -19,13 +19,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redb::{Database, ReadTransaction, ReadableDatabase};
+use redb::Database;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::Status;
 
 use crate::entry::{Member, MemberId, Raft};
 use crate::limits::{LEADER_POLL_MS, PUBLISH_RETRY_MS, REQUEST_TIMEOUT_MS};
+use crate::mvcc::{ReadView, Store};
 use crate::proto::batonpb::raft_peer_client::RaftPeerClient;
 use crate::proto::batonpb::{
     LogCommand, LogReply, PublishRequest, ReadIndexRequest, log_command, log_reply,
@@ -49,7 +50,7 @@ pub struct Server {
     forwarder: Forwarder,
     member_id: MemberId,
     cluster_id: u64,
-    db: Arc<Database>,
+    store: Store,
     applied: watch::Receiver<u64>,
     channels: PeerChannels,
     reads: read_batch::ReadBatcher,
@@ -68,7 +69,7 @@ impl Server {
         proposer: Proposer,
         member_id: MemberId,
         cluster_id: u64,
-        db: Arc<Database>,
+        store: Store,
         applied: watch::Receiver<u64>,
         channels: PeerChannels,
     ) -> Self {
@@ -78,7 +79,7 @@ impl Server {
             forwarder: Forwarder::start(),
             member_id,
             cluster_id,
-            db,
+            store,
             applied,
             channels,
             reads: read_batch::ReadBatcher::default(),
@@ -114,15 +115,15 @@ impl Server {
     }
 
     /// A consistent view of this member's applied state.
-    pub fn read_view(&self) -> Result<ReadTransaction, Status> {
-        self.db
-            .begin_read()
+    pub fn read_view(&self) -> Result<ReadView, Status> {
+        self.store
+            .read()
             .map_err(|e| Status::internal(format!("cannot read the state database: {e}")))
     }
 
     /// Opens a read view of the state database, for maintenance (size, snapshots).
     pub fn db(&self) -> &Arc<Database> {
-        &self.db
+        &self.store.db
     }
 
     /// Whether this member is in the membership as a learner (not a voter), as etcd decides

@@ -46,15 +46,15 @@ fn a_batch_applies_like_its_commands_one_by_one() {
         deploy("hostile", HOSTILE_MODULE),
     ];
     let (one_by_one, batched) = (TestStore::new(), TestStore::new());
-    apply_batch(&one_by_one.db, 1, setup.clone());
-    apply_batch(&batched.db, 1, setup);
+    apply_batch(&one_by_one, 1, setup.clone());
+    apply_batch(&batched, 1, setup);
     let commands = mixed_commands();
     // The batch's commands all run at the batch entry's log index.
     let singles: Vec<_> = commands
         .iter()
-        .flat_map(|op| apply_batch(&one_by_one.db, 3, vec![op.clone()]))
+        .flat_map(|op| apply_batch(&one_by_one, 3, vec![op.clone()]))
         .collect();
-    let mut out = apply_batch(&batched.db, 3, vec![batch(&commands)]);
+    let mut out = apply_batch(&batched, 3, vec![batch(&commands)]);
     let whole = out.remove(0);
     let Some(log_reply::Result::Batch(LogReplies { replies })) = whole.reply.result else {
         panic!(
@@ -97,7 +97,7 @@ fn a_batch_inside_a_batch_is_refused_without_touching_its_neighbours() {
         inner,
         Op::Put(put_req("b", "2")),
     ];
-    let mut out = apply_batch(&store.db, 1, vec![batch(&ops)]);
+    let mut out = apply_batch(&store, 1, vec![batch(&ops)]);
     let whole = out.remove(0);
     let Some(log_reply::Result::Batch(LogReplies { replies })) = whole.reply.result else {
         panic!("{:?}", whole.reply);
@@ -122,13 +122,13 @@ fn a_batch_inside_a_batch_is_refused_without_touching_its_neighbours() {
 fn refusals_like_one_by_one(setup: Vec<Op>, ops: &[Op]) -> Vec<Option<i32>> {
     let (one_by_one, batched) = (TestStore::new(), TestStore::new());
     for store in [&one_by_one, &batched] {
-        apply_batch(&store.db, 1, setup.clone());
+        apply_batch(store, 1, setup.clone());
     }
     let singles: Vec<_> = ops
         .iter()
-        .flat_map(|op| apply_batch(&one_by_one.db, 2, vec![op.clone()]))
+        .flat_map(|op| apply_batch(&one_by_one, 2, vec![op.clone()]))
         .collect();
-    let whole = apply_batch(&batched.db, 2, vec![batch(ops)]).remove(0);
+    let whole = apply_batch(&batched, 2, vec![batch(ops)]).remove(0);
     let Some(log_reply::Result::Batch(LogReplies { replies })) = whole.reply.result else {
         panic!("{:?}", whole.reply);
     };

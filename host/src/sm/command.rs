@@ -7,6 +7,7 @@ use redb::WriteTransaction;
 
 use crate::lease::LeaseChange;
 use crate::lease::error::LeaseApplyError;
+use crate::mvcc::key_index::KeyIndex;
 use crate::proto::batonpb::{
     ApplyRefusal, LogBatch, LogCommand, LogReplies, LogReply, log_command, log_reply,
 };
@@ -35,14 +36,17 @@ pub struct ApplyFatal(pub String);
 /// Applies `cmd`, the entry at `log_index`, inside `txn`. A deterministic refusal (a compare on
 /// a compacted revision, an unknown lease, a guest trap, ...) is a normal outcome carried in the
 /// reply; only storage (or host) failures are errors. `txn` is shared because a guest call's
-/// store view outlives any borrow the engine could hold.
+/// store view outlives any borrow the engine could hold. `index` is the key index of `txn`'s
+/// database; it takes the command's changes at once, before `txn` commits.
 pub fn apply_command(
     txn: &Arc<WriteTransaction>,
+    index: &Arc<KeyIndex>,
     cmd: &LogCommand,
     runtime: &Runtime,
     log_index: u64,
 ) -> Result<CommandOutcome, ApplyFatal> {
-    apply_one(txn, cmd, runtime, log_index, &mut EntryMemo::default())
+    let mut memo = EntryMemo::default();
+    apply_one(txn, index, cmd, runtime, log_index, &mut memo)
 }
 
 /// State the commands of one log entry read again and again but only a few kinds of command
@@ -68,17 +72,22 @@ impl EntryMemo {
         Ok(raised)
     }
 
-    fn kv(&mut self, txn: &Arc<WriteTransaction>) -> Result<SharedWriteCtx, ApplyFatal> {
+    fn kv(
+        &mut self,
+        txn: &Arc<WriteTransaction>,
+        index: &Arc<KeyIndex>,
+    ) -> Result<SharedWriteCtx, ApplyFatal> {
         if let Some(kv) = &self.kv {
             return Ok(kv.clone());
         }
-        let kv = SharedWriteCtx::open(txn).map_err(|e| ApplyFatal(e.to_string()))?;
+        let kv = SharedWriteCtx::open(txn, index).map_err(|e| ApplyFatal(e.to_string()))?;
         Ok(self.kv.insert(kv).clone())
     }
 }
 
 fn apply_one(
     txn: &Arc<WriteTransaction>,
+    index: &Arc<KeyIndex>,
     cmd: &LogCommand,
     runtime: &Runtime,
     log_index: u64,
@@ -90,7 +99,7 @@ fn apply_one(
         memo.kv = None;
     }
     if let Some(Op::Batch(batch)) = &cmd.op {
-        return apply_batch(txn, batch, runtime, log_index);
+        return apply_batch(txn, index, batch, runtime, log_index);
     }
     if let Some(Op::Alarm(r)) = &cmd.op {
         memo.no_space = None;
@@ -121,16 +130,18 @@ fn apply_one(
             return module_outcome(module::delete(txn, d)?);
         }
         Some(Op::ModuleInvoke(i)) => {
-            let kv = memo.kv(txn)?;
+            let kv = memo.kv(txn, index)?;
             return module_outcome(module::invoke(txn, &kv, &env, i, &mut memo.modules)?);
         }
         Some(Op::Put(r)) => KvRequest::Put(r.clone()),
         Some(Op::DeleteRange(r)) => KvRequest::DeleteRange(r.clone()),
         Some(Op::Txn(r)) => KvRequest::Txn(r.clone()),
         Some(Op::Compaction(r)) => KvRequest::Compaction(*r),
-        Some(Op::LeaseGrant(r)) => return apply_lease_op(txn, LeaseOp::Grant(r)),
-        Some(Op::LeaseRevoke(r)) => return apply_lease_op(txn, LeaseOp::Revoke(r)),
-        Some(Op::LeaseCheckpoint(r)) => return apply_lease_op(txn, LeaseOp::Checkpoint(r)),
+        Some(Op::LeaseGrant(r)) => return apply_lease_op(txn, index, LeaseOp::Grant(r)),
+        Some(Op::LeaseRevoke(r)) => return apply_lease_op(txn, index, LeaseOp::Revoke(r)),
+        Some(Op::LeaseCheckpoint(r)) => {
+            return apply_lease_op(txn, index, LeaseOp::Checkpoint(r));
+        }
         // A command from a newer version this member does not understand: refuse it the same way
         // on every member rather than guess. (Alarms and batches were handled above.)
         None | Some(Op::Alarm(_)) | Some(Op::Batch(_)) => {
@@ -139,7 +150,7 @@ fn apply_one(
             )));
         }
     };
-    let shared = memo.kv(txn)?;
+    let shared = memo.kv(txn, index)?;
     match kv::apply_kv_shared(txn, &shared, &request) {
         Ok(applied) => Ok(CommandOutcome {
             reply: LogReply {
@@ -163,6 +174,7 @@ fn apply_one(
 /// never builds one), so the nesting depth, and with it the recursion, is bounded.
 fn apply_batch(
     txn: &Arc<WriteTransaction>,
+    index: &Arc<KeyIndex>,
     batch: &LogBatch,
     runtime: &Runtime,
     log_index: u64,
@@ -177,7 +189,7 @@ fn apply_batch(
             replies.push(refusal(tonic::Code::InvalidArgument, message));
             continue;
         }
-        let outcome = apply_one(txn, cmd, runtime, log_index, &mut memo)?;
+        let outcome = apply_one(txn, index, cmd, runtime, log_index, &mut memo)?;
         replies.push(outcome.reply);
         events.extend(outcome.events);
         lease_changes.extend(outcome.lease_changes);
@@ -208,8 +220,12 @@ fn module_outcome(applied: ModuleApplied) -> Result<CommandOutcome, ApplyFatal> 
     })
 }
 
-fn apply_lease_op(txn: &WriteTransaction, op: LeaseOp<'_>) -> Result<CommandOutcome, ApplyFatal> {
-    match lease::apply_lease(txn, op) {
+fn apply_lease_op(
+    txn: &WriteTransaction,
+    index: &Arc<KeyIndex>,
+    op: LeaseOp<'_>,
+) -> Result<CommandOutcome, ApplyFatal> {
+    match lease::apply_lease(txn, index, op) {
         Ok(applied) => Ok(CommandOutcome {
             reply: LogReply {
                 result: Some(applied.result),

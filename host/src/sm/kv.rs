@@ -2,10 +2,13 @@
 //! (`etcdserver/apply.go`). Deterministic: the same request on the same state writes the
 //! same bytes and returns the same response on every node.
 
+use std::sync::Arc;
+
 use redb::WriteTransaction;
 
 use crate::mvcc::compaction::compact;
 use crate::mvcc::error::StorageError;
+use crate::mvcc::key_index::KeyIndex;
 use crate::mvcc::tables::KeySpan;
 use crate::mvcc::write::WriteCtx;
 use crate::proto::etcdserverpb::{
@@ -50,8 +53,12 @@ pub struct Applied {
 ///
 /// This opens the META and KV tables itself, so the caller must not hold any of them open
 /// across the call (redb refuses to open a table twice in one transaction).
-pub fn apply_kv(txn: &WriteTransaction, req: &KvRequest) -> Result<Applied, ApplyError> {
-    let mut w = WriteCtx::open(txn)?;
+pub fn apply_kv(
+    txn: &WriteTransaction,
+    index: &Arc<KeyIndex>,
+    req: &KvRequest,
+) -> Result<Applied, ApplyError> {
+    let mut w = WriteCtx::open(txn, index)?;
     let (response, events) = apply_in(&mut w, req)?;
     attach(txn, response, events)
 }

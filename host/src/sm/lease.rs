@@ -2,12 +2,15 @@
 //! LeaseCheckpoint` over its lessor), and keeping key attachments in step with KV writes.
 //! Deterministic: no clock; expiry arrives as an ordinary revoke proposed by the leader.
 
+use std::sync::Arc;
+
 use redb::WriteTransaction;
 
 use crate::lease::error::LeaseApplyError;
 use crate::lease::rules::{TTL_S_FLOOR, granted_ttl_s};
 use crate::lease::{LeaseChange, LeaseError, store};
 use crate::mvcc::error::StorageError;
+use crate::mvcc::key_index::KeyIndex;
 use crate::mvcc::tables::{KeySpan, Revisions};
 use crate::mvcc::write::WriteCtx;
 use crate::proto::batonpb::log_reply;
@@ -40,11 +43,12 @@ pub struct LeaseApplied {
 /// open. On `Rejected` nothing was written.
 pub fn apply_lease(
     txn: &WriteTransaction,
+    index: &Arc<KeyIndex>,
     op: LeaseOp<'_>,
 ) -> Result<LeaseApplied, LeaseApplyError> {
     match op {
         LeaseOp::Grant(r) => grant(txn, r),
-        LeaseOp::Revoke(r) => revoke(txn, r.id),
+        LeaseOp::Revoke(r) => revoke(txn, index, r.id),
         LeaseOp::Checkpoint(r) => checkpoint(txn, r),
     }
 }
@@ -78,12 +82,16 @@ fn grant(txn: &WriteTransaction, r: &LeaseGrantRequest) -> Result<LeaseApplied, 
 
 /// Deletes every key attached to the lease in one revision (in byte order, as etcd does), then
 /// the lease. A lease without keys leaves the revision where it was.
-fn revoke(txn: &WriteTransaction, id: i64) -> Result<LeaseApplied, LeaseApplyError> {
+fn revoke(
+    txn: &WriteTransaction,
+    index: &Arc<KeyIndex>,
+    id: i64,
+) -> Result<LeaseApplied, LeaseApplyError> {
     if store::get(&txn.open_table(LEASES)?, id)?.is_none() {
         return Err(LeaseError::NotFound.into());
     }
     let keys = store::keys_of(&txn.open_table(LEASE_KEYS)?, id)?;
-    let mut w = WriteCtx::open(txn)?;
+    let mut w = WriteCtx::open(txn, index)?;
     for key in &keys {
         w.delete_span(KeySpan::Single(key))?;
     }

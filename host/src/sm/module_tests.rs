@@ -5,7 +5,7 @@
 use std::sync::{Arc, OnceLock};
 
 use rand::{Rng, SeedableRng};
-use redb::{Database, Durability, ReadableDatabase};
+use redb::{Durability, ReadableDatabase};
 
 use crate::mvcc::tests::{TestStore, put_req, range_req};
 use crate::proto::batonpb::{
@@ -28,8 +28,12 @@ pub(super) fn builtin(name: &str) -> &'static [u8] {
 }
 
 /// Applies `ops` in one write transaction (one batch), then commits.
-pub(super) fn apply_batch(db: &Database, first_index: u64, ops: Vec<Op>) -> Vec<CommandOutcome> {
-    let mut txn = db.begin_write().unwrap();
+pub(super) fn apply_batch(
+    store: &TestStore,
+    first_index: u64,
+    ops: Vec<Op>,
+) -> Vec<CommandOutcome> {
+    let mut txn = store.db.begin_write().unwrap();
     txn.set_durability(Durability::None).unwrap();
     let txn = Arc::new(txn);
     let mut outcomes = Vec::new();
@@ -38,7 +42,8 @@ pub(super) fn apply_batch(db: &Database, first_index: u64, ops: Vec<Op>) -> Vec<
             leader_time_ms: 1_700_000_000_000,
             op: Some(op),
         };
-        outcomes.push(apply_command(&txn, &cmd, runtime(), first_index + i as u64).unwrap());
+        let index = first_index + i as u64;
+        outcomes.push(apply_command(&txn, &store.index, &cmd, runtime(), index).unwrap());
     }
     Arc::into_inner(txn).unwrap().commit().unwrap();
     outcomes
@@ -90,7 +95,7 @@ pub(super) const FUEL: u64 = crate::limits::GUEST_FUEL_DEFAULT;
 #[test]
 fn a_call_commits_all_its_writes_as_one_revision_with_events() {
     let store = TestStore::new();
-    let out = apply_batch(&store.db, 1, vec![deploy("counter", builtin("counter"))]);
+    let out = apply_batch(&store, 1, vec![deploy("counter", builtin("counter"))]);
     assert!(refused(&out[0]).is_none(), "{:?}", out[0].reply);
     let before = store.rev();
     // Same batch: the call must see the put that precedes it.
@@ -98,7 +103,7 @@ fn a_call_commits_all_its_writes_as_one_revision_with_events() {
         Op::Put(put_req("c1", "40")),
         invoke("counter", "add", r#"{"keys":["c1","c2"],"by":2}"#, FUEL),
     ];
-    let out = apply_batch(&store.db, 2, ops);
+    let out = apply_batch(&store, 2, ops);
     let Some(log_reply::Result::ModuleInvoked(reply)) = &out[1].reply.result else {
         panic!("{:?}", out[1].reply);
     };
@@ -118,7 +123,7 @@ fn a_call_commits_all_its_writes_as_one_revision_with_events() {
 #[test]
 fn failed_calls_commit_nothing() {
     let store = TestStore::new();
-    apply_batch(&store.db, 1, vec![deploy("hostile", HOSTILE_MODULE)]);
+    apply_batch(&store, 1, vec![deploy("hostile", HOSTILE_MODULE)]);
     let before = store.rev();
     let ops = vec![
         invoke("hostile", "trap", "t", FUEL),
@@ -127,7 +132,7 @@ fn failed_calls_commit_nothing() {
         invoke("hostile", "fail", "f", FUEL),
         invoke("nobody", "add", "{}", FUEL),
     ];
-    let out = apply_batch(&store.db, 2, ops);
+    let out = apply_batch(&store, 2, ops);
     let codes: Vec<_> = out.iter().map(|o| refused(o).unwrap()).collect();
     let failed_precondition = tonic::Code::FailedPrecondition as i32;
     let exhausted = tonic::Code::ResourceExhausted as i32;
@@ -159,16 +164,12 @@ fn failed_calls_commit_nothing() {
 #[test]
 fn compare_and_move_deletes_and_puts_in_one_revision() {
     let store = TestStore::new();
-    apply_batch(
-        &store.db,
-        1,
-        vec![deploy("cam", builtin("compare-and-move"))],
-    );
+    apply_batch(&store, 1, vec![deploy("cam", builtin("compare-and-move"))]);
     store
         .apply(crate::sm::kv::KvRequest::Put(put_req("q/1", "job")))
         .unwrap();
     let input = r#"{"from":"q/1","to":"r/1","expect":"job"}"#;
-    let out = apply_batch(&store.db, 3, vec![invoke("cam", "move", input, FUEL)]);
+    let out = apply_batch(&store, 3, vec![invoke("cam", "move", input, FUEL)]);
     let kinds: Vec<_> = out[0].events.iter().map(|e| e.r#type).collect();
     assert_eq!(kinds, [EventType::Delete as i32, EventType::Put as i32]);
     assert_eq!(value(&store, "q/1"), None);
@@ -185,7 +186,7 @@ fn redeploys_add_versions_and_deletes_keep_code_callable_by_hash() {
         Op::ModuleDelete(ModuleDelete { name: "m".into() }),
         Op::ModuleDelete(ModuleDelete { name: "m".into() }),
     ];
-    let out = apply_batch(&store.db, 1, ops);
+    let out = apply_batch(&store, 1, ops);
     let version = |o: &CommandOutcome| match &o.reply.result {
         Some(log_reply::Result::ModuleDeployed(d)) => d.version,
         other => panic!("{other:?}"),
@@ -206,7 +207,7 @@ fn redeploys_add_versions_and_deletes_keep_code_callable_by_hash() {
         fuel: FUEL,
         ..Default::default()
     });
-    let out = apply_batch(&store.db, 6, vec![by_hash]);
+    let out = apply_batch(&store, 6, vec![by_hash]);
     assert!(refused(&out[0]).is_none(), "{:?}", out[0].reply);
     assert_eq!(value(&store, "k").unwrap(), b"1");
 }
@@ -215,7 +216,7 @@ fn redeploys_add_versions_and_deletes_keep_code_callable_by_hash() {
 fn invalid_deploys_are_refused_identically() {
     let store = TestStore::new();
     let out = apply_batch(
-        &store.db,
+        &store,
         1,
         vec![deploy("junk", b"junk"), deploy("", HOSTILE_MODULE)],
     );
@@ -250,10 +251,10 @@ fn replicas_applying_the_same_commands_end_byte_identical() {
         });
     }
     let (a, b) = (TestStore::new(), TestStore::new());
-    apply_batch(&a.db, 1, ops.clone());
+    apply_batch(&a, 1, ops.clone());
     let mut index = 1;
     for chunk in ops.chunks(7) {
-        apply_batch(&b.db, index, chunk.to_vec());
+        apply_batch(&b, index, chunk.to_vec());
         index += chunk.len() as u64;
     }
     assert_eq!(snapshot(&a), snapshot(&b));

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use redb::WriteTransaction;
 
 use crate::mvcc::error::StorageError;
+use crate::mvcc::key_index::KeyIndex;
 use crate::mvcc::write::WriteCtx;
 
 self_cell::self_cell!(
@@ -34,8 +35,8 @@ self_cell::self_cell!(
 pub struct SharedWriteCtx(Rc<RefCell<OpenCtx>>);
 
 impl SharedWriteCtx {
-    pub fn open(txn: &Arc<WriteTransaction>) -> Result<Self, StorageError> {
-        let ctx = OpenCtx::try_new(txn.clone(), |txn| WriteCtx::open(txn))?;
+    pub fn open(txn: &Arc<WriteTransaction>, index: &Arc<KeyIndex>) -> Result<Self, StorageError> {
+        let ctx = OpenCtx::try_new(txn.clone(), |txn| WriteCtx::open(txn, index))?;
         Ok(SharedWriteCtx(Rc::new(RefCell::new(ctx))))
     }
 

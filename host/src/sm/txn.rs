@@ -4,13 +4,11 @@
 
 use std::cmp::Ordering;
 
-use redb::ReadTransaction;
-
 use crate::mvcc::error::{ApplyError, KvError, StorageError};
 use crate::mvcc::range::range_at;
-use crate::mvcc::tables::{HistoryTable, KeyRevsTable, KeySpan, KvTables, LatestTable};
+use crate::mvcc::tables::{HistoryTable, KeySpan, KvTables, LatestTable};
 use crate::mvcc::write::WriteCtx;
-use crate::mvcc::{open_read_tables, read_revisions};
+use crate::mvcc::{ReadView, open_read_tables, read_revisions};
 use crate::proto::etcdserverpb::{
     Compare, RequestOp, ResponseOp, TxnRequest, TxnResponse, compare, request_op, response_op,
 };
@@ -27,7 +25,7 @@ pub fn is_txn_read_only(rt: &TxnRequest) -> bool {
 
 /// Serves a read-only txn (see [`is_txn_read_only`]) from a read transaction, as etcd does
 /// outside raft. Other txns must go through [`crate::sm::kv::apply_kv`].
-pub fn txn_read_only(txn: &ReadTransaction, rt: &TxnRequest) -> Result<TxnResponse, KvError> {
+pub fn txn_read_only(txn: &ReadView, rt: &TxnRequest) -> Result<TxnResponse, KvError> {
     if !is_txn_read_only(rt) {
         return Err(KvError::Storage(
             "txn_read_only given a txn that writes".into(),
@@ -80,8 +78,8 @@ fn branch(rt: &TxnRequest, succeeded: bool) -> &[RequestOp] {
 
 /// etcd's `compareToPath`: this txn's outcome, then (pre-order) those of the nested txns of
 /// the branch it takes, all against the same view.
-fn compare_path<L: LatestTable, R: KeyRevsTable, H: HistoryTable>(
-    t: &KvTables<L, R, H>,
+fn compare_path<L: LatestTable, H: HistoryTable>(
+    t: &KvTables<L, H>,
     current: i64,
     rt: &TxnRequest,
     path: &mut Vec<bool>,
@@ -104,8 +102,8 @@ fn compare_path<L: LatestTable, R: KeyRevsTable, H: HistoryTable>(
 
 /// etcd's `applyCompare`: every key in the range must satisfy the compare; with no key, a
 /// VALUE compare fails and others compare against an all-zero KeyValue.
-fn compare_holds<L: LatestTable, R: KeyRevsTable, H: HistoryTable>(
-    t: &KvTables<L, R, H>,
+fn compare_holds<L: LatestTable, H: HistoryTable>(
+    t: &KvTables<L, H>,
     current: i64,
     c: &Compare,
 ) -> Result<bool, StorageError> {

@@ -11,9 +11,11 @@ pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// bytes as the key's latest [`KV_HISTORY`] record, minus its kind byte). Deleted keys are absent.
 pub const KV_LATEST: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv_latest");
 
-/// Per-key revision index: (user key, main revision, sub revision) -> [`REV_KIND_PUT`] or
-/// [`REV_KIND_TOMBSTONE`]. Answers "latest change of key k at or below revision R".
-pub const KV_KEY_REVS: TableDefinition<(&[u8], i64, i64), u8> = TableDefinition::new("kv_key_revs");
+/// The per-key revision index as a table, (user key, main, sub) -> kind, as stores written
+/// before the index moved to memory (`mvcc::key_index`) hold it: dropped when such a store is
+/// opened, skipped in such a member's snapshots.
+pub const LEGACY_KV_KEY_REVS: TableDefinition<(&[u8], i64, i64), u8> =
+    TableDefinition::new("kv_key_revs");
 
 /// Change log in revision order: (main revision, sub revision) -> event kind byte followed by
 /// the prost-encoded `mvccpb::KeyValue` (for a delete only key and mod_revision are set).
@@ -36,9 +38,9 @@ pub const MODULES: TableDefinition<&str, &[u8]> = TableDefinition::new("modules"
 /// Module code by content: SHA-256 of the component -> component bytes.
 pub const MODULE_CODE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("module_code");
 
-/// [`KV_KEY_REVS`] value and [`KV_HISTORY`] kind byte of a put.
+/// [`KV_HISTORY`] kind byte of a put.
 pub const REV_KIND_PUT: u8 = 0;
-/// [`KV_KEY_REVS`] value and [`KV_HISTORY`] kind byte of a delete.
+/// [`KV_HISTORY`] kind byte of a delete.
 pub const REV_KIND_TOMBSTONE: u8 = 1;
 
 /// [`META`] key of the store's current revision (i64 big-endian; absent means 1).
@@ -51,7 +53,8 @@ pub fn init_schema(db: &Database) -> Result<(), redb::Error> {
     let txn = db.begin_write()?;
     txn.open_table(META)?;
     txn.open_table(KV_LATEST)?;
-    txn.open_table(KV_KEY_REVS)?;
+    // Rebuilt in memory from KV_HISTORY now; the old table would only take space.
+    txn.delete_table(LEGACY_KV_KEY_REVS)?;
     txn.open_table(KV_HISTORY)?;
     txn.open_table(LEASES)?;
     txn.open_table(LEASE_KEYS)?;

@@ -19,7 +19,8 @@ use redb::{
 use sha2::{Digest, Sha256};
 
 use crate::storage::schema::{
-    ALARMS, KV_HISTORY, KV_KEY_REVS, KV_LATEST, LEASE_KEYS, LEASES, META, MODULE_CODE, MODULES,
+    ALARMS, KV_HISTORY, KV_LATEST, LEASE_KEYS, LEASES, LEGACY_KV_KEY_REVS, META, MODULE_CODE,
+    MODULES,
 };
 
 const MAGIC: &[u8; 8] = b"BATNSNAP";
@@ -29,7 +30,6 @@ const CHECKSUM_LEN: usize = 32;
 /// Each table with a description of its key and value types, checked on restore.
 const LAYOUT_META: &str = "str -> bytes";
 const LAYOUT_KV_LATEST: &str = "bytes -> bytes";
-const LAYOUT_KV_KEY_REVS: &str = "(bytes, i64, i64) -> u8";
 const LAYOUT_KV_HISTORY: &str = "(i64, i64) -> bytes";
 const LAYOUT_LEASES: &str = "i64 -> (i64, i64)";
 const LAYOUT_LEASE_KEYS: &str = "(i64, bytes) -> ()";
@@ -73,11 +73,10 @@ pub fn write_snapshot(txn: &ReadTransaction, out: &mut impl Write) -> Result<(),
     };
     w.write_all(MAGIC)?;
     w.write_all(&FORMAT_VERSION.to_le_bytes())?;
-    let tables: u32 = 9;
+    let tables: u32 = 8;
     w.write_all(&tables.to_le_bytes())?;
     dump_table(txn, META, LAYOUT_META, &mut w)?;
     dump_table(txn, KV_LATEST, LAYOUT_KV_LATEST, &mut w)?;
-    dump_table(txn, KV_KEY_REVS, LAYOUT_KV_KEY_REVS, &mut w)?;
     dump_table(txn, KV_HISTORY, LAYOUT_KV_HISTORY, &mut w)?;
     dump_table(txn, LEASES, LAYOUT_LEASES, &mut w)?;
     dump_table(txn, LEASE_KEYS, LAYOUT_LEASE_KEYS, &mut w)?;
@@ -107,7 +106,6 @@ pub fn restore_snapshot(db: &Database, input: &mut impl Read) -> Result<(), Snap
     let txn = db.begin_write()?;
     load_table(&txn, META, LAYOUT_META, &parsed)?;
     load_table(&txn, KV_LATEST, LAYOUT_KV_LATEST, &parsed)?;
-    load_table(&txn, KV_KEY_REVS, LAYOUT_KV_KEY_REVS, &parsed)?;
     load_table(&txn, KV_HISTORY, LAYOUT_KV_HISTORY, &parsed)?;
     load_table(&txn, LEASES, LAYOUT_LEASES, &parsed)?;
     load_table(&txn, LEASE_KEYS, LAYOUT_LEASE_KEYS, &parsed)?;
@@ -204,7 +202,8 @@ fn parse(body: &[u8]) -> Result<HashMap<&str, ParsedTable<'_>>, SnapshotError> {
     let known = [
         META.name(),
         KV_LATEST.name(),
-        KV_KEY_REVS.name(),
+        // Sent by members that kept the key index in a table; rebuilt from history instead.
+        LEGACY_KV_KEY_REVS.name(),
         KV_HISTORY.name(),
         LEASES.name(),
         LEASE_KEYS.name(),

@@ -10,12 +10,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redb::{Database, ReadableDatabase};
 use tokio::task::JoinHandle;
 
 use crate::limits::WATCH_CATCH_UP_RETRY_MS;
-use crate::mvcc::HistoryView;
 use crate::mvcc::error::StorageError;
+use crate::mvcc::{HistoryView, Store};
 use crate::proto::mvccpb::Event;
 use crate::watch::WatchHub;
 use crate::watch::registry::{CatchUpRead, Found, Planned};
@@ -32,13 +31,13 @@ pub enum Round {
 }
 
 impl WatchHub {
-    /// Starts the catch-up task over `db`, the state database this hub's events come from.
-    /// It runs until aborted.
-    pub fn spawn_catch_up(self: &Arc<Self>, db: Arc<Database>) -> JoinHandle<()> {
+    /// Starts the catch-up task over `store`, where this hub's events come from. It runs until
+    /// aborted.
+    pub fn spawn_catch_up(self: &Arc<Self>, store: Store) -> JoinHandle<()> {
         let hub = self.clone();
         tokio::spawn(async move {
             loop {
-                match hub.catch_up_round(&db).await {
+                match hub.catch_up_round(&store).await {
                     Ok(Round::Progressed) => tokio::task::yield_now().await,
                     Ok(Round::Idle) => hub.unsynced.notified().await,
                     Ok(Round::Stalled) => hub.pause().await,
@@ -57,7 +56,7 @@ impl WatchHub {
     }
 
     /// One catch-up round (the task's body; tests drive it directly).
-    pub async fn catch_up_round(&self, db: &Arc<Database>) -> Result<Round, StorageError> {
+    pub async fn catch_up_round(&self, store: &Store) -> Result<Round, StorageError> {
         let (plan, hub_revision) = {
             let mut registry = self.registry();
             if !registry.has_unsynced() {
@@ -71,10 +70,10 @@ impl WatchHub {
         if plan.is_empty() {
             return Ok(Round::Stalled);
         }
-        let db = db.clone();
+        let store = store.clone();
         let batch_events = self.limits.catch_up_batch_events;
         let read = tokio::task::spawn_blocking(move || {
-            read_history(&db, plan, hub_revision, batch_events)
+            read_history(&store, plan, hub_revision, batch_events)
         })
         .await
         .map_err(|e| StorageError::Corrupt(format!("catch-up read panicked: {e}")))??;
@@ -94,12 +93,12 @@ impl WatchHub {
 /// yet published): those revisions reach watchers through `publish`, so no watcher is ever
 /// ahead of the hub and no response can carry a revision the hub has not announced.
 pub(crate) fn read_history(
-    db: &Database,
+    store: &Store,
     plan: Vec<Planned>,
     hub_revision: i64,
     batch_events: usize,
 ) -> Result<CatchUpRead, StorageError> {
-    let txn = db.begin_read().map_err(redb::Error::from)?;
+    let txn = store.read().map_err(redb::Error::from)?;
     let view = HistoryView::open(&txn)?;
     let compact = view.compact_revision();
     let current = view.current_revision().min(hub_revision);

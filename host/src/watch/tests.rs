@@ -6,6 +6,7 @@ use std::sync::Arc;
 use redb::{Database, Durability};
 use tokio::sync::mpsc;
 
+use crate::mvcc::Store;
 use crate::proto::etcdserverpb::{CompactionRequest, DeleteRangeRequest, PutRequest};
 use crate::proto::mvccpb::{Event, event::EventType};
 use crate::sm::kv::{KvRequest, apply_kv};
@@ -17,6 +18,7 @@ use crate::watch::{Delivery, HubLimits, KeyRange, WatchHub, WatchSpec};
 pub(crate) struct Fixture {
     _file: tempfile::NamedTempFile,
     pub db: Arc<Database>,
+    pub store: Store,
     pub hub: Arc<WatchHub>,
 }
 
@@ -33,9 +35,14 @@ impl Fixture {
         let file = tempfile::NamedTempFile::new().unwrap();
         let db = Arc::new(Database::create(file.path()).unwrap());
         init_schema(&db).unwrap();
+        let store = Store {
+            db: db.clone(),
+            index: Arc::default(),
+        };
         Fixture {
             _file: file,
             db,
+            store,
             hub: WatchHub::with_limits(1, limits),
         }
     }
@@ -54,7 +61,7 @@ impl Fixture {
         txn.set_durability(Durability::None).unwrap();
         let mut events = Vec::new();
         for request in &requests {
-            if let Ok(applied) = apply_kv(&txn, request) {
+            if let Ok(applied) = apply_kv(&txn, &self.store.index, request) {
                 events.extend(applied.events);
             }
         }
@@ -80,7 +87,7 @@ impl Fixture {
 
     async fn catch_up_until_idle(&self) {
         for _ in 0..1000 {
-            if self.hub.catch_up_round(&self.db).await.unwrap() != Round::Progressed {
+            if self.hub.catch_up_round(&self.store).await.unwrap() != Round::Progressed {
                 return;
             }
         }
@@ -395,14 +402,17 @@ async fn a_stalled_watcher_never_blocks_publish_and_catches_up_exactly_once() {
     );
 
     // Its buffer is full: a round cannot move it (and does not block either).
-    assert_eq!(f.hub.catch_up_round(&f.db).await.unwrap(), Round::Stalled);
+    assert_eq!(
+        f.hub.catch_up_round(&f.store).await.unwrap(),
+        Round::Stalled
+    );
     let mut got = drain(&mut slow.deliveries);
     // Catch up while writes continue; the buffer holds two deliveries, so drain each round.
     let mut rounds = 0;
     while f.hub.counts().1 > 0 {
         rounds += 1;
         assert!(rounds < 1000, "catch-up never finished");
-        f.hub.catch_up_round(&f.db).await.unwrap();
+        f.hub.catch_up_round(&f.store).await.unwrap();
         got.extend(drain(&mut slow.deliveries));
         if rounds <= 5 {
             let rev = f.put("s/x", "late");
@@ -682,7 +692,7 @@ async fn random_schedules_deliver_every_wanted_event_exactly_once() {
                     }
                 }
                 _ => {
-                    f.hub.catch_up_round(&f.db).await.unwrap();
+                    f.hub.catch_up_round(&f.store).await.unwrap();
                 }
             }
         }
@@ -694,7 +704,7 @@ async fn random_schedules_deliver_every_wanted_event_exactly_once() {
             if f.hub.counts().1 == 0 {
                 break;
             }
-            f.hub.catch_up_round(&f.db).await.unwrap();
+            f.hub.catch_up_round(&f.store).await.unwrap();
         }
         assert_eq!(f.hub.counts().1, 0, "seed {seed}: catch-up never finished");
         for (n, w) in watchers.iter_mut().enumerate() {

@@ -123,7 +123,7 @@ impl ModulesService {
     }
 
     /// A linearizable read view of the module tables.
-    async fn read_view(&self) -> Result<redb::ReadTransaction, Status> {
+    async fn read_view(&self) -> Result<crate::mvcc::ReadView, Status> {
         self.server.linearize().await?;
         self.server.read_view()
     }

@@ -158,7 +158,7 @@ impl Client {
 #[tokio::test]
 async fn events_follow_created_and_stop_after_cancel() {
     let f = Fixture::new(HubLimits::default());
-    let _catch_up = f.hub.spawn_catch_up(f.db.clone());
+    let _catch_up = f.hub.spawn_catch_up(f.store.clone());
     let mut c = Client::open(&f, Duration::from_secs(600));
     c.create(watch("k")).await;
     assert!(c.next().await.created);
@@ -199,7 +199,7 @@ async fn events_follow_created_and_stop_after_cancel() {
 #[tokio::test]
 async fn a_compacted_start_is_created_then_canceled_with_the_compact_revision() {
     let f = Fixture::new(HubLimits::default());
-    let _catch_up = f.hub.spawn_catch_up(f.db.clone());
+    let _catch_up = f.hub.spawn_catch_up(f.store.clone());
     for i in 0..5 {
         f.put("old", &i.to_string());
     }

@@ -19,7 +19,8 @@ fn apply(s: &TestStore, op: Op) -> CommandOutcome {
         op: Some(op),
     };
     let txn = std::sync::Arc::new(txn);
-    let out = apply_command(&txn, &cmd, crate::sm::module_tests::runtime(), 1).unwrap();
+    let runtime = crate::sm::module_tests::runtime();
+    let out = apply_command(&txn, &s.index, &cmd, runtime, 1).unwrap();
     std::sync::Arc::into_inner(txn).unwrap().commit().unwrap();
     out
 }

@@ -32,7 +32,6 @@ fn dump_raw(db: &Database) -> Vec<RawTable> {
     vec![
         raw(&txn, META),
         raw(&txn, KV_LATEST),
-        raw(&txn, KV_KEY_REVS),
         raw(&txn, KV_HISTORY),
         raw(&txn, LEASES),
         raw(&txn, LEASE_KEYS),
@@ -102,11 +101,15 @@ fn round_trip_reproduces_every_table() {
     // Pre-existing data must vanish, including keys the snapshot does not have.
     fresh.apply(KvRequest::Put(put_req("stale", "x"))).unwrap();
     restore_snapshot(&fresh.db, &mut snap.as_slice()).unwrap();
+    // As the state machine does after an install.
+    crate::mvcc::rebuild_key_index(&fresh.index, &fresh.db.begin_read().unwrap()).unwrap();
     assert_eq!(dump_raw(&fresh.db), dump_raw(&source.db));
-    assert_eq!(
-        fresh.range(&range_req("\0", "\0")),
-        source.range(&range_req("\0", "\0"))
-    );
+    assert_eq!(fresh.index.dump(), source.index.dump());
+    for rev in [0, 30, 40] {
+        let mut all = range_req("\0", "\0");
+        all.revision = rev;
+        assert_eq!(fresh.range(&all), source.range(&all), "at revision {rev}");
+    }
     assert_eq!(snapshot_of(&fresh), snap, "snapshots are deterministic");
 
     // The restored store keeps working from the restored revision.
@@ -167,4 +170,50 @@ fn corrupt_or_foreign_input_is_refused_without_touching_the_database() {
         Err(SnapshotError::Format(_))
     ));
     assert_eq!(dump_raw(&target.db), before);
+}
+
+/// A member that kept the per-key index in a table sends it in its snapshots; the table is
+/// skipped on restore, and a store that still holds it drops it when opened.
+#[test]
+fn the_legacy_key_index_table_is_skipped_and_dropped() {
+    let source = populated();
+    let txn = source.db.begin_write().unwrap();
+    txn.open_table(LEGACY_KV_KEY_REVS)
+        .unwrap()
+        .insert((b"k1".as_slice(), 2, 0), 0)
+        .unwrap();
+    txn.commit().unwrap();
+    let mut legacy = Vec::new();
+    {
+        let txn = source.db.begin_read().unwrap();
+        let mut w = HashingWriter {
+            out: &mut legacy,
+            hasher: Sha256::new(),
+        };
+        w.write_all(MAGIC).unwrap();
+        w.write_all(&FORMAT_VERSION.to_le_bytes()).unwrap();
+        w.write_all(&9u32.to_le_bytes()).unwrap();
+        dump_table(&txn, META, LAYOUT_META, &mut w).unwrap();
+        dump_table(&txn, KV_LATEST, LAYOUT_KV_LATEST, &mut w).unwrap();
+        dump_table(&txn, LEGACY_KV_KEY_REVS, "(bytes, i64, i64) -> u8", &mut w).unwrap();
+        dump_table(&txn, KV_HISTORY, LAYOUT_KV_HISTORY, &mut w).unwrap();
+        dump_table(&txn, LEASES, LAYOUT_LEASES, &mut w).unwrap();
+        dump_table(&txn, LEASE_KEYS, LAYOUT_LEASE_KEYS, &mut w).unwrap();
+        dump_table(&txn, ALARMS, LAYOUT_ALARMS, &mut w).unwrap();
+        dump_table(&txn, MODULES, LAYOUT_MODULES, &mut w).unwrap();
+        dump_table(&txn, MODULE_CODE, LAYOUT_MODULE_CODE, &mut w).unwrap();
+        let digest = w.hasher.finalize();
+        legacy.extend_from_slice(&digest);
+    }
+    let fresh = TestStore::new();
+    restore_snapshot(&fresh.db, &mut legacy.as_slice()).unwrap();
+    assert_eq!(snapshot_of(&fresh), snapshot_of(&source));
+
+    crate::storage::init_schema(&source.db).unwrap();
+    let txn = source.db.begin_read().unwrap();
+    assert!(
+        txn.list_tables()
+            .unwrap()
+            .all(|t| t.name() != "kv_key_revs")
+    );
 }
