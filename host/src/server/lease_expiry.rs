@@ -26,7 +26,10 @@ fn leading_term(m: &Metrics, member_id: u64) -> Option<u64> {
 
 /// Runs until `stop` turns true.
 pub async fn run(lessor: Arc<Lessor>, mut stop: watch::Receiver<bool>) {
-    let mut metrics = lessor.raft().metrics();
+    let metrics = lessor.raft().metrics();
+    // Only role, vote and membership changes wake the wait: the full metrics change with every
+    // append and apply, and waking this task for each cost a follower task switches per entry.
+    let mut roles = lessor.raft().server_metrics();
     let member_id = lessor.member_id();
     loop {
         let term = loop {
@@ -37,7 +40,7 @@ pub async fn run(lessor: Arc<Lessor>, mut stop: watch::Receiver<bool>) {
                 break term;
             }
             tokio::select! {
-                changed = metrics.changed() => if changed.is_err() { return },
+                changed = roles.changed() => if changed.is_err() { return },
                 _ = stop.changed() => return,
             }
         };
