@@ -96,6 +96,15 @@ impl KeyIndex {
         Ok(())
     }
 
+    /// Empties the index while a snapshot replaces the store: until [`Self::rebuild`], every
+    /// read below the current revision fails as compacted (a clean error to retry) rather
+    /// than pairing this index with the other store's history.
+    pub fn suspend(&self) {
+        let mut state = self.write();
+        state.keys.clear();
+        state.compacted = i64::MAX;
+    }
+
     /// Records a change the current apply makes at (main, sub).
     pub fn record(&self, key: &[u8], main: i64, sub: i64, tombstone: bool) {
         let change = Change {
@@ -133,6 +142,9 @@ impl KeyIndex {
     pub fn live_in(&self, span: KeySpan<'_>, rev: i64) -> Result<Vec<(i64, i64)>, IndexError> {
         let state = self.read();
         check_not_compacted(&state, rev)?;
+        if span.is_empty() {
+            return Ok(Vec::new());
+        }
         let bounds: (Bound<&[u8]>, Bound<&[u8]>) = span.bounds();
         Ok(state
             .keys
@@ -283,6 +295,25 @@ mod tests {
                 compacted: 4
             })
         );
+    }
+
+    #[test]
+    fn a_suspended_index_refuses_every_read_as_compacted() {
+        let index = index_of(&[(b"a", 2, 0, false)]);
+        index.suspend();
+        assert!(matches!(
+            index.put_at(b"a", 2),
+            Err(IndexError::Compacted { .. })
+        ));
+        assert!(index.live_in(KeySpan::From(b""), 5).is_err());
+        assert_eq!(index.changes(), 0);
+    }
+
+    #[test]
+    fn an_inverted_span_is_empty() {
+        let index = index_of(&[(b"a", 2, 0, false), (b"c", 3, 0, false)]);
+        assert_eq!(index.live_in(KeySpan::Until(b"c", b"a"), 3), Ok(vec![]));
+        assert_eq!(index.live_in(KeySpan::Until(b"c", b"c"), 3), Ok(vec![]));
     }
 
     #[test]

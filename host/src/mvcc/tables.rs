@@ -82,8 +82,9 @@ impl<'a> KeySpan<'a> {
         }
     }
 
-    /// redb panics on a range whose start is above its end; such spans are empty.
-    fn is_empty(&self) -> bool {
+    /// redb (and `BTreeMap`) panic on a range whose start is above its end; such spans are
+    /// empty.
+    pub(crate) fn is_empty(&self) -> bool {
         matches!(*self, KeySpan::Until(key, end) if end <= key)
     }
 }

@@ -306,7 +306,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Self::SnapshotData,
     ) -> Result<(), io::Error> {
         let data = snapshot.into_inner();
-        restore_snapshot(&self.db, &mut Cursor::new(&data)).map_err(io_err)?;
+        self.index.suspend();
+        if let Err(e) = restore_snapshot(&self.db, &mut Cursor::new(&data)) {
+            // A refused snapshot replaced nothing: index the store as it still is.
+            let txn = self.db.begin_read().map_err(io_err)?;
+            crate::mvcc::rebuild_key_index(&self.index, &txn).map_err(io_err)?;
+            return Err(io_err(e));
+        }
         // The snapshot's own META already holds these; writing them again from `meta` makes the
         // installed state agree with what openraft believes it installed.
         let txn = self.db.begin_write().map_err(io_err)?;
