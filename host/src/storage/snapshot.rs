@@ -1,5 +1,6 @@
-//! State-machine snapshots: every table of [`crate::storage::schema`] in one self-describing,
-//! versioned stream with a SHA-256 trailer.
+//! State-machine snapshots: every table of [`crate::storage::schema`] (but the legacy key index,
+//! which is rebuilt from history) in one self-describing, versioned stream with a SHA-256
+//! trailer.
 //!
 //! Layout (integers little-endian):
 //! ```text
