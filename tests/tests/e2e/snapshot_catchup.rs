@@ -56,19 +56,13 @@ async fn lagging_member_catches_up_from_a_snapshot(backend: Backend) -> Result<(
             .await?;
         let revision = got.header().map(|h| h.revision()).unwrap_or_default();
         if revision >= expected_revision {
-            let pairs = |r: &etcd_client::GetResponse| -> Vec<(Vec<u8>, Vec<u8>, i64)> {
-                r.kvs()
-                    .iter()
-                    .map(|kv| (kv.key().to_vec(), kv.value().to_vec(), kv.mod_revision()))
-                    .collect()
-            };
             ensure!(
                 got.count() == (KEYS - 1) as i64,
                 "count {} after catch-up",
                 got.count()
             );
             ensure!(
-                pairs(&got) == pairs(&expected),
+                kv_rows(&got) == kv_rows(&expected),
                 "caught-up member's data differs from the survivors'"
             );
             let old = same_at_revision(&mut client, &mut caught_up, mid_revision).await?;
@@ -121,20 +115,22 @@ async fn same_at_revision(
     };
     let want = reference.get("snap/", Some(options())).await?;
     let got = member.get("snap/", Some(options())).await?;
-    let kvs = |r: &etcd_client::GetResponse| -> Vec<(Vec<u8>, Vec<u8>, i64, i64)> {
-        r.kvs()
-            .iter()
-            .map(|kv| {
-                let (k, v) = (kv.key().to_vec(), kv.value().to_vec());
-                (k, v, kv.mod_revision(), kv.version())
-            })
-            .collect()
-    };
     ensure!(
-        kvs(&got) == kvs(&want),
+        kv_rows(&got) == kv_rows(&want),
         "reads at revision {revision} differ between the members"
     );
-    Ok(kvs(&want).len())
+    Ok(want.kvs().len())
+}
+
+/// Key, value, mod revision and version of each KeyValue, for comparing two reads.
+fn kv_rows(r: &etcd_client::GetResponse) -> Vec<(Vec<u8>, Vec<u8>, i64, i64)> {
+    r.kvs()
+        .iter()
+        .map(|kv| {
+            let (k, v) = (kv.key().to_vec(), kv.value().to_vec());
+            (k, v, kv.mod_revision(), kv.version())
+        })
+        .collect()
 }
 
 backend_test!(lagging_member_catches_up_from_a_snapshot);
