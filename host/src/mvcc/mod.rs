@@ -92,10 +92,6 @@ impl ReadView {
         ReadView { txn, index }
     }
 
-    pub fn index(&self) -> &Arc<KeyIndex> {
-        &self.index
-    }
-
     pub fn into_txn(self) -> ReadTransaction {
         self.txn
     }

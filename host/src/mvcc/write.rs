@@ -76,7 +76,8 @@ impl<'t> WriteCtx<'t> {
         self.changes > 0
     }
 
-    /// Writes `key` = `value`: 1 read, 2 inserts and a key index entry. The event carries the previous KeyValue.
+    /// Writes `key` = `value`: 1 read, 2 inserts and a key index entry. The event carries the
+    /// previous KeyValue.
     pub fn put(&mut self, key: &[u8], value: Vec<u8>, lease: i64) -> Result<(), StorageError> {
         let prev = self.tables.latest_get(key)?;
         self.put_over(key, value, lease, prev)

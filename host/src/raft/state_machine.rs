@@ -88,6 +88,12 @@ impl StateMachine {
         &self.db
     }
 
+    /// Rebuilds the key index from the store as it is now (after a snapshot install).
+    fn reindex(&self) -> io::Result<()> {
+        let txn = self.db.begin_read().map_err(io_err)?;
+        crate::mvcc::rebuild_key_index(&self.index, &txn).map_err(io_err)
+    }
+
     /// The database and key index, for this member's readers.
     pub fn store(&self) -> crate::mvcc::Store {
         crate::mvcc::Store {
@@ -309,8 +315,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.index.suspend();
         if let Err(e) = restore_snapshot(&self.db, &mut Cursor::new(&data)) {
             // A refused snapshot replaced nothing: index the store as it still is.
-            let txn = self.db.begin_read().map_err(io_err)?;
-            crate::mvcc::rebuild_key_index(&self.index, &txn).map_err(io_err)?;
+            self.reindex()?;
             return Err(io_err(e));
         }
         // The snapshot's own META already holds these; writing them again from `meta` makes the
@@ -322,9 +327,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         txn.commit().map_err(io_err)?;
         self.entries_since_durable = 0;
         self.save_snapshot_file(meta, &data)?;
+        self.reindex()?;
         let revision = {
             let txn = self.db.begin_read().map_err(io_err)?;
-            crate::mvcc::rebuild_key_index(&self.index, &txn).map_err(io_err)?;
             crate::mvcc::current_revision(&txn).map_err(io_err)?
         };
         self.hub.publish(revision, Vec::new());

@@ -17,7 +17,6 @@ use crate::watch::{Delivery, HubLimits, KeyRange, WatchHub, WatchSpec};
 
 pub(crate) struct Fixture {
     _file: tempfile::NamedTempFile,
-    pub db: Arc<Database>,
     pub store: Store,
     pub hub: Arc<WatchHub>,
 }
@@ -36,12 +35,11 @@ impl Fixture {
         let db = Arc::new(Database::create(file.path()).unwrap());
         init_schema(&db).unwrap();
         let store = Store {
-            db: db.clone(),
+            db,
             index: Arc::default(),
         };
         Fixture {
             _file: file,
-            db,
             store,
             hub: WatchHub::with_limits(1, limits),
         }
@@ -57,7 +55,7 @@ impl Fixture {
 
     /// Commits without publishing (what a read view can see before the hub hears of it).
     fn commit(&self, requests: Vec<KvRequest>) -> (i64, Vec<Event>) {
-        let mut txn = self.db.begin_write().unwrap();
+        let mut txn = self.store.db.begin_write().unwrap();
         txn.set_durability(Durability::None).unwrap();
         let mut events = Vec::new();
         for request in &requests {
@@ -66,7 +64,7 @@ impl Fixture {
             }
         }
         txn.commit().unwrap();
-        let read = redb::ReadableDatabase::begin_read(&*self.db).unwrap();
+        let read = redb::ReadableDatabase::begin_read(&*self.store.db).unwrap();
         (crate::mvcc::current_revision(&read).unwrap(), events)
     }
 
