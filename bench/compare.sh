@@ -11,11 +11,14 @@ Usage: bench/compare.sh [options]
                    all: connections are spread over the three members
   --only S         run only one system: etcd or baton
   --match TEXT     run only the workloads whose name contains TEXT (e.g. incr)
-  --no-build       do not run `cargo build --release` first
+  --pgo            benchmark the profile-guided build (bench/pgo_build.sh, ~25 min to build)
+                   instead of the plain release build
+  --no-build       do not build Baton first
   --keep           keep the temporary directory (data and logs) for inspection
   -h, --help       this text
 Environment:
-  BATON_BIN        baton binary (default: $CARGO_TARGET_DIR/release/baton or target/release/baton)
+  BATON_BIN        baton binary (default: $CARGO_TARGET_DIR/release/baton or target/release/baton;
+                   with --pgo, pgo/baton there instead)
   BENCH_BIN        binary used as the client as `BENCH_BIN --endpoints .. bench ..` (default: BATON_BIN)
   ETCD_BIN         etcd binary (default: etcd on PATH; installed with apt-get if missing)
   PORT_BASE        first loopback port used (default 42300; 40 ports from there)
@@ -27,6 +30,7 @@ target=leader
 only=
 match=
 build=1
+pgo=0
 keep=0
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -34,6 +38,7 @@ while [ $# -gt 0 ]; do
         --target) target=${2:?--target needs a value}; shift 2 ;;
         --only) only=${2:?--only needs a value}; shift 2 ;;
         --match) match=${2:?--match needs a value}; shift 2 ;;
+        --pgo) pgo=1; shift ;;
         --no-build) build=0; shift ;;
         --keep) keep=1; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -44,7 +49,11 @@ case "$target" in leader|all) ;; *) echo "--target must be leader or all" >&2; e
 case "$only" in ''|etcd|baton) ;; *) echo "--only must be etcd or baton" >&2; exit 2 ;; esac
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-BATON_BIN=${BATON_BIN:-${CARGO_TARGET_DIR:-$repo/target}/release/baton}
+if [ "$pgo" = 1 ]; then
+    BATON_BIN=${BATON_BIN:-${CARGO_TARGET_DIR:-$repo/target}/pgo/baton}
+else
+    BATON_BIN=${BATON_BIN:-${CARGO_TARGET_DIR:-$repo/target}/release/baton}
+fi
 BENCH_BIN=${BENCH_BIN:-$BATON_BIN}
 PORT_BASE=${PORT_BASE:-42300}
 READY_TIMEOUT_S=60
@@ -277,7 +286,10 @@ index_of() {
 }
 
 main() {
-    if [ "$build" = 1 ]; then
+    if [ "$build" = 1 ] && [ "$pgo" = 1 ]; then
+        echo "== bench/pgo_build.sh"
+        "$repo/bench/pgo_build.sh" >/dev/null
+    elif [ "$build" = 1 ]; then
         echo "== cargo build --release"
         (cd "$repo" && cargo build --release -p baton --bin baton)
     fi
