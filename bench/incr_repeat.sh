@@ -9,7 +9,7 @@ usage() {
     cat <<'EOF'
 Usage: bench/incr_repeat.sh [RUNS] [compare.sh options...]
   RUNS             how many comparisons to run (default 5)
-  other options    passed to bench/compare.sh (e.g. --duration 5s --no-build)
+  other options    passed to bench/compare.sh (e.g. --pgo --duration 5s --no-build)
 EOF
 }
 
