@@ -8,8 +8,8 @@
 #   2. a training run: every workload of `bench/compare.sh` against a 3-member cluster of the
 #      instrumented binary on loopback, the binary also acting as the client;
 #   3. a release build that uses the merged counts (-Cprofile-use).
-# Takes two release builds and a minute of training (~25 min on 2 cores). Needs rustup's llvm-tools component for
-# llvm-profdata; it is added if missing.
+# Takes two release builds and a minute of training (~25 min on 2 cores). Needs rustup's
+# llvm-tools component for llvm-profdata; it is added if missing.
 set -euo pipefail
 
 usage() {
@@ -39,7 +39,10 @@ raw=$out/raw
 rustup component add llvm-tools >/dev/null 2>&1 || true
 host=$(rustc -vV | sed -n 's/^host: //p')
 profdata=$(rustc --print sysroot)/lib/rustlib/$host/bin/llvm-profdata
-[ -x "$profdata" ] || { echo "llvm-profdata not found at $profdata (rustup component add llvm-tools)" >&2; exit 1; }
+if [ ! -x "$profdata" ]; then
+    echo "pgo: llvm-profdata not found at $profdata (rustup component add llvm-tools)" >&2
+    exit 1
+fi
 
 build() {
     # Both builds share one target dir: the flags differ, so cargo rebuilds every crate anyway.
@@ -55,9 +58,12 @@ cp "$build_dir/release/baton" "$out/baton-instrumented"
 
 echo "pgo: 2/3 training run (bench/compare.sh --only baton, $train_duration per workload)" >&2
 # Members stop on SIGTERM and write their counts as they exit, as does the client after each run.
-BATON_BIN=$out/baton-instrumented bench/compare.sh --only baton --no-build \
-    --duration "$train_duration" >"$out/training.txt"
-compgen -G "$raw/*.profraw" >/dev/null || { echo "pgo: the training run left no profiles in $raw" >&2; exit 1; }
+BATON_BIN=$out/baton-instrumented BENCH_BIN=$out/baton-instrumented \
+    bench/compare.sh --only baton --no-build --duration "$train_duration" >"$out/training.txt"
+if ! compgen -G "$raw/*.profraw" >/dev/null; then
+    echo "pgo: the training run left no profiles in $raw" >&2
+    exit 1
+fi
 "$profdata" merge -o "$out/baton.profdata" "$raw"
 
 echo "pgo: 3/3 optimized build" >&2
