@@ -51,10 +51,12 @@ build() {
 }
 
 echo "pgo: 1/3 instrumented build" >&2
-rm -rf "$raw"
 mkdir -p "$raw"
 build "-Cprofile-generate=$raw"
 cp "$build_dir/release/baton" "$out/baton-instrumented"
+# Build scripts and proc macros were instrumented too and left counts of their own runs.
+rm -rf "$raw"
+mkdir -p "$raw"
 
 echo "pgo: 2/3 training run (bench/compare.sh --only baton, $train_duration per workload)" >&2
 # Members stop on SIGTERM and write their counts as they exit, as does the client after each run.
