@@ -49,11 +49,10 @@ case "$target" in leader|all) ;; *) echo "--target must be leader or all" >&2; e
 case "$only" in ''|etcd|baton) ;; *) echo "--only must be etcd or baton" >&2; exit 2 ;; esac
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-if [ "$pgo" = 1 ]; then
-    BATON_BIN=${BATON_BIN:-${CARGO_TARGET_DIR:-$repo/target}/pgo/baton}
-else
-    BATON_BIN=${BATON_BIN:-${CARGO_TARGET_DIR:-$repo/target}/release/baton}
-fi
+# bench/pgo_build.sh leaves its binary in pgo/ beside cargo's release/.
+build_kind=release
+[ "$pgo" = 1 ] && build_kind=pgo
+BATON_BIN=${BATON_BIN:-${CARGO_TARGET_DIR:-$repo/target}/$build_kind/baton}
 BENCH_BIN=${BENCH_BIN:-$BATON_BIN}
 PORT_BASE=${PORT_BASE:-42300}
 READY_TIMEOUT_S=60
