@@ -33,9 +33,9 @@ pub fn build_guests(out_dir: &Path) -> Result<()> {
         .arg(Path::new(GUESTS_DIR).join("Cargo.toml"))
         .arg("--target-dir")
         .arg(&target_dir);
-    // The outer build's flags and wrappers (clippy, coverage) are for the host, not the guests.
+    // The outer build's flags and wrappers (clippy, coverage) are for the host, not the guests;
+    // the guests' own flags replace CARGO_ENCODED_RUSTFLAGS below.
     for var in [
-        "CARGO_ENCODED_RUSTFLAGS",
         "RUSTFLAGS",
         "RUSTC_WRAPPER",
         "RUSTC_WORKSPACE_WRAPPER",

@@ -2,8 +2,8 @@
 //! with [`module!`]. Build it for `wasm32-unknown-unknown` (never a WASI target: WASI imports are
 //! refused at deploy) and turn it into a component with `wit-component`; Baton's own build does
 //! both for the modules under `guests/`. Link with `-Clink-arg=-zstack-size=65536` unless the
-//! module needs a bigger stack: every call runs on a fresh instance whose whole linear memory
-//! is set up and reset, and rustc's default stack alone is 1 MiB of it.
+//! module needs a bigger stack: every call runs on a fresh instance whose linear memory is set
+//! up, scanned for the pages the call wrote and reset, and rustc's default stack is 1 MiB of it.
 //!
 //! ```ignore
 //! struct Echo;
