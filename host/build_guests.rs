@@ -24,6 +24,7 @@ pub fn build_guests(out_dir: &Path) -> Result<()> {
     for input in GUEST_INPUTS {
         println!("cargo:rerun-if-changed={input}");
     }
+    ensure_guest_target()?;
     // Its own target dir: the outer cargo holds a lock on ours for the whole build.
     let target_dir = out_dir.join("guest-target");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
@@ -57,6 +58,43 @@ pub fn build_guests(out_dir: &Path) -> Result<()> {
         std::fs::write(&out, component).with_context(|| format!("writing {}", out.display()))?;
     }
     Ok(())
+}
+
+/// Makes sure the toolchain has the guests' standard library. rustup installs the targets that
+/// `rust-toolchain.toml` names only when it installs the toolchain itself, so on a machine that
+/// already had this toolchain the target may be missing: add it, as `.ci/run` does.
+fn ensure_guest_target() -> Result<()> {
+    if guest_std_present() {
+        return Ok(());
+    }
+    println!(
+        "cargo:warning=installing the {GUEST_TARGET} target with rustup for the built-in modules"
+    );
+    let added = Command::new("rustup")
+        .args(["target", "add", GUEST_TARGET])
+        .status();
+    match added {
+        Ok(status) if status.success() && guest_std_present() => Ok(()),
+        _ => bail!(
+            "the built-in modules need Rust's {GUEST_TARGET} target and it could not be \
+             installed; run `rustup target add {GUEST_TARGET}` and build again"
+        ),
+    }
+}
+
+/// Whether the compiler's sysroot holds a standard library for the guests' target.
+fn guest_std_present() -> bool {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_string());
+    let libdir = Command::new(rustc)
+        .args(["--print", "target-libdir", "--target", GUEST_TARGET])
+        .output();
+    let Ok(libdir) = libdir else { return false };
+    let libdir = String::from_utf8_lossy(&libdir.stdout).trim().to_string();
+    std::fs::read_dir(libdir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("libstd-"))
+    })
 }
 
 /// Wraps a core module carrying wit-bindgen's type section into a component.
