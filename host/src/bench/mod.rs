@@ -8,6 +8,7 @@ pub mod driver;
 #[cfg(test)]
 mod etcd_tests;
 pub mod keys;
+pub mod lean_grpc;
 pub mod pool;
 pub mod summary;
 pub mod workload;

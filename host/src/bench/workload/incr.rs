@@ -22,16 +22,18 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::ValueEnum;
-use etcd_client::{
-    Client, Compare, CompareOp, GetOptions, KeyValue, KvClient, Txn, TxnOp, TxnOpResponse,
-};
-use tonic::transport::Channel;
+use etcd_client::{Client, GetOptions};
 
 use super::Workload;
 use crate::bench::driver::Outcome;
+use crate::bench::lean_grpc::LeanChannel;
 use crate::bench::pool::{CONNECT_TIMEOUT, Pool};
 use crate::proto::baton::v1 as pb;
-use crate::proto::baton::v1::modules_client::ModulesClient;
+use crate::proto::etcdserverpb::{
+    Compare, PutRequest, RangeRequest, RangeResponse, RequestOp, TxnRequest, TxnResponse, compare,
+    request_op, response_op,
+};
+use crate::proto::mvccpb::KeyValue;
 
 /// Every run's counters sit under `<this><run id>/`, apart from real data and earlier runs.
 pub const INCR_PREFIX: &str = "bench/incr/";
@@ -39,6 +41,10 @@ pub const COUNTERS_MAX: u64 = 10_000;
 /// A CAS increment that loses this many races in a row gives up and counts as an error.
 pub const CAS_ATTEMPTS_MAX: u64 = 10_000;
 const COUNTER_MODULE: &str = "counter";
+const KV_RANGE: &str = "/etcdserverpb.KV/Range";
+const KV_TXN: &str = "/etcdserverpb.KV/Txn";
+const MODULES_INVOKE: &str = "/baton.v1.Modules/Invoke";
+const MODULES_DESCRIBE: &str = "/baton.v1.Modules/Describe";
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IncrMode {
@@ -80,13 +86,12 @@ pub struct IncrWorkload {
     prefix: String,
     /// Txns that lost their compare, over the whole run.
     retries: AtomicU64,
-    /// One Modules client per pool connection, opened in `prepare` (invoke mode only).
-    modules: Mutex<Vec<ModulesClient<Channel>>>,
+    /// One lean connection per pool connection, to the same member, opened in `prepare`.
+    channels: Mutex<Vec<LeanChannel>>,
 }
 
 pub struct IncrRequester {
-    kv: KvClient,
-    modules: Option<ModulesClient<Channel>>,
+    channel: Option<LeanChannel>,
 }
 
 impl IncrWorkload {
@@ -100,7 +105,7 @@ impl IncrWorkload {
             counters,
             prefix,
             retries: AtomicU64::new(0),
-            modules: Mutex::new(Vec::new()),
+            channels: Mutex::new(Vec::new()),
         }
     }
 
@@ -112,38 +117,36 @@ impl IncrWorkload {
         format!("{}{}", self.prefix, seq % self.counters)
     }
 
-    async fn cas(&self, kv: &mut KvClient, key: String) -> anyhow::Result<()> {
-        let read = kv.get(key.as_str(), None).await.context("get")?;
-        let mut current = read.kvs().first().cloned();
+    async fn cas(&self, channel: &LeanChannel, key: String) -> anyhow::Result<()> {
+        let read = RangeRequest {
+            key: key.clone().into_bytes(),
+            ..Default::default()
+        };
+        let read: RangeResponse = channel
+            .unary(KV_RANGE, &read)
+            .await
+            .map_err(|s| failed("get", &s))?;
+        let mut current = read.kvs.into_iter().next();
         for _ in 0..CAS_ATTEMPTS_MAX {
             let (value, mod_revision) = counter_state(&key, current.as_ref())?;
             let next = value.checked_add(1).context("counter overflow")?;
-            let txn = Txn::new()
-                .when([Compare::mod_revision(
-                    key.as_str(),
-                    CompareOp::Equal,
-                    mod_revision,
-                )])
-                .and_then([TxnOp::put(key.as_str(), next.to_string(), None)])
-                .or_else([TxnOp::get(key.as_str(), None)]);
-            let reply = kv.txn(txn).await.context("txn")?;
-            if reply.succeeded() {
+            let reply: TxnResponse = channel
+                .unary(KV_TXN, &cas_txn(&key, mod_revision, next))
+                .await
+                .map_err(|s| failed("txn", &s))?;
+            if reply.succeeded {
                 return Ok(());
             }
             self.retries.fetch_add(1, Ordering::Relaxed);
-            current = match reply.op_responses().into_iter().next() {
-                Some(TxnOpResponse::Get(get)) => get.kvs().first().cloned(),
+            current = match reply.responses.into_iter().next().and_then(|r| r.response) {
+                Some(response_op::Response::ResponseRange(range)) => range.kvs.into_iter().next(),
                 other => bail!("txn failure branch answered {other:?}, not the get it sent"),
             };
         }
         bail!("{key}: gave up after losing {CAS_ATTEMPTS_MAX} races in a row")
     }
 
-    async fn invoke(
-        &self,
-        modules: &mut ModulesClient<Channel>,
-        key: String,
-    ) -> anyhow::Result<()> {
+    async fn invoke(&self, channel: &LeanChannel, key: String) -> anyhow::Result<()> {
         let (function, input) = match self.mode {
             IncrMode::Get | IncrMode::GetReadOnly => ("get", serde_json::json!({ "keys": [key] })),
             _ => ("add", serde_json::json!({ "keys": [key], "by": 1 })),
@@ -155,48 +158,74 @@ impl IncrWorkload {
             read_only: self.mode == IncrMode::GetReadOnly,
             ..Default::default()
         };
-        modules
-            .invoke(request)
+        let _: pb::InvokeResponse = channel
+            .unary(MODULES_INVOKE, &request)
             .await
-            .map_err(|s| anyhow::anyhow!("invoke: {}: {}", s.code(), s.message()))?;
+            .map_err(|s| failed("invoke", &s))?;
         Ok(())
     }
 
-    /// Opens a Modules client per connection, each to the member its etcd connection uses, and
-    /// checks the counter module is there, so a run against etcd fails before it starts.
-    async fn connect_modules(&self, pool: &Pool) -> anyhow::Result<()> {
-        let mut clients = Vec::with_capacity(pool.conns.len());
+    /// Opens a lean connection per pool connection, each to the member that connection uses;
+    /// for the module modes, checks the counter module is there, so a run against etcd fails
+    /// before it starts.
+    async fn connect_channels(&self, pool: &Pool) -> anyhow::Result<()> {
+        let mut channels = Vec::with_capacity(pool.conns.len());
         for j in 0..pool.conns.len() {
             let endpoint = &pool.endpoints[j % pool.endpoints.len()];
-            let url = if endpoint.contains("://") {
-                endpoint.clone()
-            } else {
-                format!("http://{endpoint}")
-            };
-            let channel = Channel::from_shared(url)
-                .with_context(|| format!("invalid endpoint {endpoint}"))?
-                .connect_timeout(CONNECT_TIMEOUT)
-                .timeout(pool.request_timeout)
-                .connect()
-                .await
-                .with_context(|| format!("{endpoint}: connect failed"))?;
-            let mut client = ModulesClient::new(channel);
-            let describe = pb::DescribeRequest {
-                name: COUNTER_MODULE.to_string(),
-            };
-            client.describe(describe).await.map_err(|s| {
-                anyhow::anyhow!(
-                    "{endpoint}: no `{COUNTER_MODULE}` module ({}: {}); --mode {} needs \
-                     Baton, use --mode cas for etcd",
-                    s.code(),
-                    s.message(),
-                    self.mode.as_str()
-                )
-            })?;
-            clients.push(client);
+            let channel =
+                LeanChannel::connect(endpoint, CONNECT_TIMEOUT, pool.request_timeout).await?;
+            if self.mode.calls_modules() {
+                let describe = pb::DescribeRequest {
+                    name: COUNTER_MODULE.to_string(),
+                };
+                let found: Result<pb::ModuleInfo, _> =
+                    channel.unary(MODULES_DESCRIBE, &describe).await;
+                if let Err(s) = found {
+                    bail!(
+                        "{endpoint}: no `{COUNTER_MODULE}` module ({}: {}); --mode {} needs \
+                         Baton, use --mode cas for etcd",
+                        s.code(),
+                        s.message(),
+                        self.mode.as_str()
+                    );
+                }
+            }
+            channels.push(channel);
         }
-        *self.modules.lock().unwrap_or_else(|e| e.into_inner()) = clients;
+        *self.channels.lock().unwrap_or_else(|e| e.into_inner()) = channels;
         Ok(())
+    }
+}
+
+fn failed(what: &str, status: &tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{what}: {}: {}", status.code(), status.message())
+}
+
+/// Writes `next` to `key` only if the key's mod_revision is still `mod_revision`; otherwise
+/// reads the key, so a retry needs no separate get.
+fn cas_txn(key: &str, mod_revision: i64, next: u64) -> TxnRequest {
+    let key = key.as_bytes().to_vec();
+    TxnRequest {
+        compare: vec![Compare {
+            result: compare::CompareResult::Equal as i32,
+            target: compare::CompareTarget::Mod as i32,
+            key: key.clone(),
+            target_union: Some(compare::TargetUnion::ModRevision(mod_revision)),
+            range_end: Vec::new(),
+        }],
+        success: vec![RequestOp {
+            request: Some(request_op::Request::RequestPut(PutRequest {
+                key: key.clone(),
+                value: next.to_string().into_bytes(),
+                ..Default::default()
+            })),
+        }],
+        failure: vec![RequestOp {
+            request: Some(request_op::Request::RequestRange(RangeRequest {
+                key,
+                ..Default::default()
+            })),
+        }],
     }
 }
 
@@ -215,8 +244,8 @@ fn counter_state(key: &str, kv: Option<&KeyValue>) -> anyhow::Result<(u64, i64)>
     let Some(kv) = kv else {
         return Ok((0, 0));
     };
-    let value = parse_counter(kv.value()).with_context(|| format!("{key} is not a counter"))?;
-    Ok((value, kv.mod_revision()))
+    let value = parse_counter(&kv.value).with_context(|| format!("{key} is not a counter"))?;
+    Ok((value, kv.mod_revision))
 }
 
 fn parse_counter(value: &[u8]) -> anyhow::Result<u64> {
@@ -249,17 +278,13 @@ impl Workload for IncrWorkload {
         if existing != 0 {
             bail!("{} already holds {existing} key(s)", self.prefix);
         }
-        if self.mode.calls_modules() {
-            self.connect_modules(pool).await?;
-        }
-        Ok(())
+        self.connect_channels(pool).await
     }
 
-    fn requester(&self, conn: Client, index: usize) -> IncrRequester {
-        let modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+    fn requester(&self, _conn: Client, index: usize) -> IncrRequester {
+        let channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         IncrRequester {
-            kv: conn.kv_client(),
-            modules: (!modules.is_empty()).then(|| modules[index % modules.len()].clone()),
+            channel: (!channels.is_empty()).then(|| channels[index % channels.len()].clone()),
         }
     }
 
@@ -270,10 +295,12 @@ impl Workload for IncrWorkload {
     ) -> impl Future<Output = anyhow::Result<()>> + Send {
         let key = self.key(seq);
         async move {
-            match (self.mode, r.modules.as_mut()) {
-                (IncrMode::Cas, _) => self.cas(&mut r.kv, key).await,
-                (_, Some(modules)) => self.invoke(modules, key).await,
-                (_, None) => bail!("no Modules connection (prepare not run)"),
+            let Some(channel) = r.channel.as_ref() else {
+                bail!("no connection (prepare not run)");
+            };
+            match self.mode {
+                IncrMode::Cas => self.cas(channel, key).await,
+                _ => self.invoke(channel, key).await,
             }
         }
     }
