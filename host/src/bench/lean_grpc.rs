@@ -153,3 +153,55 @@ fn decode_frame<R: prost::Message + Default>(mut data: Bytes) -> Result<R, Statu
     }
     R::decode(data.slice(..len)).map_err(|e| Status::internal(format!("undecodable reply: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::etcdserverpb::RangeRequest;
+
+    fn framed(flag: u8, message: &[u8], declared: u32) -> Bytes {
+        let mut frame = BytesMut::new();
+        frame.put_u8(flag);
+        frame.put_u32(declared);
+        frame.extend_from_slice(message);
+        frame.freeze()
+    }
+
+    #[test]
+    fn a_reply_frame_decodes_to_its_message() {
+        let sent = RangeRequest {
+            key: b"k".to_vec(),
+            limit: 3,
+            ..Default::default()
+        };
+        let bytes = prost::Message::encode_to_vec(&sent);
+        let got: RangeRequest = decode_frame(framed(0, &bytes, bytes.len() as u32)).unwrap();
+        assert_eq!(got, sent);
+        // An empty message is a valid reply (all fields default).
+        let empty: RangeRequest = decode_frame(framed(0, &[], 0)).unwrap();
+        assert_eq!(empty, RangeRequest::default());
+    }
+
+    #[test]
+    fn malformed_reply_frames_are_errors_not_panics() {
+        let short = decode_frame::<RangeRequest>(Bytes::from_static(&[0, 0]));
+        assert!(short.unwrap_err().message().contains("no message"));
+        let compressed = decode_frame::<RangeRequest>(framed(1, b"x", 1));
+        assert!(compressed.unwrap_err().message().contains("compressed"));
+        let cut = decode_frame::<RangeRequest>(framed(0, b"ab", 9));
+        assert!(cut.unwrap_err().message().contains("cut short"));
+    }
+
+    #[test]
+    fn grpc_status_headers_become_errors() {
+        let mut headers = HeaderMap::new();
+        headers.insert("grpc-status", HeaderValue::from_static("0"));
+        assert!(check_status(&headers).is_ok());
+        headers.insert("grpc-status", HeaderValue::from_static("9"));
+        headers.insert("grpc-message", HeaderValue::from_static("not%20leader"));
+        let status = check_status(&headers).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(status.message(), "not leader");
+        assert!(check_status(&HeaderMap::new()).is_ok());
+    }
+}
