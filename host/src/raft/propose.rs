@@ -52,7 +52,7 @@ pub fn leader_time_ms() -> u64 {
 /// Proposes `cmd` through this member, which must be the leader, and waits until it is applied.
 pub async fn propose_as_leader(raft: &Raft, mut cmd: LogCommand) -> Result<LogReply, LeaderError> {
     cmd.leader_time_ms = leader_time_ms();
-    match raft.client_write(Command(cmd)).await {
+    match raft.client_write(Command::new(cmd)).await {
         Ok(response) => Ok(response.data.0),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
             Err(LeaderError::NotLeader {

@@ -253,7 +253,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     let outcome = apply_command(
                         &txn_shared,
                         &self.index,
-                        &cmd.0,
+                        cmd.get(),
                         &self.runtime,
                         entry.log_id.index,
                     )
