@@ -93,9 +93,10 @@ impl LeanChannel {
             .header("grpc-timeout", self.timeout_header.clone())
             .body(())
             .map_err(|e| Status::internal(format!("building the request: {e}")))?;
-        let mut frame = BytesMut::with_capacity(FRAME_HEADER_BYTES + request.encoded_len());
+        let len = request.encoded_len();
+        let mut frame = BytesMut::with_capacity(FRAME_HEADER_BYTES + len);
         frame.put_u8(0);
-        frame.put_u32(u32::try_from(request.encoded_len()).unwrap_or(u32::MAX));
+        frame.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
         request
             .encode(&mut frame)
             .map_err(|e| Status::internal(format!("encoding the request: {e}")))?;
