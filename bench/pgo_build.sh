@@ -46,7 +46,8 @@ fi
 
 build() {
     # Both builds share one target dir: the flags differ, so cargo rebuilds every crate anyway.
-    RUSTFLAGS="${RUSTFLAGS:-} $1" CARGO_TARGET_DIR=$build_dir \
+    # RUSTFLAGS replaces .cargo/config.toml's rustflags, so its cfg is repeated here.
+    RUSTFLAGS="${RUSTFLAGS:-} --cfg tokio_unstable $1" CARGO_TARGET_DIR=$build_dir \
         cargo build --release --locked -p baton >&2
 }
 

@@ -2,6 +2,7 @@
 //! etcd-compatible endpoint given by `--endpoints`, like etcdctl.
 
 mod module;
+mod runtime;
 mod serve;
 
 use std::process::ExitCode;
@@ -51,10 +52,7 @@ pub fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime::build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("baton: cannot start the async runtime: {e}");
