@@ -3,7 +3,7 @@
 /// A multi-threaded tokio runtime with the LIFO slot turned off where tokio allows it.
 ///
 /// With the slot on, a task woken by the running task runs next. When an applied batch answers
-/// its dozens of waiting requests, each answered request then wakes its HTTP/2 connection task,
+/// its waiting requests (a dozen or more under load), each then wakes its HTTP/2 connection task,
 /// which runs straight away and writes that one reply: one `writev` (and one wake-up of the
 /// peer) per reply. With the slot off, woken tasks queue in order, so all the replies of a batch
 /// are ready before their connection's task runs, and it writes them in one go. The same holds
