@@ -77,7 +77,7 @@ impl Kv for KvService {
         if !req.serializable {
             self.server.linearize().await?;
         }
-        let view = self.server.read_view()?;
+        let view = self.server.read_view().await?;
         let mut resp = mvcc::range(&view, &req)?;
         resp.header = self.server.finish_header(resp.header);
         Ok(Response::new(resp))
@@ -122,7 +122,7 @@ impl Kv for KvService {
             if !all_ranges_serializable(&req) {
                 self.server.linearize().await?;
             }
-            let view = self.server.read_view()?;
+            let view = self.server.read_view().await?;
             let mut resp = txn_read_only(&view, &req)?;
             resp.header = self.server.finish_header(resp.header);
             return Ok(Response::new(resp));

@@ -34,7 +34,7 @@ fn storage_status(e: impl std::fmt::Display) -> Status {
 
 /// The header etcd fills from this member's own state.
 fn local_header(server: &Server) -> Result<ResponseHeader, Status> {
-    let view = server.read_view()?;
+    let view = server.read_committed()?;
     Ok(server.header(crate::mvcc::current_revision(&view)?))
 }
 
@@ -147,7 +147,7 @@ impl Lease for LeaseService {
         _: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
         self.server.linearize().await?;
-        let view = self.server.read_view()?;
+        let view = self.server.read_view().await?;
         let leases = store::all(&view)
             .map_err(storage_status)?
             .into_iter()

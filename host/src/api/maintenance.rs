@@ -52,7 +52,7 @@ impl MaintenanceService {
     }
 
     fn revision(&self) -> Result<i64, Status> {
-        let view = self.server.read_view()?;
+        let view = self.server.read_committed()?;
         Ok(crate::mvcc::current_revision(&view)?)
     }
 
@@ -60,7 +60,7 @@ impl MaintenanceService {
         &self,
         alarm: AlarmType,
     ) -> Result<Vec<crate::proto::etcdserverpb::AlarmMember>, Status> {
-        let view = self.server.read_view()?;
+        let view = self.server.read_committed()?;
         list_alarms(&view, alarm).map_err(|e| Status::internal(e.to_string()))
     }
 }
@@ -159,7 +159,7 @@ impl Maintenance for MaintenanceService {
     }
 
     async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        let view = self.server.read_view()?;
+        let view = self.server.read_view().await?;
         let revision = crate::mvcc::current_revision(&view)?;
         let hash = tokio::task::spawn_blocking(move || hash_all(&view))
             .await
@@ -176,7 +176,7 @@ impl Maintenance for MaintenanceService {
         request: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
         let revision = request.into_inner().revision;
-        let view = self.server.read_view()?;
+        let view = self.server.read_view().await?;
         let hashed = tokio::task::spawn_blocking(move || hash_kv(&view, revision))
             .await
             .map_err(|e| Status::internal(format!("hashkv task failed: {e}")))??;
@@ -194,7 +194,7 @@ impl Maintenance for MaintenanceService {
         &self,
         _: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        let view = self.server.read_view()?;
+        let view = self.server.read_view().await?;
         Ok(Response::new(Box::pin(snapshot_stream(view.into_txn()))))
     }
 

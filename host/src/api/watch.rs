@@ -21,6 +21,7 @@ use tokio_stream::{Stream, StreamExt, StreamMap};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::limits::{GRPC_OVERHEAD_BYTES, REQUEST_BYTES_MAX, WATCH_STREAM_OUT_RESPONSES};
+use crate::mvcc::settled::Settled;
 use crate::proto::etcdserverpb::watch_create_request::FilterType;
 use crate::proto::etcdserverpb::watch_request::RequestUnion;
 use crate::proto::etcdserverpb::watch_server::Watch;
@@ -57,6 +58,9 @@ impl Headers for Server {
 pub struct WatchService {
     hub: Arc<WatchHub>,
     headers: Arc<dyn Headers>,
+    /// Watches start once every write this member acknowledged is published, so "from now"
+    /// never includes a change its client was already told about.
+    settled: Settled,
     progress_interval: Duration,
     /// Becomes true when the member shuts down; streams then end instead of holding up the
     /// server's graceful shutdown.
@@ -70,9 +74,16 @@ impl WatchService {
         Self {
             hub,
             headers,
+            settled: Settled::always(),
             progress_interval,
             stop: None,
         }
+    }
+
+    /// Waits for `settled` before registering each watch (see the field).
+    pub fn with_settled(mut self, settled: Settled) -> Self {
+        self.settled = settled;
+        self
     }
 
     /// Ends every stream once `stop` becomes true.
@@ -90,6 +101,7 @@ impl WatchService {
         let session = Session {
             hub: self.hub.clone(),
             headers: self.headers.clone(),
+            settled: self.settled.clone(),
             out,
             watches: HashMap::new(),
             deliveries: StreamMap::new(),
@@ -175,6 +187,7 @@ struct StreamWatch {
 struct Session {
     hub: Arc<WatchHub>,
     headers: Arc<dyn Headers>,
+    settled: Settled,
     out: mpsc::Sender<Result<WatchResponse, Status>>,
     /// By client watch id.
     watches: HashMap<i64, StreamWatch>,
@@ -290,6 +303,7 @@ impl Session {
             no_delete: request.filters.contains(&(FilterType::Nodelete as i32)),
             prev_kv: request.prev_kv,
         };
+        self.settled.wait().await;
         let registration = self.hub.register(spec, request.start_revision);
         self.watches.insert(
             id,

@@ -35,6 +35,18 @@ pub type MemberId = u64;
 pub struct Command {
     command: Arc<LogCommand>,
     encoded: Arc<OnceLock<Vec<u8>>>,
+    /// Where the proposing leader's state machine may answer a batch's commands one by one, as
+    /// each is applied. Never encoded: a follower, a replay or an entry read back from disk has
+    /// none, and its commands are answered with the entry's reply.
+    early: Option<Arc<dyn EarlyReplies>>,
+}
+
+/// Receives the replies of a proposed batch's commands as the leader applies them, before the
+/// entry's changes commit to the state database (see `StateMachine::apply` for what readers
+/// then wait for).
+pub trait EarlyReplies: Send + Sync + fmt::Debug {
+    /// The reply of the batch's command at `position`.
+    fn reply(&self, position: usize, reply: &LogReply);
 }
 
 impl Command {
@@ -42,11 +54,24 @@ impl Command {
         Self {
             command: Arc::new(command),
             encoded: Arc::default(),
+            early: None,
+        }
+    }
+
+    /// A batch whose commands' replies go to `early` as they are applied on this member.
+    pub fn with_early_replies(command: LogCommand, early: Arc<dyn EarlyReplies>) -> Self {
+        Self {
+            early: Some(early),
+            ..Self::new(command)
         }
     }
 
     pub fn get(&self) -> &LogCommand {
         &self.command
+    }
+
+    pub fn early_replies(&self) -> Option<&dyn EarlyReplies> {
+        self.early.as_deref()
     }
 
     /// The protobuf encoding, made on first use.
@@ -122,6 +147,7 @@ impl<'de> Deserialize<'de> for Command {
         Ok(Self {
             command: Arc::new(command),
             encoded: Arc::new(OnceLock::from(bytes)),
+            early: None,
         })
     }
 }

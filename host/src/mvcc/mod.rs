@@ -53,6 +53,7 @@ mod go_sort;
 pub mod history;
 pub mod key_index;
 pub mod range;
+pub mod settled;
 pub mod tables;
 pub mod write;
 
@@ -110,12 +111,21 @@ impl Deref for ReadView {
 pub struct Store {
     pub db: Arc<Database>,
     pub index: Arc<KeyIndex>,
+    /// Whether replies already sent are committed; see [`settled`].
+    pub settled: settled::Settled,
 }
 
 impl Store {
-    /// A consistent view of the applied state.
+    /// A consistent view of the applied state as committed now. Readers that must see every
+    /// write already acknowledged use [`Self::read_settled`].
     pub fn read(&self) -> Result<ReadView, redb::TransactionError> {
         Ok(ReadView::new(self.db.begin_read()?, self.index.clone()))
+    }
+
+    /// A view that holds every write this member has acknowledged so far.
+    pub async fn read_settled(&self) -> Result<ReadView, redb::TransactionError> {
+        self.settled.wait().await;
+        self.read()
     }
 }
 

@@ -103,7 +103,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let lessor = Arc::new(Lessor::new(
         raft.clone(),
         member_id,
-        state_db.clone(),
+        store.clone(),
         applied.clone(),
         lease_deadlines,
         min_ttl_s(config.election_timeout_ms),
@@ -296,6 +296,7 @@ fn watch_service(
 ) -> WatchServer<api::watch::WatchService> {
     let interval = Duration::from_millis(config.watch_progress_notify_interval_ms);
     let service = api::watch::WatchService::new(hub.clone(), server.clone(), interval)
+        .with_settled(server.settled().clone())
         .with_stop(stop.clone());
     WatchServer::new(service)
         .max_decoding_message_size(REQUEST_BYTES_MAX + GRPC_OVERHEAD_BYTES)

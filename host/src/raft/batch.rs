@@ -9,13 +9,16 @@
 //! reply). The collector never waits for more commands to arrive: a lone command is proposed at
 //! once, as a plain entry, so batching adds no latency when there is nothing to batch.
 
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::entry::Raft;
+use crate::entry::{Command, EarlyReplies, Raft};
 use crate::limits::{PROPOSAL_BATCH_BYTES_MAX, PROPOSAL_BATCH_COMMANDS_MAX, PROPOSALS_QUEUED_MAX};
 use crate::proto::batonpb::{LogBatch, LogCommand, LogReplies, LogReply, log_command, log_reply};
-use crate::raft::propose::{LeaderError, leader_time_ms, propose_as_leader};
+use crate::raft::propose::{LeaderError, leader_time_ms, propose_as_leader, propose_command};
 
 type Outcome = Result<LogReply, LeaderError>;
 
@@ -101,6 +104,43 @@ pub(crate) async fn gather<T>(
     Some(batch)
 }
 
+/// Where a batch's commands are answered: each command's sender is taken by whichever answers
+/// it first, the state machine as it applies the command or [`propose_batch`] once the whole
+/// entry is applied.
+struct BatchReplies {
+    waiting: Vec<Mutex<Option<oneshot::Sender<Outcome>>>>,
+}
+
+impl BatchReplies {
+    fn take(&self, position: usize) -> Option<oneshot::Sender<Outcome>> {
+        let slot = self.waiting.get(position)?;
+        // A panic while a slot was locked cannot leave it half-changed.
+        slot.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+
+    fn answer_rest(&self, mut outcome: impl FnMut(usize) -> Outcome) {
+        for position in 0..self.waiting.len() {
+            if let Some(done) = self.take(position) {
+                let _ = done.send(outcome(position));
+            }
+        }
+    }
+}
+
+impl EarlyReplies for BatchReplies {
+    fn reply(&self, position: usize, reply: &LogReply) {
+        if let Some(done) = self.take(position) {
+            let _ = done.send(Ok(reply.clone()));
+        }
+    }
+}
+
+impl fmt::Debug for BatchReplies {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BatchReplies({})", self.waiting.len())
+    }
+}
+
 async fn propose_batch(raft: Raft, mut batch: Vec<Pending>) {
     if batch.len() == 1 {
         let Pending { cmd, done, .. } = batch.remove(0);
@@ -108,45 +148,39 @@ async fn propose_batch(raft: Raft, mut batch: Vec<Pending>) {
         return;
     }
     let now_ms = leader_time_ms();
-    let mut replies_to = Vec::with_capacity(batch.len());
+    let mut waiting = Vec::with_capacity(batch.len());
     let mut commands = Vec::with_capacity(batch.len());
     for Pending { mut cmd, done, .. } in batch {
         cmd.leader_time_ms = now_ms;
         commands.push(cmd);
-        replies_to.push(done);
+        waiting.push(Mutex::new(Some(done)));
     }
+    let count = commands.len();
     let entry = LogCommand {
         leader_time_ms: now_ms,
         op: Some(log_command::Op::Batch(LogBatch { commands })),
     };
-    match propose_as_leader(&raft, entry).await {
+    let replies = Arc::new(BatchReplies { waiting });
+    let entry = Command::with_early_replies(entry, replies.clone());
+    match propose_command(&raft, entry).await {
         Ok(LogReply {
-            result: Some(log_reply::Result::Batch(LogReplies { replies })),
-        }) if replies.len() == replies_to.len() => {
-            for (done, reply) in replies_to.into_iter().zip(replies) {
-                let _ = done.send(Ok(reply));
-            }
+            result:
+                Some(log_reply::Result::Batch(LogReplies {
+                    replies: mut outcomes,
+                })),
+        }) if outcomes.len() == count => {
+            replies.answer_rest(|position| Ok(std::mem::take(&mut outcomes[position])));
         }
         // A refusal of the whole entry (a member that cannot read batches) is every command's.
         Ok(
             reply @ LogReply {
                 result: Some(log_reply::Result::Refused(_)),
             },
-        ) => {
-            for done in replies_to {
-                let _ = done.send(Ok(reply.clone()));
-            }
-        }
+        ) => replies.answer_rest(|_| Ok(reply.clone())),
         Ok(other) => {
             let message = format!("baton: unexpected reply to a batch of commands: {other:?}");
-            for done in replies_to {
-                let _ = done.send(Err(LeaderError::Unavailable(message.clone())));
-            }
+            replies.answer_rest(|_| Err(LeaderError::Unavailable(message.clone())));
         }
-        Err(e) => {
-            for done in replies_to {
-                let _ = done.send(Err(e.clone()));
-            }
-        }
+        Err(e) => replies.answer_rest(|_| Err(e.clone())),
     }
 }

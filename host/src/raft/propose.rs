@@ -52,7 +52,12 @@ pub fn leader_time_ms() -> u64 {
 /// Proposes `cmd` through this member, which must be the leader, and waits until it is applied.
 pub async fn propose_as_leader(raft: &Raft, mut cmd: LogCommand) -> Result<LogReply, LeaderError> {
     cmd.leader_time_ms = leader_time_ms();
-    match raft.client_write(Command::new(cmd)).await {
+    propose_command(raft, Command::new(cmd)).await
+}
+
+/// Proposes `cmd`, already stamped with the leader's time, and waits until it is applied.
+pub async fn propose_command(raft: &Raft, cmd: Command) -> Result<LogReply, LeaderError> {
+    match raft.client_write(cmd).await {
         Ok(response) => Ok(response.data.0),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
             Err(LeaderError::NotLeader {

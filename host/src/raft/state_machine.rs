@@ -6,6 +6,9 @@
 //! after a crash openraft replays from the last durable applied id. A durable commit is forced
 //! every `SM_DURABLE_EVERY_ENTRIES` entries and before a snapshot is taken, because openraft may
 //! purge the log up to a snapshot.
+//!
+//! On the leader, a batch's key-changing commands are answered as each is applied, before that
+//! one commit; readers of this member wait for the commit first (see [`crate::mvcc::settled`]).
 
 use std::io::{self, Cursor};
 use std::path::PathBuf;
@@ -21,6 +24,7 @@ use crate::entry::{Reply, TypeConfig, codec};
 use crate::lease::{IgnoreLeaseChanges, LeaseObserver};
 use crate::limits::SM_DURABLE_EVERY_ENTRIES;
 use crate::mvcc::key_index::KeyIndex;
+use crate::mvcc::settled::Settling;
 use crate::sm::command::apply_command;
 use crate::storage::schema::META;
 use crate::storage::snapshot::{restore_snapshot, write_snapshot};
@@ -50,6 +54,8 @@ pub struct StateMachine {
     leases: Arc<dyn LeaseObserver>,
     /// Runs module calls on apply; its compiled-module cache is shared by clones.
     runtime: Runtime,
+    /// Held back readers while replies sent early are not yet committed.
+    settling: Arc<Settling>,
 }
 
 fn io_err(e: impl std::fmt::Display) -> io::Error {
@@ -73,6 +79,7 @@ impl StateMachine {
             hub: WatchHub::new(revision),
             leases: Arc::new(IgnoreLeaseChanges),
             runtime: Runtime::new().map_err(io_err)?,
+            settling: Arc::default(),
         };
         let (applied, _) = sm.read_applied()?;
         sm.applied.send_replace(applied.map_or(0, |id| id.index));
@@ -99,6 +106,7 @@ impl StateMachine {
         crate::mvcc::Store {
             db: self.db.clone(),
             index: self.index.clone(),
+            settled: self.settling.readers(),
         }
     }
 
@@ -248,14 +256,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let reply = match &entry.payload {
                 EntryPayload::Blank => Reply::default(),
                 EntryPayload::Normal(cmd) => {
+                    let early = cmd.early_replies();
+                    if early.is_some() {
+                        self.settling.unsettle();
+                    }
                     // A failure here stops the node before `txn` commits; the index may then
                     // hold changes the store does not, past its revision, where no read looks.
+                    // Replies already sent early stay true: the entry is committed in the log
+                    // and a replay applies it the same way.
                     let outcome = apply_command(
                         &txn_shared,
                         &self.index,
                         cmd.get(),
                         &self.runtime,
                         entry.log_id.index,
+                        early,
                     )
                     .map_err(io_err)?;
                     events.extend(outcome.events);
@@ -296,6 +311,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.leases.applied(&lease_changes);
         }
         self.applied.send_replace(last_applied.index);
+        self.settling.settle();
         for (responder, reply) in replies {
             responder.send(reply);
         }

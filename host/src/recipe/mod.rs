@@ -160,7 +160,7 @@ impl Recipes {
     /// The earliest-created key under `prefix` after a read barrier, with the read's revision.
     pub async fn first_created(&self, prefix: &[u8]) -> Result<(i64, Option<KeyValue>), Status> {
         self.server.linearize().await?;
-        let view = self.server.read_view()?;
+        let view = self.server.read_view().await?;
         let resp = crate::mvcc::range(&view, &keys::first_created(prefix))?;
         let revision = resp.header.map_or(0, |h| h.revision);
         Ok((revision, resp.kvs.into_iter().next()))

@@ -75,7 +75,7 @@ impl Recipes {
         loop {
             self.server.linearize().await?;
             let (revision, mine, before) = {
-                let view = self.server.read_view()?;
+                let view = self.server.read_view().await?;
                 let mine = crate::mvcc::range(&view, &keys::get(key))?;
                 let req = keys::created_just_before(prefix, create_revision);
                 let before = crate::mvcc::range(&view, &req)?;

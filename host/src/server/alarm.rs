@@ -63,7 +63,7 @@ pub fn spawn_quota_watch(
 }
 
 fn raised_for_me(server: &Server) -> anyhow::Result<bool> {
-    let view = server.read_view()?;
+    let view = server.read_committed()?;
     let alarms = list_alarms(&view, AlarmType::Nospace)?;
     Ok(alarms.iter().any(|a| a.member_id == server.member_id()))
 }

@@ -109,7 +109,7 @@ fn leads(server: &Server) -> bool {
 
 /// (current, compacted) revisions of this member's applied state.
 fn revisions(server: &Server) -> anyhow::Result<(i64, i64)> {
-    let view = server.read_view()?;
+    let view = server.read_committed()?;
     Ok((
         crate::mvcc::current_revision(&view)?,
         crate::mvcc::compact_revision(&view)?,

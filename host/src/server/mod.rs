@@ -26,6 +26,7 @@ use tonic::Status;
 
 use crate::entry::{Member, MemberId, Raft};
 use crate::limits::{LEADER_POLL_MS, PUBLISH_RETRY_MS, REQUEST_TIMEOUT_MS};
+use crate::mvcc::settled::Settled;
 use crate::mvcc::{ReadView, Store};
 use crate::proto::batonpb::raft_peer_client::RaftPeerClient;
 use crate::proto::batonpb::{
@@ -114,11 +115,26 @@ impl Server {
         *self.applied.borrow()
     }
 
-    /// A consistent view of this member's applied state.
-    pub fn read_view(&self) -> Result<ReadView, Status> {
+    /// A consistent view of this member's applied state, holding every write it has
+    /// acknowledged (which may mean waiting for the end of the apply under way).
+    pub async fn read_view(&self) -> Result<ReadView, Status> {
+        self.store
+            .read_settled()
+            .await
+            .map_err(|e| Status::internal(format!("cannot read the state database: {e}")))
+    }
+
+    /// A view of the state as committed now, possibly behind a reply this member has just sent:
+    /// for response headers and the member's own housekeeping, never for data a client reads.
+    pub fn read_committed(&self) -> Result<ReadView, Status> {
         self.store
             .read()
             .map_err(|e| Status::internal(format!("cannot read the state database: {e}")))
+    }
+
+    /// Tells when every write this member has acknowledged is visible to its readers.
+    pub fn settled(&self) -> &Settled {
+        &self.store.settled
     }
 
     /// Opens a read view of the state database, for maintenance (size, snapshots).

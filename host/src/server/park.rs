@@ -105,7 +105,7 @@ impl Parking {
     /// catches up first, so a lease granted just before the call is seen).
     async fn any_lease_gone(&self, server: &Server, leases: &[i64]) -> Result<bool, Status> {
         server.linearize().await?;
-        let view = server.read_view()?;
+        let view = server.read_view().await?;
         let table = view
             .open_table(LEASES)
             .map_err(|e| internal(&e.to_string()))?;

@@ -3,7 +3,7 @@
 //! batch differently (and old logs) would disagree.
 
 use super::module_tests::{
-    FUEL, apply_batch, builtin, deploy, invoke, refusal_of, refused, snapshot,
+    FUEL, apply_batch, builtin, deploy, invoke, refusal_of, refused, runtime, snapshot,
 };
 use crate::mvcc::tests::{TestStore, put_req};
 use crate::proto::batonpb::{LogBatch, LogCommand, LogReplies, log_command::Op, log_reply};
@@ -258,4 +258,88 @@ fn kv_requests_lease_commands_and_calls_mix_in_a_batch_as_one_by_one() {
     let mut expected = vec![None; ops.len()];
     expected[4] = not_found;
     assert_eq!(refusals, expected);
+}
+
+/// Records the replies a batch's commands get early, as the leader's proposer would receive them.
+#[derive(Debug, Default)]
+struct EarlyRecorder(std::sync::Mutex<Vec<(usize, crate::proto::batonpb::LogReply)>>);
+
+impl crate::entry::EarlyReplies for EarlyRecorder {
+    fn reply(&self, position: usize, reply: &crate::proto::batonpb::LogReply) {
+        self.0.lock().unwrap().push((position, reply.clone()));
+    }
+}
+
+/// On the proposing leader, a batch's key-changing commands (puts, deletes, txns, module calls,
+/// refused or not) are answered as each is applied. Those early replies must be exactly the
+/// entry's own replies for them, in order; lease, compaction and module-table commands, whose
+/// effects also reach in-memory state after the commit, are left to the entry's reply.
+#[test]
+fn early_replies_are_the_entrys_own_for_key_changing_commands() {
+    use crate::proto::etcdserverpb::{
+        CompactionRequest, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest, RequestOp,
+        TxnRequest, request_op::Request,
+    };
+    use crate::sm::command::apply_command;
+    use redb::Durability;
+    use std::sync::Arc;
+
+    let add = || invoke("counter", "add", r#"{"keys":["n"],"by":1}"#, FUEL);
+    let mut leased = put_req("l", "1");
+    leased.lease = 77;
+    let txn = TxnRequest {
+        success: vec![RequestOp {
+            request: Some(Request::RequestPut(put_req("t", "1"))),
+        }],
+        ..Default::default()
+    };
+    let ops = [
+        Op::Put(put_req("x", "1")),
+        add(),
+        Op::Put(leased.clone()), // refused: no such lease yet
+        Op::LeaseGrant(LeaseGrantRequest { ttl: 60, id: 77 }),
+        Op::Put(leased),
+        Op::Txn(txn),
+        Op::Compaction(CompactionRequest {
+            revision: 2,
+            physical: false,
+        }),
+        Op::DeleteRange(DeleteRangeRequest {
+            key: b"x".to_vec(),
+            ..Default::default()
+        }),
+        deploy("again", builtin("counter")),
+        add(),
+        Op::LeaseRevoke(LeaseRevokeRequest { id: 77 }),
+        invoke("hostile", "trap", "n", FUEL),
+    ];
+    let early_positions = [0, 1, 2, 4, 5, 7, 9, 11];
+
+    let store = TestStore::new();
+    let setup = vec![
+        deploy("counter", builtin("counter")),
+        deploy("hostile", HOSTILE_MODULE),
+    ];
+    apply_batch(&store, 1, setup);
+    let recorder = EarlyRecorder::default();
+    let mut txn = store.db.begin_write().unwrap();
+    txn.set_durability(Durability::None).unwrap();
+    let txn = Arc::new(txn);
+    let cmd = LogCommand {
+        leader_time_ms: 1_700_000_000_000,
+        op: Some(batch(&ops)),
+    };
+    let outcome = apply_command(&txn, &store.index, &cmd, runtime(), 3, Some(&recorder)).unwrap();
+    Arc::into_inner(txn).unwrap().commit().unwrap();
+
+    let Some(log_reply::Result::Batch(LogReplies { replies })) = outcome.reply.result else {
+        panic!("a batch got {:?}", outcome.reply);
+    };
+    let expected: Vec<_> = early_positions
+        .iter()
+        .map(|&p| (p, replies[p].clone()))
+        .collect();
+    assert_eq!(*recorder.0.lock().unwrap(), expected);
+    // The refused put and the trapped call are among them, as refusals.
+    assert!(refusal_of(&replies[2]).is_some() && refusal_of(&replies[11]).is_some());
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use redb::WriteTransaction;
 
+use crate::entry::EarlyReplies;
 use crate::lease::LeaseChange;
 use crate::lease::error::LeaseApplyError;
 use crate::mvcc::key_index::KeyIndex;
@@ -37,14 +38,19 @@ pub struct ApplyFatal(pub String);
 /// a compacted revision, an unknown lease, a guest trap, ...) is a normal outcome carried in the
 /// reply; only storage (or host) failures are errors. `txn` is shared because a guest call's
 /// store view outlives any borrow the engine could hold. `index` is the key index of `txn`'s
-/// database; it takes the command's changes at once, before `txn` commits.
+/// database; it takes the command's changes at once, before `txn` commits. A batch's commands
+/// that only change keys are also answered through `early` as soon as each is applied.
 pub fn apply_command(
     txn: &Arc<WriteTransaction>,
     index: &Arc<KeyIndex>,
     cmd: &LogCommand,
     runtime: &Runtime,
     log_index: u64,
+    early: Option<&dyn EarlyReplies>,
 ) -> Result<CommandOutcome, ApplyFatal> {
+    if let Some(log_command::Op::Batch(batch)) = &cmd.op {
+        return apply_batch(txn, index, batch, runtime, log_index, early);
+    }
     let mut memo = EntryMemo::default();
     apply_one(txn, index, cmd, runtime, log_index, &mut memo)
 }
@@ -98,8 +104,14 @@ fn apply_one(
         // It opens the KV tables itself, and redb refuses a second open.
         memo.kv = None;
     }
-    if let Some(Op::Batch(batch)) = &cmd.op {
-        return apply_batch(txn, index, batch, runtime, log_index);
+    if let Some(Op::Batch(_)) = &cmd.op {
+        // A batch inside a batch: the proposer never builds one.
+        let message = "baton: a batch may not contain a batch";
+        return Ok(CommandOutcome {
+            reply: refusal(tonic::Code::InvalidArgument, message),
+            events: Vec::new(),
+            lease_changes: Vec::new(),
+        });
     }
     if let Some(Op::Alarm(r)) = &cmd.op {
         memo.no_space = None;
@@ -170,26 +182,26 @@ fn apply_one(
 }
 
 /// Applies a batch's commands in order, each exactly as if it were an entry of its own at
-/// `log_index`: its own revision, its own reply. A batch inside a batch is refused (the proposer
-/// never builds one), so the nesting depth, and with it the recursion, is bounded.
+/// `log_index`: its own revision, its own reply. A batch inside a batch is refused.
 fn apply_batch(
     txn: &Arc<WriteTransaction>,
     index: &Arc<KeyIndex>,
     batch: &LogBatch,
     runtime: &Runtime,
     log_index: u64,
+    early: Option<&dyn EarlyReplies>,
 ) -> Result<CommandOutcome, ApplyFatal> {
     let mut replies = Vec::with_capacity(batch.commands.len());
     let mut events = Vec::new();
     let mut lease_changes = Vec::new();
     let mut memo = EntryMemo::default();
-    for cmd in &batch.commands {
-        if matches!(cmd.op, Some(log_command::Op::Batch(_))) {
-            let message = "baton: a batch may not contain a batch";
-            replies.push(refusal(tonic::Code::InvalidArgument, message));
-            continue;
-        }
+    for (position, cmd) in batch.commands.iter().enumerate() {
         let outcome = apply_one(txn, index, cmd, runtime, log_index, &mut memo)?;
+        if let Some(early) = early
+            && answers_early(cmd, &outcome)
+        {
+            early.reply(position, &outcome.reply);
+        }
         replies.push(outcome.reply);
         events.extend(outcome.events);
         lease_changes.extend(outcome.lease_changes);
@@ -201,6 +213,19 @@ fn apply_batch(
         events,
         lease_changes,
     })
+}
+
+/// Whether a command's reply may leave before its batch commits: one that only changes keys,
+/// whose effects readers find in the state database once they wait for the commit. Lease, alarm,
+/// compaction and module-table changes also reach in-memory state after the commit (the lease
+/// deadline table, the module cache), so their replies wait for it.
+fn answers_early(cmd: &LogCommand, outcome: &CommandOutcome) -> bool {
+    use log_command::Op;
+    outcome.lease_changes.is_empty()
+        && matches!(
+            cmd.op,
+            Some(Op::Put(_) | Op::DeleteRange(_) | Op::Txn(_) | Op::ModuleInvoke(_))
+        )
 }
 
 fn module_outcome(applied: ModuleApplied) -> Result<CommandOutcome, ApplyFatal> {

@@ -43,7 +43,7 @@ pub(super) fn apply_batch(
             op: Some(op),
         };
         let index = first_index + i as u64;
-        outcomes.push(apply_command(&txn, &store.index, &cmd, runtime(), index).unwrap());
+        outcomes.push(apply_command(&txn, &store.index, &cmd, runtime(), index, None).unwrap());
     }
     Arc::into_inner(txn).unwrap().commit().unwrap();
     outcomes

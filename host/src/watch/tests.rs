@@ -37,6 +37,7 @@ impl Fixture {
         let store = Store {
             db,
             index: Arc::default(),
+            settled: crate::mvcc::settled::Settled::always(),
         };
         Fixture {
             _file: file,

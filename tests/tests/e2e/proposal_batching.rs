@@ -208,3 +208,90 @@ async fn writes_through_a_follower_each_get_their_own_outcome(backend: Backend) 
 }
 
 backend_test!(writes_through_a_follower_each_get_their_own_outcome);
+
+/// Writers sharing the leader, so their writes are batched (and on Baton answered one by one as
+/// the batch applies, before it commits).
+const READ_OWN_WRITERS: usize = 24;
+const READ_OWN_WRITES_EACH: usize = 15;
+
+/// Puts (or Txns) `READ_OWN_WRITES_EACH` values, each followed at once by a serializable read of
+/// the same key on the same member and, every fifth time, a watch "from now": the read must
+/// show the write acknowledged, and the watch must start after it.
+async fn read_own_writer(endpoint: String, w: usize) -> Result<()> {
+    let mut client = connect(&[endpoint]).await?;
+    for i in 0..READ_OWN_WRITES_EACH {
+        let key = format!("{PREFIX}own/{w:02}");
+        let value = format!("v{i}");
+        let revision = if i % 3 == 2 {
+            let txn = Txn::new().and_then([TxnOp::put(key.as_str(), value.as_str(), None)]);
+            rev(client.txn(txn).await.context("txn")?.header())
+        } else {
+            rev(client
+                .put(key.as_str(), value.as_str(), None)
+                .await?
+                .header())
+        };
+        let read = client
+            .get(
+                key.as_str(),
+                Some(etcd_client::GetOptions::new().with_serializable()),
+            )
+            .await?;
+        let seen = read
+            .kvs()
+            .first()
+            .map(|kv| (kv.mod_revision(), kv.value().to_vec()));
+        ensure!(
+            seen == Some((revision, value.clone().into_bytes())),
+            "{key}: put {value} acknowledged at {revision}, a serializable read right after \
+             on the same member saw {seen:?} (store revision {})",
+            rev(read.header())
+        );
+        if i % 5 == 4 {
+            let mut events = client.watch_client().watch(key.as_str(), None).await?;
+            // The created response: the watch is registered from here on.
+            let created = timeout(WATCH_TIMEOUT, events.message())
+                .await
+                .context("watch create stalled")??
+                .context("watch stream ended")?;
+            ensure!(
+                created.created(),
+                "expected a created response, got {created:?}"
+            );
+            let next = format!("{value}-after-watch");
+            let after = rev(client
+                .put(key.as_str(), next.as_str(), None)
+                .await?
+                .header());
+            let first = loop {
+                let resp = timeout(WATCH_TIMEOUT, events.message())
+                    .await
+                    .context("watch stalled")??
+                    .context("watch stream ended")?;
+                if let Some(kv) = resp.events().first().and_then(|e| e.kv()) {
+                    break kv.mod_revision();
+                }
+            };
+            ensure!(
+                first == after,
+                "{key}: a watch created after the write at {revision} first saw revision \
+                 {first}, not the next write's {after}"
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn a_member_reads_its_own_acknowledged_writes(backend: Backend) -> Result<()> {
+    let cluster = Cluster::start(backend, 3).await?;
+    let endpoint = cluster.endpoint(cluster.leader().await?);
+    let tasks: Vec<_> = (0..READ_OWN_WRITERS)
+        .map(|w| tokio::spawn(read_own_writer(endpoint.clone(), w)))
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    Ok(())
+}
+
+backend_test!(a_member_reads_its_own_acknowledged_writes);

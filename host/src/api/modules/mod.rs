@@ -79,7 +79,7 @@ impl ModulesService {
         loop {
             self.server.linearize().await?;
             let applied_index = self.server.applied_index();
-            let view = self.server.read_view()?;
+            let view = self.server.read_view().await?;
             let (runtime, job) = (self.runtime.clone(), call.clone());
             let turn = self
                 .read_only_turns
@@ -125,7 +125,7 @@ impl ModulesService {
     /// A linearizable read view of the module tables.
     async fn read_view(&self) -> Result<crate::mvcc::ReadView, Status> {
         self.server.linearize().await?;
-        self.server.read_view()
+        self.server.read_view().await
     }
 }
 

@@ -9,7 +9,9 @@ mod ids;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redb::{Database, ReadableDatabase};
+use redb::ReadableDatabase;
+
+use crate::mvcc::Store;
 use tokio::sync::{Mutex, watch};
 use tonic::Status;
 
@@ -39,7 +41,7 @@ const TTL_S_UNKNOWN_LEASE: i64 = -1;
 pub struct Lessor {
     raft: Raft,
     member_id: MemberId,
-    db: Arc<Database>,
+    store: Store,
     applied: watch::Receiver<u64>,
     deadlines: Arc<Deadlines>,
     /// Serializes checkpoint proposals (periodic ones and clears), so a clear is always logged
@@ -63,7 +65,7 @@ impl Lessor {
     pub fn new(
         raft: Raft,
         member_id: MemberId,
-        db: Arc<Database>,
+        store: Store,
         applied: watch::Receiver<u64>,
         deadlines: Arc<Deadlines>,
         min_ttl_s: i64,
@@ -71,7 +73,7 @@ impl Lessor {
         Self {
             raft,
             member_id,
-            db,
+            store,
             applied,
             deadlines,
             checkpointing: Mutex::new(()),
@@ -144,7 +146,7 @@ impl Lessor {
             });
         };
         let keys = if req.keys {
-            let view = self.db.begin_read().map_err(storage_status)?;
+            let view = self.store.read_settled().await.map_err(storage_status)?;
             store::attached_keys(&view, req.id).map_err(storage_status)?
         } else {
             Vec::new()
@@ -288,7 +290,7 @@ impl Lessor {
         // Read under the table's lock: a change committed after this read is reported to the
         // (by then active) table; one committed before it is in the read.
         let mut table = self.deadlines.lock();
-        let view = self.db.begin_read().map_err(storage_status)?;
+        let view = self.store.db.begin_read().map_err(storage_status)?;
         let leases = store::all(&view).map_err(storage_status)?;
         table.activate(self.deadlines.now_ms(), leases);
         Ok(table.len())

@@ -20,7 +20,7 @@ fn apply(s: &TestStore, op: Op) -> CommandOutcome {
     };
     let txn = std::sync::Arc::new(txn);
     let runtime = crate::sm::module_tests::runtime();
-    let out = apply_command(&txn, &s.index, &cmd, runtime, 1).unwrap();
+    let out = apply_command(&txn, &s.index, &cmd, runtime, 1, None).unwrap();
     std::sync::Arc::into_inner(txn).unwrap().commit().unwrap();
     out
 }
