@@ -11,9 +11,17 @@
 /// the leader's CPU per call -13 %, the client's -30 %, calls/s +10 %; single-client put latency
 /// unchanged. The option exists only when tokio is compiled with `--cfg tokio_unstable`
 /// (`.cargo/config.toml` passes it); without it the runtime keeps tokio's default.
-pub fn build() -> std::io::Result<tokio::runtime::Runtime> {
+///
+/// `workers`: how many worker threads, unless `TOKIO_WORKER_THREADS` says otherwise; None for
+/// one per core.
+pub fn build(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
+    if let Some(workers) = workers
+        && std::env::var_os("TOKIO_WORKER_THREADS").is_none()
+    {
+        builder.worker_threads(workers);
+    }
     #[cfg(tokio_unstable)]
     builder.disable_lifo_slot();
     builder.build()
