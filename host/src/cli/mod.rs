@@ -52,10 +52,11 @@ pub fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    // The load generator shares the machine with the servers it measures: one worker thread
-    // drives hundreds of requests at a time, and spares the cores the cross-thread wake-ups a
-    // second one costs (on `bench incr`, 2 cores: client CPU per call -20 %, calls/s +3 %).
-    let workers = matches!(cli.command, Command::Bench(_)).then_some(1);
+    let workers = match &cli.command {
+        Command::Serve(args) => args.worker_threads,
+        Command::Bench(_) => Some(runtime::bench_workers()),
+        Command::Module(_) | Command::Call(_) => None,
+    };
     let runtime = match runtime::build(workers) {
         Ok(rt) => rt,
         Err(e) => {

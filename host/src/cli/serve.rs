@@ -49,6 +49,17 @@ pub struct ServeArgs {
     /// Applied entries between snapshots; the log behind a snapshot is then purged.
     #[arg(long, default_value_t = SNAPSHOT_LOGS_SINCE_LAST)]
     pub snapshot_count: u64,
+    /// Async worker threads (default: `TOKIO_WORKER_THREADS`, else one per core). Fewer pay where
+    /// members share cores (several on one machine, or a CPU quota below the core count).
+    // A member's hot path is mostly serial (one Raft core task, one apply task, one log-writer
+    // thread), so extra workers mainly spread client connections, and each costs cross-thread
+    // wake-ups whenever work moves between them: three members on the 2-core test machine with
+    // one worker each beat two each on every `bench/compare.sh` workload (Invoke +6 %,
+    // serializable range +20 %, server CPU per Invoke -15 %). One worker is not the default even
+    // there: work that runs long on a worker (a large module compiled at apply) would then hold
+    // up the member's heartbeats and replication as well.
+    #[arg(long)]
+    pub worker_threads: Option<usize>,
     /// How often watches that asked for progress notifications get one, as a Go duration
     /// (`10m`, `1s`, `500ms`).
     #[arg(

@@ -202,6 +202,18 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     type SnapshotData = Cursor<Vec<u8>>;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        // Serializing the whole store takes a while on a large one: keep it off the async
+        // workers, which also carry this member's heartbeats (there may be only one).
+        let mut builder = self.clone();
+        tokio::task::spawn_blocking(move || builder.snapshot_now())
+            .await
+            .map_err(|e| io_err(format!("building the snapshot panicked: {e}")))?
+    }
+}
+
+impl StateMachine {
+    /// Makes the applied state durable and writes it out as a snapshot (also kept on disk).
+    fn snapshot_now(&mut self) -> Result<Snapshot, io::Error> {
         self.make_durable()?;
         let txn = self.db.begin_read().map_err(io_err)?;
         let (last_log_id, last_membership) = {

@@ -166,12 +166,18 @@ impl Modules for ModulesService {
     ) -> Result<Response<pb::DeployResponse>, Status> {
         let req = request.into_inner();
         check_name(&req.name).map_err(Status::invalid_argument)?;
-        self.runtime
-            .validate(&req.component)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // Compiling a large component takes a while: off the async workers.
+        let runtime = self.runtime.clone();
+        let (component, validated) = tokio::task::spawn_blocking(move || {
+            let validated = runtime.validate(&req.component);
+            (req.component, validated)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("module validation panicked: {e}")))?;
+        validated.map_err(|e| Status::invalid_argument(e.to_string()))?;
         let op = log_command::Op::ModuleDeploy(batonpb::ModuleDeploy {
             name: req.name,
-            component: req.component,
+            component,
         });
         match self.server.write(op).await? {
             log_reply::Result::ModuleDeployed(d) => Ok(Response::new(pb::DeployResponse {
