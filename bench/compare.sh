@@ -13,6 +13,9 @@ Usage: bench/compare.sh [options]
   --match TEXT     run only the workloads whose name contains TEXT (e.g. incr)
   --pgo            benchmark the profile-guided build (bench/pgo_build.sh, ~25 min to build)
                    instead of the plain release build
+  --threads N      give every member N threads for its own work: Baton members
+                   `--worker-threads N`, etcd members GOMAXPROCS=N (default: each system's
+                   own default, one per core)
   --no-build       do not build Baton first
   --keep           keep the temporary directory (data and logs) for inspection
   -h, --help       this text
@@ -32,6 +35,7 @@ match=
 build=1
 pgo=0
 keep=0
+threads=
 while [ $# -gt 0 ]; do
     case "$1" in
         --duration) duration=${2:?--duration needs a value}; shift 2 ;;
@@ -39,6 +43,7 @@ while [ $# -gt 0 ]; do
         --only) only=${2:?--only needs a value}; shift 2 ;;
         --match) match=${2:?--match needs a value}; shift 2 ;;
         --pgo) pgo=1; shift ;;
+        --threads) threads=${2:?--threads needs a value}; shift 2 ;;
         --no-build) build=0; shift ;;
         --keep) keep=1; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -47,6 +52,7 @@ while [ $# -gt 0 ]; do
 done
 case "$target" in leader|all) ;; *) echo "--target must be leader or all" >&2; exit 2 ;; esac
 case "$only" in ''|etcd|baton) ;; *) echo "--only must be etcd or baton" >&2; exit 2 ;; esac
+case "$threads" in ''|[1-9]|[1-9][0-9]) ;; *) echo "--threads must be a number from 1 to 99" >&2; exit 2 ;; esac
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 # bench/pgo_build.sh leaves its binary in pgo/ beside cargo's release/.
@@ -117,7 +123,7 @@ start_cluster() {
         client=http://127.0.0.1:$(client_port "$base" "$i")
         peer=http://127.0.0.1:$(peer_port "$base" "$i")
         if [ "$system" = etcd ]; then
-            "$ETCD_BIN" --name "n$i" --data-dir "$dir/data" \
+            GOMAXPROCS=${threads:-${GOMAXPROCS:-}} "$ETCD_BIN" --name "n$i" --data-dir "$dir/data" \
                 --listen-client-urls "$client" --advertise-client-urls "$client" \
                 --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
                 --initial-cluster "$cluster" --initial-cluster-state new \
@@ -125,7 +131,8 @@ start_cluster() {
         else
             "$BATON_BIN" serve --name "n$i" --data-dir "$dir/data" \
                 --listen-client-urls "$client" --listen-peer-urls "$peer" \
-                --initial-cluster "$cluster" >"$dir/log" 2>&1 &
+                --initial-cluster "$cluster" ${threads:+--worker-threads "$threads"} \
+                >"$dir/log" 2>&1 &
         fi
         pids+=($!)
     done
@@ -237,6 +244,9 @@ report() {
     else where="connections spread over all three members"; fi
     echo
     echo "Baton vs etcd: 3-member clusters on loopback, $where, ${duration} per workload."
+    if [ -n "$threads" ]; then
+        echo "Every member ran with $threads thread(s) for its own work (Baton --worker-threads, etcd GOMAXPROCS)."
+    fi
     echo "Load average before the first run: $load_at_start (other work on the machine skews numbers)."
     echo "The client shares the machine's $(nproc) cores. ratio = baton/etcd: above 1 is better for"
     echo "ops/s, below 1 is better for latency (ms). '-' marks a run that failed or was skipped."
