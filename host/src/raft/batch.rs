@@ -106,21 +106,22 @@ pub(crate) async fn gather<T>(
 
 /// Where a batch's commands are answered: each command's sender is taken by whichever answers
 /// it first, the state machine as it applies the command or [`propose_batch`] once the whole
-/// entry is applied.
+/// entry is applied. The log keeps a copy of the entry (and so of this) for a while; the senders
+/// are all gone once the entry is answered.
 struct BatchReplies {
-    waiting: Vec<Mutex<Option<oneshot::Sender<Outcome>>>>,
+    waiting: Mutex<Vec<Option<oneshot::Sender<Outcome>>>>,
 }
 
 impl BatchReplies {
-    fn take(&self, position: usize) -> Option<oneshot::Sender<Outcome>> {
-        let slot = self.waiting.get(position)?;
-        // A panic while a slot was locked cannot leave it half-changed.
-        slot.lock().unwrap_or_else(PoisonError::into_inner).take()
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Option<oneshot::Sender<Outcome>>>> {
+        // A panic while the list was locked cannot leave an entry half-changed.
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn answer_rest(&self, mut outcome: impl FnMut(usize) -> Outcome) {
-        for position in 0..self.waiting.len() {
-            if let Some(done) = self.take(position) {
+        let waiting = std::mem::take(&mut *self.lock());
+        for (position, done) in waiting.into_iter().enumerate() {
+            if let Some(done) = done {
                 let _ = done.send(outcome(position));
             }
         }
@@ -129,7 +130,8 @@ impl BatchReplies {
 
 impl EarlyReplies for BatchReplies {
     fn reply(&self, position: usize, reply: &LogReply) {
-        if let Some(done) = self.take(position) {
+        let done = self.lock().get_mut(position).and_then(Option::take);
+        if let Some(done) = done {
             let _ = done.send(Ok(reply.clone()));
         }
     }
@@ -137,7 +139,7 @@ impl EarlyReplies for BatchReplies {
 
 impl fmt::Debug for BatchReplies {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "BatchReplies({})", self.waiting.len())
+        write!(f, "BatchReplies({})", self.lock().len())
     }
 }
 
@@ -153,14 +155,16 @@ async fn propose_batch(raft: Raft, mut batch: Vec<Pending>) {
     for Pending { mut cmd, done, .. } in batch {
         cmd.leader_time_ms = now_ms;
         commands.push(cmd);
-        waiting.push(Mutex::new(Some(done)));
+        waiting.push(Some(done));
     }
     let count = commands.len();
     let entry = LogCommand {
         leader_time_ms: now_ms,
         op: Some(log_command::Op::Batch(LogBatch { commands })),
     };
-    let replies = Arc::new(BatchReplies { waiting });
+    let replies = Arc::new(BatchReplies {
+        waiting: Mutex::new(waiting),
+    });
     let entry = Command::with_early_replies(entry, replies.clone());
     match propose_command(&raft, entry).await {
         Ok(LogReply {
