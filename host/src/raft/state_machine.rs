@@ -54,7 +54,7 @@ pub struct StateMachine {
     leases: Arc<dyn LeaseObserver>,
     /// Runs module calls on apply; its compiled-module cache is shared by clones.
     runtime: Runtime,
-    /// Held back readers while replies sent early are not yet committed.
+    /// Holds readers back while replies sent early are not yet committed.
     settling: Arc<Settling>,
 }
 
