@@ -118,10 +118,8 @@ impl Server {
     /// A consistent view of this member's applied state, holding every write it has
     /// acknowledged (which may mean waiting for the end of the apply under way).
     pub async fn read_view(&self) -> Result<ReadView, Status> {
-        self.store
-            .read_settled()
-            .await
-            .map_err(|e| Status::internal(format!("cannot read the state database: {e}")))
+        self.store.settled.wait().await;
+        self.read_committed()
     }
 
     /// A view of the state as committed now, possibly behind a reply this member has just sent:

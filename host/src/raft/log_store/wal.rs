@@ -344,13 +344,14 @@ impl Wal {
 
     /// Appends `first` then `second` at the end of the active segment and makes them durable.
     fn append_durably(&mut self, first: &[u8], second: &[u8]) -> io::Result<()> {
-        let used = self.tail.len() + first.len() + second.len();
-        let aligned_end =
-            self.offset - self.tail.len() as u64 + used.next_multiple_of(DIRECT_BLOCK) as u64;
+        // A direct write starts at the last block boundary, with the kept tail, and is padded to
+        // the next one.
+        let at = self.offset - self.tail.len() as u64;
+        let total = (self.tail.len() + first.len() + second.len()).next_multiple_of(DIRECT_BLOCK);
         // The padded write must stay inside the segment: past its end it would grow the file
         // (a metadata change to sync). A segment sized for one large batch can end mid-block.
-        if self.direct.is_some() && aligned_end <= self.active_len {
-            match self.write_direct(first, second) {
+        if self.direct.is_some() && at + total as u64 <= self.active_len {
+            match self.write_direct(at, total, first, second) {
                 Ok(()) => return Ok(()),
                 // Refused before anything was written (an alignment the file system does not
                 // accept): write through the page cache from now on.
@@ -381,14 +382,18 @@ impl Wal {
         self.direct.is_some()
     }
 
-    /// One aligned direct write from the last block boundary: the kept tail, the new bytes,
-    /// zeros to the next boundary.
-    fn write_direct(&mut self, first: &[u8], second: &[u8]) -> io::Result<()> {
+    /// One aligned direct write of `total` bytes at `at`, the last block boundary: the kept
+    /// tail, the new bytes, zeros to the next boundary.
+    fn write_direct(
+        &mut self,
+        at: u64,
+        total: usize,
+        first: &[u8],
+        second: &[u8],
+    ) -> io::Result<()> {
         let Some(file) = &self.direct else {
             return Err(io::Error::other("no direct file"));
         };
-        let used = self.tail.len() + first.len() + second.len();
-        let total = used.next_multiple_of(DIRECT_BLOCK);
         if self.scratch.len() < total + DIRECT_BLOCK {
             self.scratch = vec![0; total + DIRECT_BLOCK];
         }
@@ -401,7 +406,6 @@ impl Wal {
         let (b, pad) = rest.split_at_mut(second.len());
         b.copy_from_slice(second);
         pad.fill(0);
-        let at = self.offset - self.tail.len() as u64;
         file.write_all_at(buf, at)?;
         file.sync_data()?;
         self.advance(first, second);

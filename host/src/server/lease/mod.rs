@@ -10,8 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redb::ReadableDatabase;
-
-use crate::mvcc::Store;
 use tokio::sync::{Mutex, watch};
 use tonic::Status;
 
@@ -24,6 +22,7 @@ use crate::limits::{
     LEASE_CHECKPOINT_BATCH_MAX, LEASE_CHECKPOINTS_PER_TICK_MAX, LEASE_REVOKES_PER_TICK_MAX,
     REQUEST_TIMEOUT_MS,
 };
+use crate::mvcc::Store;
 use crate::proto::batonpb::{LogCommand, LogReply, log_command, log_reply};
 use crate::proto::etcdserverpb::{
     LeaseCheckpoint, LeaseCheckpointRequest, LeaseGrantRequest, LeaseRevokeRequest,
