@@ -12,6 +12,13 @@ pub const REQUEST_TIMEOUT_MS: u64 = 5_000;
 pub const LEADER_POLL_MS: u64 = 20;
 /// Largest member-to-member message (append batches, snapshot chunks).
 pub const PEER_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Most encoded entry bytes the leader sends a follower in one replication message (openraft
+/// also caps the count, at 300 entries); a single larger entry still goes alone.
+pub const REPLICATION_BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Largest log entry a proposal can make: a full batch plus the one command that overflows it
+/// (each command is at most a request plus gRPC framing), with room for the entry's framing.
+pub const LOG_ENTRY_BYTES_MAX: usize =
+    PROPOSAL_BATCH_BYTES_MAX + REQUEST_BYTES_MAX + GRPC_OVERHEAD_BYTES + 64 * 1024;
 /// Most commands the leader puts in one batched log entry.
 pub const PROPOSAL_BATCH_COMMANDS_MAX: usize = 256;
 /// Most encoded command bytes in one batched log entry; a larger command is proposed alone.
@@ -20,6 +27,10 @@ pub const PROPOSAL_BATCH_BYTES_MAX: usize = 512 * 1024;
 pub const PROPOSALS_QUEUED_MAX: usize = 4096;
 /// Snapshots travel between members in pieces of this size.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+/// A snapshot transfer whose next piece has not moved for this long is abandoned (by the
+/// sender, and by the receiver waiting for it) and started again; no deadline covers a whole
+/// transfer, whose length grows with the state.
+pub const SNAPSHOT_TRANSFER_STALL_MS: u64 = 30_000;
 /// How often a member retries recording its client URLs until it succeeds.
 pub const PUBLISH_RETRY_MS: u64 = 100;
 /// How long a starting member waits for its client URLs to be recorded before serving anyway.
@@ -95,6 +106,8 @@ const _: () = assert!(SNAPSHOT_CHUNK_BYTES < PEER_MESSAGE_BYTES_MAX);
 // A full batch plus one largest request (the command that overflows it is proposed alone).
 const _: () = assert!(PROPOSAL_BATCH_BYTES_MAX + GRPC_OVERHEAD_BYTES < PEER_MESSAGE_BYTES_MAX);
 const _: () = assert!(REQUEST_BYTES_MAX + GRPC_OVERHEAD_BYTES < PEER_MESSAGE_BYTES_MAX);
+// A replication message is within the budget or a single entry, plus openraft's own fields.
+const _: () = assert!(REPLICATION_BATCH_BYTES_MAX + LOG_ENTRY_BYTES_MAX < PEER_MESSAGE_BYTES_MAX);
 const _: () = assert!(LEADER_POLL_MS < REQUEST_TIMEOUT_MS);
 const _: () = assert!(LEASE_CHECKPOINT_BATCH_MAX <= LEASE_CHECKPOINTS_PER_TICK_MAX);
 const _: () = assert!(LEASE_EXPIRY_TICK_MS < LEASE_CHECKPOINT_STALENESS_MS_MAX);

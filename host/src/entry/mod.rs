@@ -74,6 +74,11 @@ impl Command {
         self.early.as_deref()
     }
 
+    /// The length of the protobuf encoding (made on first use).
+    pub fn encoded_len(&self) -> usize {
+        self.encoded().len()
+    }
+
     /// The protobuf encoding, made on first use.
     fn encoded(&self) -> &[u8] {
         self.encoded.get_or_init(|| self.command.encode_to_vec())

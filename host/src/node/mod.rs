@@ -20,7 +20,7 @@ use crate::lease::ends::{LeaseEnds, Observers};
 use crate::lease::rules::min_ttl_s;
 use crate::limits::{
     GRPC_OVERHEAD_BYTES, PEER_MESSAGE_BYTES_MAX, PUBLISH_RETRY_MS, PUBLISH_WAIT_MS,
-    REQUEST_BYTES_MAX, SNAPSHOT_CATCH_UP_ENTRIES,
+    REQUEST_BYTES_MAX, SNAPSHOT_CATCH_UP_ENTRIES, SNAPSHOT_TRANSFER_STALL_MS,
 };
 use crate::proto::baton::v1::modules_server::ModulesServer;
 use crate::proto::batonpb::raft_peer_server::RaftPeerServer;
@@ -70,6 +70,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         .context("opening the state machine")?
         .with_lease_observer(Arc::new(lease_observers));
     let applied = state_machine.applied_index();
+    let snapshots = state_machine.snapshots().clone();
     let hub = state_machine.hub();
     let store = state_machine.store();
     let runtime = state_machine.runtime().clone();
@@ -81,6 +82,9 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         election_timeout_min: config.election_timeout_ms,
         election_timeout_max: config.election_timeout_ms * 2,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_count),
+        // Unused by Baton's transport (see `PeerLink::full_snapshot`), which has no deadline on a
+        // whole transfer; set to the stall bound so any reader of it sees a sane value.
+        install_snapshot_timeout: SNAPSHOT_TRANSFER_STALL_MS,
         // A briefly lagging member then catches up from the log; only a long-gone one needs the
         // whole snapshot.
         max_in_snapshot_log_to_keep: config.snapshot_count.min(SNAPSHOT_CATCH_UP_ENTRIES),
@@ -145,6 +149,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             proposer.clone(),
             lessor.clone(),
             members,
+            snapshots.clone(),
         ))
         .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);

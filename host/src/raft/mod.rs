@@ -8,6 +8,7 @@ pub mod log_store;
 pub mod network;
 pub mod peer_service;
 pub mod propose;
+pub mod snapshot_file;
 pub mod state_machine;
 
 pub use log_store::LogStore;

@@ -3,7 +3,9 @@
 //! streamed in chunks so no single message exceeds the gRPC size limit.
 
 use std::future::Future;
-use std::io::Cursor;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use futures::StreamExt;
 use openraft::OptionalSend;
@@ -19,13 +21,14 @@ use serde::de::DeserializeOwned;
 use tonic::transport::Channel;
 
 use crate::entry::{Member, MemberId, TypeConfig, codec};
-use crate::limits::SNAPSHOT_CHUNK_BYTES;
+use crate::limits::{SNAPSHOT_CHUNK_BYTES, SNAPSHOT_TRANSFER_STALL_MS};
 use crate::proto::batonpb::raft_peer_client::RaftPeerClient;
 use crate::proto::batonpb::{RaftPayload, SnapshotChunk};
 use crate::raft::channels::PeerChannels;
+use crate::raft::snapshot_file::SnapshotFile;
 
 type Vote = openraft::alias::VoteOf<TypeConfig>;
-type Snapshot = openraft::alias::SnapshotOf<TypeConfig, Cursor<Vec<u8>>>;
+type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>;
 
 /// Builds one [`PeerLink`] per target member, sharing cached channels.
 #[derive(Clone)]
@@ -93,7 +96,7 @@ impl PeerLink {
 }
 
 impl RaftNetworkV2<TypeConfig> for PeerLink {
-    type SnapshotData = Cursor<Vec<u8>>;
+    type SnapshotData = SnapshotFile;
 
     async fn append_entries(
         &mut self,
@@ -164,33 +167,33 @@ impl RaftNetworkV2<TypeConfig> for PeerLink {
         Self::decode(reply)
     }
 
+    /// Streams the snapshot file in chunks. No deadline covers the whole transfer (its length
+    /// grows with the state): a transfer that stops moving for [`SNAPSHOT_TRANSFER_STALL_MS`]
+    /// is abandoned and retried, and once every chunk is out, the peer's reply may take as long
+    /// as its install does (a dead peer ends the connection through HTTP/2 keep-alives).
     async fn full_snapshot(
         &mut self,
         vote: Vote,
         snapshot: Snapshot,
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
-        option: RPCOption,
+        _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let header = codec::encode(&(vote, &snapshot.meta))
+        let file = Arc::new(snapshot.snapshot);
+        let header = codec::encode(&(vote, &snapshot.meta, file.data_len()))
             .map_err(|e| StreamingError::from(RPCError::Network(NetworkError::new(&e))))?;
-        let data = snapshot.snapshot.into_inner();
-        let mut chunks = vec![SnapshotChunk {
-            header,
-            data: Vec::new(),
-        }];
-        chunks.extend(
-            data.chunks(SNAPSHOT_CHUNK_BYTES)
-                .map(|piece| SnapshotChunk {
-                    header: Vec::new(),
-                    data: piece.to_vec(),
-                }),
-        );
+        let sent = Arc::new(AtomicU64::new(0));
+        let chunks = snapshot_chunks(file.clone(), header, sent.clone());
         let mut client = self.client()?;
-        let mut request = tonic::Request::new(tokio_stream::iter(chunks));
-        request.set_timeout(option.hard_ttl());
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
-            reply = client.install_snapshot(request) => {
+            () = stalled(&sent, file.data_len()) => {
+                let e = std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("snapshot transfer made no progress for {SNAPSHOT_TRANSFER_STALL_MS} ms"),
+                );
+                Err(RPCError::Network(NetworkError::new(&e)).into())
+            }
+            reply = client.install_snapshot(tonic::Request::new(chunks)) => {
                 let reply = reply.map_err(|s| rpc_error(&s))?;
                 Ok(Self::decode(reply)?)
             }
@@ -209,5 +212,76 @@ impl RaftNetworkV2<TypeConfig> for PeerLink {
             .await
             .map_err(|s| rpc_error(&s))?;
         Self::decode(reply)
+    }
+}
+
+/// The header chunk, then the snapshot's state stream read from its file a chunk at a time (off
+/// the async workers); `sent` counts the bytes handed to gRPC. A read error ends the stream
+/// short, which the receiver refuses by its length.
+fn snapshot_chunks(
+    file: Arc<SnapshotFile>,
+    header: Vec<u8>,
+    sent: Arc<AtomicU64>,
+) -> impl futures::Stream<Item = SnapshotChunk> + Send + 'static {
+    let first = SnapshotChunk {
+        header,
+        data: Vec::new(),
+    };
+    let rest = futures::stream::unfold(0u64, move |pos| {
+        let (file, sent) = (file.clone(), sent.clone());
+        async move {
+            let len = file
+                .data_len()
+                .saturating_sub(pos)
+                .min(SNAPSHOT_CHUNK_BYTES as u64);
+            if len == 0 {
+                return None;
+            }
+            let read = tokio::task::spawn_blocking(move || {
+                let mut data = vec![0; len as usize];
+                file.read_data_at(pos, &mut data).map(|_| data)
+            })
+            .await;
+            match read {
+                Ok(Ok(data)) => {
+                    sent.store(pos + len, Ordering::Relaxed);
+                    Some((
+                        SnapshotChunk {
+                            header: Vec::new(),
+                            data,
+                        },
+                        pos + len,
+                    ))
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot read the snapshot file to send it");
+                    None
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the snapshot file panicked");
+                    None
+                }
+            }
+        }
+    });
+    futures::stream::once(async move { first }).chain(rest)
+}
+
+/// Resolves when `sent` has stayed put for [`SNAPSHOT_TRANSFER_STALL_MS`] before reaching
+/// `total`; once everything is sent, never.
+async fn stalled(sent: &AtomicU64, total: u64) {
+    let stall = Duration::from_millis(SNAPSHOT_TRANSFER_STALL_MS);
+    let mut last = (sent.load(Ordering::Relaxed), tokio::time::Instant::now());
+    loop {
+        tokio::time::sleep(stall / 4).await;
+        let now = sent.load(Ordering::Relaxed);
+        if now >= total {
+            return std::future::pending().await;
+        }
+        if now != last.0 {
+            last = (now, tokio::time::Instant::now());
+        } else if last.1.elapsed() >= stall {
+            return;
+        }
     }
 }

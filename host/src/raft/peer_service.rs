@@ -2,8 +2,8 @@
 //! to openraft; forwarded writes, read-index requests and lease renewals/queries are served
 //! only by the leader.
 
-use std::io::Cursor;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use serde::Serialize;
@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::entry::{Raft, TypeConfig, codec};
-use crate::limits::PROPOSAL_BATCH_COMMANDS_MAX;
+use crate::limits::{PROPOSAL_BATCH_COMMANDS_MAX, SNAPSHOT_TRANSFER_STALL_MS};
 use crate::proto::batonpb::raft_peer_server::RaftPeer;
 use crate::proto::batonpb::{
     ForwardBatchReply, ForwardBatchRequest, ForwardError, ForwardOutcome, LogCommand, LogReply,
@@ -25,6 +25,7 @@ use crate::proto::etcdserverpb::{
 };
 use crate::raft::batch::Proposer;
 use crate::raft::propose::{leader_error_status, publish_as_leader, read_index_as_leader};
+use crate::raft::snapshot_file::{SnapshotFile, SnapshotStore};
 
 type Vote = openraft::alias::VoteOf<TypeConfig>;
 type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
@@ -59,6 +60,8 @@ pub struct PeerService {
     proposer: Proposer,
     leases: Arc<dyn LeaseLeader>,
     members: Arc<dyn MembershipLeader>,
+    /// Where snapshots sent by the leader are received.
+    snapshots: SnapshotStore,
 }
 
 impl PeerService {
@@ -67,12 +70,14 @@ impl PeerService {
         proposer: Proposer,
         leases: Arc<dyn LeaseLeader>,
         members: Arc<dyn MembershipLeader>,
+        snapshots: SnapshotStore,
     ) -> Self {
         Self {
             raft,
             proposer,
             leases,
             members,
+            snapshots,
         }
     }
 }
@@ -86,6 +91,36 @@ fn encode<T: Serialize>(value: &T) -> Result<Response<RaftPayload>, Status> {
     codec::encode(value)
         .map(|data| Response::new(RaftPayload { data }))
         .map_err(|e| Status::internal(format!("cannot encode raft message: {e}")))
+}
+
+/// The next piece of a snapshot stream; a sender silent for [`SNAPSHOT_TRANSFER_STALL_MS`] is
+/// given up on (it starts the transfer again).
+async fn next_chunk(
+    stream: &mut Streaming<SnapshotChunk>,
+) -> Result<Option<SnapshotChunk>, Status> {
+    let wait = Duration::from_millis(SNAPSHOT_TRANSFER_STALL_MS);
+    match tokio::time::timeout(wait, stream.next()).await {
+        Ok(chunk) => chunk.transpose(),
+        Err(_) => Err(Status::deadline_exceeded(format!(
+            "no snapshot data for {SNAPSHOT_TRANSFER_STALL_MS} ms"
+        ))),
+    }
+}
+
+/// The leader's vote, the snapshot's meta and the length of its state stream (absent from
+/// members of earlier versions, which sent only the first two).
+fn decode_snapshot_header(header: &[u8]) -> Result<(Vote, SnapshotMeta, Option<u64>), Status> {
+    let bad = |e: postcard::Error| Status::invalid_argument(format!("bad snapshot header: {e}"));
+    match codec::decode::<(Vote, SnapshotMeta, u64)>(header) {
+        Ok((vote, meta, len)) => Ok((vote, meta, Some(len))),
+        Err(_) => codec::decode::<(Vote, SnapshotMeta)>(header)
+            .map(|(vote, meta)| (vote, meta, None))
+            .map_err(bad),
+    }
+}
+
+fn snapshot_io(e: std::io::Error) -> Status {
+    Status::internal(format!("cannot store the snapshot being received: {e}"))
 }
 
 /// A Raft error means this member's Raft has stopped: the sender should treat it as down.
@@ -149,19 +184,30 @@ impl RaftPeer for PeerService {
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftPayload>, Status> {
         let mut stream = request.into_inner();
-        let first = stream
-            .next()
-            .await
-            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
-        let (vote, meta): (Vote, SnapshotMeta) = codec::decode(&first.header)
-            .map_err(|e| Status::invalid_argument(format!("bad snapshot header: {e}")))?;
-        let mut data = first.data;
-        while let Some(chunk) = stream.next().await {
-            data.extend_from_slice(&chunk?.data);
+        let first = next_chunk(&mut stream)
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        let (vote, meta, expected_len) = decode_snapshot_header(&first.header)?;
+        let mut incoming = self.snapshots.receive(&meta).map_err(snapshot_io)?;
+        incoming.write(&first.data).map_err(snapshot_io)?;
+        while let Some(chunk) = next_chunk(&mut stream).await? {
+            incoming.write(&chunk.data).map_err(snapshot_io)?;
         }
-        let snapshot = openraft::alias::SnapshotOf::<TypeConfig, Cursor<Vec<u8>>> {
+        if let Some(expected) = expected_len
+            && incoming.data_len() != expected
+        {
+            return Err(Status::aborted(format!(
+                "snapshot stream ended after {} of {expected} bytes",
+                incoming.data_len()
+            )));
+        }
+        let file = tokio::task::spawn_blocking(move || incoming.finish())
+            .await
+            .map_err(|e| Status::internal(format!("receiving the snapshot panicked: {e}")))?
+            .map_err(|e| Status::data_loss(format!("snapshot refused: {e}")))?;
+        let snapshot = openraft::alias::SnapshotOf::<TypeConfig, SnapshotFile> {
             meta,
-            snapshot: Cursor::new(data),
+            snapshot: file,
         };
         let reply = self
             .raft

@@ -10,7 +10,7 @@
 //! On the leader, a batch's key-changing commands are answered as each is applied, before that
 //! one commit; readers of this member wait for the commit first (see [`crate::mvcc::settled`]).
 
-use std::io::{self, Cursor};
+use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -25,16 +25,17 @@ use crate::lease::{IgnoreLeaseChanges, LeaseObserver};
 use crate::limits::SM_DURABLE_EVERY_ENTRIES;
 use crate::mvcc::key_index::KeyIndex;
 use crate::mvcc::settled::Settling;
+use crate::raft::snapshot_file::{SnapshotFile, SnapshotStore};
 use crate::sm::command::apply_command;
 use crate::storage::schema::META;
-use crate::storage::snapshot::{restore_snapshot, write_snapshot};
+use crate::storage::snapshot::{restore_snapshot_file, write_snapshot};
 use crate::wasm::Runtime;
 use crate::watch::WatchHub;
 
 type LogId = openraft::alias::LogIdOf<TypeConfig>;
 type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
 type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
-type Snapshot = openraft::alias::SnapshotOf<TypeConfig, Cursor<Vec<u8>>>;
+type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>;
 
 const KEY_APPLIED: &str = "raft.applied";
 const KEY_MEMBERSHIP: &str = "raft.membership";
@@ -47,7 +48,8 @@ pub struct StateMachine {
     index: Arc<KeyIndex>,
     /// Last applied log index, published after each commit; linearizable reads wait on it.
     applied: watch::Sender<u64>,
-    snapshot_path: PathBuf,
+    /// The kept snapshot, sent to members that fell behind the purged log.
+    snapshots: SnapshotStore,
     entries_since_durable: u64,
     hub: Arc<WatchHub>,
     /// Told about applied lease changes after each commit (the leader's deadline tracker).
@@ -74,7 +76,7 @@ impl StateMachine {
             db,
             index: Arc::new(index),
             applied: watch::Sender::new(0),
-            snapshot_path,
+            snapshots: SnapshotStore::open(snapshot_path)?,
             entries_since_durable: 0,
             hub: WatchHub::new(revision),
             leases: Arc::new(IgnoreLeaseChanges),
@@ -89,6 +91,11 @@ impl StateMachine {
     /// The module runtime, also used to validate deploys before they are proposed.
     pub fn runtime(&self) -> &Runtime {
         &self.runtime
+    }
+
+    /// Where this member keeps and receives snapshots.
+    pub fn snapshots(&self) -> &SnapshotStore {
+        &self.snapshots
     }
 
     pub fn db(&self) -> &Arc<Database> {
@@ -166,40 +173,10 @@ impl StateMachine {
         self.entries_since_durable = 0;
         Ok(())
     }
-
-    fn load_snapshot_file(&self) -> io::Result<Option<Snapshot>> {
-        let bytes = match std::fs::read(&self.snapshot_path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let (meta, data): (SnapshotMeta, serde_bytes::ByteBuf) =
-            codec::decode(&bytes).map_err(io_err)?;
-        Ok(Some(Snapshot {
-            meta,
-            snapshot: Cursor::new(data.into_vec()),
-        }))
-    }
-
-    /// Keeps the newest snapshot on disk (write to a temporary file, fsync, rename) so it can be
-    /// sent to a member that fell behind the purged log.
-    fn save_snapshot_file(&self, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
-        // As bytes, not a sequence of u8: postcard writes both the same way, but a sequence
-        // costs a call per byte (seconds for a large state).
-        let bytes = codec::encode(&(meta, serde_bytes::Bytes::new(data))).map_err(io_err)?;
-        let tmp = self.snapshot_path.with_extension("tmp");
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &self.snapshot_path)
-    }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
-    type SnapshotData = Cursor<Vec<u8>>;
+    type SnapshotData = SnapshotFile;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         // Serializing the whole store takes a while on a large one: keep it off the async
@@ -228,23 +205,23 @@ impl StateMachine {
             };
             (applied, membership)
         };
-        let mut data = Vec::new();
-        write_snapshot(&txn, &mut data).map_err(io_err)?;
         let meta = SnapshotMeta {
             last_log_id,
             last_membership,
         };
-        self.save_snapshot_file(&meta, &data)?;
-        tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), "built snapshot");
+        let (meta, file) = self.snapshots.build(&meta, |mut out| {
+            write_snapshot(&txn, &mut out).map_err(io_err)
+        })?;
+        tracing::info!(last_log_id = ?meta.last_log_id, bytes = file.data_len(), "built snapshot");
         Ok(Snapshot {
             meta,
-            snapshot: Cursor::new(data),
+            snapshot: file,
         })
     }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
-    type SnapshotData = Cursor<Vec<u8>>;
+    type SnapshotData = SnapshotFile;
     type SnapshotBuilder = Self;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
@@ -339,13 +316,25 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta,
         snapshot: Self::SnapshotData,
     ) -> Result<(), io::Error> {
-        let data = snapshot.into_inner();
         self.index.suspend();
-        if let Err(e) = restore_snapshot(&self.db, &mut Cursor::new(&data)) {
-            // A refused snapshot replaced nothing: index the store as it still is.
-            self.reindex()?;
-            return Err(io_err(e));
-        }
+        // Restoring and reindexing a large state takes a while: keep it off the async workers,
+        // which also carry this member's heartbeats.
+        let sm = self.clone();
+        let restored = tokio::task::spawn_blocking(move || {
+            let (file, offset, len) = snapshot.data();
+            let restored = restore_snapshot_file(&sm.db, file, offset, len);
+            (restored, snapshot)
+        })
+        .await
+        .map_err(|e| io_err(format!("installing the snapshot panicked: {e}")))?;
+        let snapshot = match restored {
+            (Ok(()), snapshot) => snapshot,
+            (Err(e), _) => {
+                // A refused snapshot replaced nothing: index the store as it still is.
+                self.reindex()?;
+                return Err(io_err(e));
+            }
+        };
         // The snapshot's own META already holds these; writing them again from `meta` makes the
         // installed state agree with what openraft believes it installed.
         let txn = self.db.begin_write().map_err(io_err)?;
@@ -354,8 +343,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         txn.commit().map_err(io_err)?;
         self.entries_since_durable = 0;
-        self.save_snapshot_file(meta, &data)?;
-        self.reindex()?;
+        let (sm, kept_meta) = (self.clone(), meta.clone());
+        tokio::task::spawn_blocking(move || {
+            sm.snapshots.keep(snapshot, &kept_meta)?;
+            sm.reindex()
+        })
+        .await
+        .map_err(|e| io_err(format!("reindexing after the snapshot panicked: {e}")))??;
         let revision = {
             let txn = self.db.begin_read().map_err(io_err)?;
             crate::mvcc::current_revision(&txn).map_err(io_err)?
@@ -368,6 +362,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        self.load_snapshot_file()
+        Ok(self
+            .snapshots
+            .current()?
+            .map(|(meta, snapshot)| Snapshot { meta, snapshot }))
     }
 }

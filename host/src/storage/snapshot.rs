@@ -10,8 +10,8 @@
 //! SHA-256 of everything above (32 bytes)
 //! ```
 
-use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::fs::File;
+use std::io::{BufReader, Read, Write};
 
 use redb::{
     Database, Key, ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition,
@@ -90,30 +90,310 @@ pub fn write_snapshot(txn: &ReadTransaction, out: &mut impl Write) -> Result<(),
 }
 
 /// Replaces the contents of every table with the snapshot's, in one write transaction, after
-/// verifying the checksum. Tables absent from the snapshot end up empty.
+/// verifying the checksum. Tables absent from the snapshot end up empty. Reads everything into
+/// memory first: for small inputs (tests, tools); members restore from a file with
+/// [`restore_snapshot_file`].
 pub fn restore_snapshot(db: &Database, input: &mut impl Read) -> Result<(), SnapshotError> {
     let mut data = Vec::new();
     input.read_to_end(&mut data)?;
-    let body_len = data
-        .len()
-        .checked_sub(CHECKSUM_LEN)
+    restore_from(db, || data.as_slice(), data.len() as u64)
+}
+
+/// [`restore_snapshot`] of the `len` bytes at `offset` in `file`, read twice (once to verify
+/// the checksum, once to load) so memory stays bounded by one entry whatever the size.
+pub fn restore_snapshot_file(
+    db: &Database,
+    file: &File,
+    offset: u64,
+    len: u64,
+) -> Result<(), SnapshotError> {
+    let open = || BufReader::with_capacity(RESTORE_READ_BYTES, FileRegion::new(file, offset, len));
+    restore_from(db, open, len)
+}
+
+/// Buffer of each pass over a snapshot file.
+const RESTORE_READ_BYTES: usize = 1024 * 1024;
+
+/// Verifies, then loads, a snapshot of `len` bytes that `open` reads from the start.
+fn restore_from<R: Read>(
+    db: &Database,
+    open: impl Fn() -> R,
+    len: u64,
+) -> Result<(), SnapshotError> {
+    let body_len = len
+        .checked_sub(CHECKSUM_LEN as u64)
         .ok_or_else(|| SnapshotError::Format("shorter than its checksum".into()))?;
-    let (body, digest) = data.split_at(body_len);
-    if Sha256::digest(body).as_slice() != digest {
+    verify_checksum(open(), body_len)?;
+    let mut body = open().take(body_len);
+    let txn = db.begin_write()?;
+    // Only tables named in the snapshot are filled; every other one must end up empty.
+    empty_table(&txn, META)?;
+    empty_table(&txn, KV_LATEST)?;
+    empty_table(&txn, KV_HISTORY)?;
+    empty_table(&txn, LEASES)?;
+    empty_table(&txn, LEASE_KEYS)?;
+    empty_table(&txn, ALARMS)?;
+    empty_table(&txn, MODULES)?;
+    empty_table(&txn, MODULE_CODE)?;
+    load_tables(&txn, &mut body)?;
+    if body.limit() != 0 {
+        return Err(SnapshotError::Format("trailing bytes".into()));
+    }
+    // An error above drops `txn` uncommitted: the database is as it was.
+    txn.commit()?;
+    Ok(())
+}
+
+fn empty_table<K: Key + 'static, V: Value + 'static>(
+    txn: &WriteTransaction,
+    def: TableDefinition<K, V>,
+) -> Result<(), SnapshotError> {
+    txn.delete_table(def)?;
+    txn.open_table(def)?;
+    Ok(())
+}
+
+/// The names of the tables in a snapshot's body, in order.
+#[cfg(test)]
+fn table_names(mut body: &[u8]) -> Result<Vec<String>, SnapshotError> {
+    let r = &mut body;
+    read_array::<8>(r)?;
+    read_array::<4>(r)?;
+    let count = u32::from_le_bytes(read_array(r)?);
+    let mut names = Vec::new();
+    for _ in 0..count {
+        let name = read_short_str(r)?;
+        let layout = read_short_str(r)?;
+        let count = u64::from_le_bytes(read_array(r)?);
+        skip_entries(
+            &Incoming {
+                name: &name,
+                layout: &layout,
+                count,
+            },
+            r,
+        )?;
+        names.push(name);
+    }
+    Ok(names)
+}
+
+/// Hashes the first `body_len` bytes of `input` and compares the digest that follows them.
+fn verify_checksum(mut input: impl Read, body_len: u64) -> Result<(), SnapshotError> {
+    let mut hasher = Sha256::new();
+    let copied = std::io::copy(&mut (&mut input).take(body_len), &mut HashSink(&mut hasher))?;
+    let mut digest = [0u8; CHECKSUM_LEN];
+    if copied != body_len || input.read_exact(&mut digest).is_err() {
         return Err(SnapshotError::Checksum);
     }
-    let parsed = parse(body)?;
+    if hasher.finalize().as_slice() != digest {
+        return Err(SnapshotError::Checksum);
+    }
+    Ok(())
+}
 
-    let txn = db.begin_write()?;
-    load_table(&txn, META, LAYOUT_META, &parsed)?;
-    load_table(&txn, KV_LATEST, LAYOUT_KV_LATEST, &parsed)?;
-    load_table(&txn, KV_HISTORY, LAYOUT_KV_HISTORY, &parsed)?;
-    load_table(&txn, LEASES, LAYOUT_LEASES, &parsed)?;
-    load_table(&txn, LEASE_KEYS, LAYOUT_LEASE_KEYS, &parsed)?;
-    load_table(&txn, ALARMS, LAYOUT_ALARMS, &parsed)?;
-    load_table(&txn, MODULES, LAYOUT_MODULES, &parsed)?;
-    load_table(&txn, MODULE_CODE, LAYOUT_MODULE_CODE, &parsed)?;
-    txn.commit()?;
+/// Checks a snapshot's checksum as its bytes arrive in pieces, holding back the last
+/// [`CHECKSUM_LEN`] bytes seen (the digest, once the stream ends).
+#[derive(Default)]
+pub struct StreamVerifier {
+    hasher: Sha256,
+    tail: Vec<u8>,
+}
+
+impl StreamVerifier {
+    pub fn update(&mut self, piece: &[u8]) {
+        if piece.len() >= CHECKSUM_LEN {
+            self.hasher.update(&self.tail);
+            let (body, tail) = piece.split_at(piece.len() - CHECKSUM_LEN);
+            self.hasher.update(body);
+            self.tail.clear();
+            self.tail.extend_from_slice(tail);
+        } else {
+            self.tail.extend_from_slice(piece);
+            let excess = self.tail.len().saturating_sub(CHECKSUM_LEN);
+            self.hasher.update(&self.tail[..excess]);
+            self.tail.drain(..excess);
+        }
+    }
+
+    /// Whether everything given so far is a body followed by its digest.
+    pub fn finish(self) -> Result<(), SnapshotError> {
+        if self.tail.len() != CHECKSUM_LEN {
+            return Err(SnapshotError::Format("shorter than its checksum".into()));
+        }
+        if self.hasher.finalize().as_slice() != self.tail.as_slice() {
+            return Err(SnapshotError::Checksum);
+        }
+        Ok(())
+    }
+}
+
+struct HashSink<'a>(&'a mut Sha256);
+
+impl Write for HashSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `len` bytes of a file from `offset`, read with positional reads (the file's cursor is
+/// untouched, so other readers of the same file are unaffected).
+struct FileRegion<'a> {
+    file: &'a File,
+    pos: u64,
+    end: u64,
+}
+
+impl<'a> FileRegion<'a> {
+    fn new(file: &'a File, offset: u64, len: u64) -> Self {
+        Self {
+            file,
+            pos: offset,
+            end: offset.saturating_add(len),
+        }
+    }
+}
+
+impl Read for FileRegion<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let left = usize::try_from(self.end - self.pos).unwrap_or(usize::MAX);
+        let want = buf.len().min(left);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Reads the verified body's header and tables into `txn`, table by table as they come.
+fn load_tables(txn: &WriteTransaction, r: &mut impl Read) -> Result<(), SnapshotError> {
+    let mut magic = [0u8; MAGIC.len()];
+    read_exact(r, &mut magic)?;
+    if &magic != MAGIC {
+        return Err(SnapshotError::Format("not a Baton snapshot".into()));
+    }
+    let version = u32::from_le_bytes(read_array(r)?);
+    if version != FORMAT_VERSION {
+        return Err(SnapshotError::Format(format!(
+            "unsupported format version {version}"
+        )));
+    }
+    let table_count = u32::from_le_bytes(read_array(r)?);
+    let mut seen = Vec::new();
+    for _ in 0..table_count {
+        let name = read_short_str(r)?;
+        let layout = read_short_str(r)?;
+        let count = u64::from_le_bytes(read_array(r)?);
+        if seen.contains(&name) {
+            return Err(SnapshotError::Format(format!("table {name} appears twice")));
+        }
+        let table = Incoming {
+            name: &name,
+            layout: &layout,
+            count,
+        };
+        match name.as_str() {
+            n if n == META.name() => load_table(txn, META, LAYOUT_META, &table, r)?,
+            n if n == KV_LATEST.name() => load_table(txn, KV_LATEST, LAYOUT_KV_LATEST, &table, r)?,
+            n if n == KV_HISTORY.name() => {
+                load_table(txn, KV_HISTORY, LAYOUT_KV_HISTORY, &table, r)?;
+            }
+            n if n == LEASES.name() => load_table(txn, LEASES, LAYOUT_LEASES, &table, r)?,
+            n if n == LEASE_KEYS.name() => {
+                load_table(txn, LEASE_KEYS, LAYOUT_LEASE_KEYS, &table, r)?;
+            }
+            n if n == ALARMS.name() => load_table(txn, ALARMS, LAYOUT_ALARMS, &table, r)?,
+            n if n == MODULES.name() => load_table(txn, MODULES, LAYOUT_MODULES, &table, r)?,
+            n if n == MODULE_CODE.name() => {
+                load_table(txn, MODULE_CODE, LAYOUT_MODULE_CODE, &table, r)?;
+            }
+            // Sent by members that kept the key index in a table; rebuilt from history instead.
+            n if n == LEGACY_KV_KEY_REVS.name() => skip_entries(&table, r)?,
+            _ => return Err(SnapshotError::Format(format!("unknown table {name}"))),
+        }
+        seen.push(name);
+    }
+    Ok(())
+}
+
+/// A table's header as read from the stream; its entries follow.
+struct Incoming<'a> {
+    name: &'a str,
+    layout: &'a str,
+    count: u64,
+}
+
+fn load_table<K: Key + 'static, V: Value + 'static>(
+    txn: &WriteTransaction,
+    def: TableDefinition<K, V>,
+    layout: &str,
+    incoming: &Incoming<'_>,
+    r: &mut impl Read,
+) -> Result<(), SnapshotError> {
+    if incoming.layout != layout {
+        return Err(SnapshotError::Format(format!(
+            "table {}: layout {} is not {layout}",
+            incoming.name, incoming.layout
+        )));
+    }
+    let mut table = txn.open_table(def)?;
+    let (mut k, mut v) = (Vec::new(), Vec::new());
+    for _ in 0..incoming.count {
+        read_blob(r, &mut k)?;
+        read_blob(r, &mut v)?;
+        check_width::<K>(&k, incoming.name)?;
+        check_width::<V>(&v, incoming.name)?;
+        table.insert(K::from_bytes(&k), V::from_bytes(&v))?;
+    }
+    Ok(())
+}
+
+fn skip_entries(incoming: &Incoming<'_>, r: &mut impl Read) -> Result<(), SnapshotError> {
+    let mut buf = Vec::new();
+    for _ in 0..incoming.count * 2 {
+        read_blob(r, &mut buf)?;
+    }
+    Ok(())
+}
+
+fn read_exact(r: &mut impl Read, buf: &mut [u8]) -> Result<(), SnapshotError> {
+    r.read_exact(buf).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => SnapshotError::Format("truncated".into()),
+        _ => SnapshotError::Io(e),
+    })
+}
+
+fn read_array<const N: usize>(r: &mut impl Read) -> Result<[u8; N], SnapshotError> {
+    let mut bytes = [0u8; N];
+    read_exact(r, &mut bytes)?;
+    Ok(bytes)
+}
+
+fn read_short_str(r: &mut impl Read) -> Result<String, SnapshotError> {
+    let len = u16::from_le_bytes(read_array(r)?);
+    let mut bytes = vec![0u8; usize::from(len)];
+    read_exact(r, &mut bytes)?;
+    String::from_utf8(bytes).map_err(|_| SnapshotError::Format("name is not utf-8".into()))
+}
+
+/// Reads one length-prefixed entry into `buf`. The length is trusted only as far as the bytes
+/// are there: the read stops at the end of the input, so a corrupt length cannot allocate more
+/// than the snapshot holds.
+fn read_blob(r: &mut impl Read, buf: &mut Vec<u8>) -> Result<(), SnapshotError> {
+    let len = u64::from(u32::from_le_bytes(read_array(r)?));
+    buf.clear();
+    let got = r.take(len).read_to_end(buf)?;
+    if got as u64 != len {
+        return Err(SnapshotError::Format("truncated".into()));
+    }
     Ok(())
 }
 
@@ -157,124 +437,6 @@ fn dump_table<K: Key + 'static, V: Value + 'static, W: Write>(
         let (k, v) = entry?;
         w.write_blob(K::as_bytes(&k.value()).as_ref())?;
         w.write_blob(V::as_bytes(&v.value()).as_ref())?;
-    }
-    Ok(())
-}
-
-/// One table of a parsed snapshot: its layout and entries (slices into the snapshot).
-struct ParsedTable<'a> {
-    layout: &'a str,
-    entries: Vec<(&'a [u8], &'a [u8])>,
-}
-
-fn parse(body: &[u8]) -> Result<HashMap<&str, ParsedTable<'_>>, SnapshotError> {
-    let mut r = Cursor { rest: body };
-    if r.take(MAGIC.len())? != MAGIC {
-        return Err(SnapshotError::Format("not a Baton snapshot".into()));
-    }
-    let version = u32::from_le_bytes(r.array()?);
-    if version != FORMAT_VERSION {
-        return Err(SnapshotError::Format(format!(
-            "unsupported format version {version}"
-        )));
-    }
-    let table_count = u32::from_le_bytes(r.array()?);
-    let mut tables = HashMap::new();
-    for _ in 0..table_count {
-        let name = r.short_str()?;
-        let layout = r.short_str()?;
-        let count = u64::from_le_bytes(r.array()?);
-        let mut entries = Vec::new();
-        for _ in 0..count {
-            let k = r.blob()?;
-            let v = r.blob()?;
-            entries.push((k, v));
-        }
-        if tables
-            .insert(name, ParsedTable { layout, entries })
-            .is_some()
-        {
-            return Err(SnapshotError::Format(format!("table {name} appears twice")));
-        }
-    }
-    if !r.rest.is_empty() {
-        return Err(SnapshotError::Format("trailing bytes".into()));
-    }
-    let known = [
-        META.name(),
-        KV_LATEST.name(),
-        // Sent by members that kept the key index in a table; rebuilt from history instead.
-        LEGACY_KV_KEY_REVS.name(),
-        KV_HISTORY.name(),
-        LEASES.name(),
-        LEASE_KEYS.name(),
-        ALARMS.name(),
-        MODULES.name(),
-        MODULE_CODE.name(),
-    ];
-    if let Some(name) = tables.keys().find(|name| !known.contains(name)) {
-        return Err(SnapshotError::Format(format!("unknown table {name}")));
-    }
-    Ok(tables)
-}
-
-struct Cursor<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], SnapshotError> {
-        if self.rest.len() < n {
-            return Err(SnapshotError::Format("truncated".into()));
-        }
-        let (head, tail) = self.rest.split_at(n);
-        self.rest = tail;
-        Ok(head)
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], SnapshotError> {
-        let bytes = self.take(N)?;
-        bytes
-            .try_into()
-            .map_err(|_| SnapshotError::Format("truncated".into()))
-    }
-
-    fn short_str(&mut self) -> Result<&'a str, SnapshotError> {
-        let len = u16::from_le_bytes(self.array()?);
-        let bytes = self.take(usize::from(len))?;
-        std::str::from_utf8(bytes).map_err(|_| SnapshotError::Format("name is not utf-8".into()))
-    }
-
-    fn blob(&mut self) -> Result<&'a [u8], SnapshotError> {
-        let len = u32::from_le_bytes(self.array()?);
-        let len =
-            usize::try_from(len).map_err(|_| SnapshotError::Format("entry too large".into()))?;
-        self.take(len)
-    }
-}
-
-fn load_table<K: Key + 'static, V: Value + 'static>(
-    txn: &WriteTransaction,
-    def: TableDefinition<K, V>,
-    layout: &str,
-    parsed: &HashMap<&str, ParsedTable<'_>>,
-) -> Result<(), SnapshotError> {
-    txn.delete_table(def)?;
-    let mut table = txn.open_table(def)?;
-    let Some(snap) = parsed.get(def.name()) else {
-        return Ok(());
-    };
-    if snap.layout != layout {
-        let name = def.name();
-        return Err(SnapshotError::Format(format!(
-            "table {name}: layout {} is not {layout}",
-            snap.layout
-        )));
-    }
-    for (k, v) in &snap.entries {
-        check_width::<K>(k, def.name())?;
-        check_width::<V>(v, def.name())?;
-        table.insert(K::from_bytes(k), V::from_bytes(v))?;
     }
     Ok(())
 }

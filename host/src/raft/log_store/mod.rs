@@ -14,6 +14,8 @@
 //!
 //! A member upgraded from the redb-based log finds its old `raft-log.redb` imported on start.
 
+#[cfg(test)]
+mod budget_tests;
 mod migrate;
 #[cfg(test)]
 mod tests;
@@ -35,6 +37,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
 use crate::entry::{TypeConfig, codec};
+use crate::limits::REPLICATION_BATCH_BYTES_MAX;
 use wal::{Batch, Loc, Record, Wal};
 
 type Entry = openraft::alias::EntryOf<TypeConfig>;
@@ -76,6 +79,29 @@ struct Slot {
     entry: Option<Entry>,
     /// Where it is on disk, once durable.
     loc: Option<Loc>,
+}
+
+impl Slot {
+    /// The entry's encoded size: exact once written, else the command's encoding plus room for
+    /// the log id and framing.
+    fn encoded_bytes(&self) -> usize {
+        match (&self.loc, &self.entry) {
+            (Some(loc), _) => loc.len as usize,
+            (None, Some(entry)) => entry_encoded_bytes(entry),
+            (None, None) => 0,
+        }
+    }
+}
+
+/// Upper estimate of an entry's encoded size without encoding it.
+fn entry_encoded_bytes(entry: &Entry) -> usize {
+    const LOG_ID_AND_FRAMING_BYTES: usize = 64;
+    let payload = match &entry.payload {
+        openraft::EntryPayload::Normal(cmd) => cmd.encoded_len(),
+        openraft::EntryPayload::Membership(m) => codec::encode(m).map_or(0, |b| b.len()),
+        openraft::EntryPayload::Blank => 0,
+    };
+    payload + LOG_ID_AND_FRAMING_BYTES
 }
 
 #[derive(Default)]
@@ -413,9 +439,42 @@ impl RaftLogReader<TypeConfig> for LogStore {
         Ok(entries)
     }
 
+    /// What one replication message carries: entries from `start` up to `end` (exclusive) while
+    /// their encoded bytes stay within [`REPLICATION_BATCH_BYTES_MAX`], and always the first
+    /// one. openraft counts entries only (300 a message), and a follower refuses a message over
+    /// `PEER_MESSAGE_BYTES_MAX`: a backlog of large values would be refused forever.
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let stop = {
+            let state = self.shared.lock();
+            replication_stop(&state.slots, start, end)
+        };
+        self.try_get_log_entries(start..stop).await
+    }
+
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
         self.read_meta(KEY_VOTE)
     }
+}
+
+/// The end (exclusive) of the longest run of entries from `start` whose encoded bytes fit
+/// [`REPLICATION_BATCH_BYTES_MAX`]; at least `start + 1` when `start < end`.
+fn replication_stop(slots: &BTreeMap<u64, Slot>, start: u64, end: u64) -> u64 {
+    let mut bytes = 0usize;
+    let mut stop = start;
+    for (index, slot) in slots.range(start..end) {
+        let size = slot.encoded_bytes();
+        if stop > start && bytes.saturating_add(size) > REPLICATION_BATCH_BYTES_MAX {
+            break;
+        }
+        bytes = bytes.saturating_add(size);
+        stop = index + 1;
+    }
+    // An index missing from the view is left to `try_get_log_entries` to report.
+    stop.max(start.saturating_add(1)).min(end.max(start))
 }
 
 impl RaftLogStorage<TypeConfig> for LogStore {
