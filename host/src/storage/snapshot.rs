@@ -301,19 +301,30 @@ fn load_tables(txn: &WriteTransaction, r: &mut impl Read) -> Result<(), Snapshot
             count,
         };
         match name.as_str() {
-            n if n == META.name() => load_table(txn, META, LAYOUT_META, &table, r)?,
-            n if n == KV_LATEST.name() => load_table(txn, KV_LATEST, LAYOUT_KV_LATEST, &table, r)?,
+            n if n == META.name() => load_table(txn, META, LAYOUT_META, TEXT_KEY, &table, r)?,
+            n if n == KV_LATEST.name() => {
+                load_table(txn, KV_LATEST, LAYOUT_KV_LATEST, ANY, &table, r)?;
+            }
             n if n == KV_HISTORY.name() => {
-                load_table(txn, KV_HISTORY, LAYOUT_KV_HISTORY, &table, r)?;
+                load_table(txn, KV_HISTORY, LAYOUT_KV_HISTORY, ANY, &table, r)?;
             }
-            n if n == LEASES.name() => load_table(txn, LEASES, LAYOUT_LEASES, &table, r)?,
+            n if n == LEASES.name() => load_table(txn, LEASES, LAYOUT_LEASES, ANY, &table, r)?,
             n if n == LEASE_KEYS.name() => {
-                load_table(txn, LEASE_KEYS, LAYOUT_LEASE_KEYS, &table, r)?;
+                load_table(
+                    txn,
+                    LEASE_KEYS,
+                    LAYOUT_LEASE_KEYS,
+                    ID_AND_BYTES_KEY,
+                    &table,
+                    r,
+                )?;
             }
-            n if n == ALARMS.name() => load_table(txn, ALARMS, LAYOUT_ALARMS, &table, r)?,
-            n if n == MODULES.name() => load_table(txn, MODULES, LAYOUT_MODULES, &table, r)?,
+            n if n == ALARMS.name() => load_table(txn, ALARMS, LAYOUT_ALARMS, ANY, &table, r)?,
+            n if n == MODULES.name() => {
+                load_table(txn, MODULES, LAYOUT_MODULES, TEXT_KEY, &table, r)?;
+            }
             n if n == MODULE_CODE.name() => {
-                load_table(txn, MODULE_CODE, LAYOUT_MODULE_CODE, &table, r)?;
+                load_table(txn, MODULE_CODE, LAYOUT_MODULE_CODE, ANY, &table, r)?;
             }
             // Sent by members that kept the key index in a table; rebuilt from history instead.
             n if n == LEGACY_KV_KEY_REVS.name() => skip_entries(&table, r)?,
@@ -331,10 +342,20 @@ struct Incoming<'a> {
     count: u64,
 }
 
+/// What redb's decoding of a table's keys needs beyond a fixed width (which [`check_width`]
+/// checks): it panics on anything else, and a snapshot comes from another member.
+type KeyCheck = fn(&[u8]) -> bool;
+const ANY: KeyCheck = |_| true;
+/// `&str` keys must be UTF-8.
+const TEXT_KEY: KeyCheck = |b| std::str::from_utf8(b).is_ok();
+/// `(i64, &[u8])` keys are the id's 8 bytes, then the rest.
+const ID_AND_BYTES_KEY: KeyCheck = |b| b.len() >= 8;
+
 fn load_table<K: Key + 'static, V: Value + 'static>(
     txn: &WriteTransaction,
     def: TableDefinition<K, V>,
     layout: &str,
+    key_ok: KeyCheck,
     incoming: &Incoming<'_>,
     r: &mut impl Read,
 ) -> Result<(), SnapshotError> {
@@ -351,6 +372,12 @@ fn load_table<K: Key + 'static, V: Value + 'static>(
         read_blob(r, &mut v)?;
         check_width::<K>(&k, incoming.name)?;
         check_width::<V>(&v, incoming.name)?;
+        if !key_ok(&k) {
+            return Err(SnapshotError::Format(format!(
+                "table {}: a key of the wrong form",
+                incoming.name
+            )));
+        }
         table.insert(K::from_bytes(&k), V::from_bytes(&v))?;
     }
     Ok(())
@@ -358,7 +385,7 @@ fn load_table<K: Key + 'static, V: Value + 'static>(
 
 fn skip_entries(incoming: &Incoming<'_>, r: &mut impl Read) -> Result<(), SnapshotError> {
     let mut buf = Vec::new();
-    for _ in 0..incoming.count * 2 {
+    for _ in 0..incoming.count.saturating_mul(2) {
         read_blob(r, &mut buf)?;
     }
     Ok(())
