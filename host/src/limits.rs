@@ -109,6 +109,18 @@ const _: () = assert!(REQUEST_BYTES_MAX + GRPC_OVERHEAD_BYTES < PEER_MESSAGE_BYT
 // A replication message is within the budget or a single entry, plus openraft's own fields.
 const _: () = assert!(REPLICATION_BATCH_BYTES_MAX + LOG_ENTRY_BYTES_MAX < PEER_MESSAGE_BYTES_MAX);
 const _: () = assert!(LEADER_POLL_MS < REQUEST_TIMEOUT_MS);
+/// Largest reply to a forwarded write that carries no keys or values (a header, ids, and at
+/// most `TXN_OPS_MAX` empty op responses: a few KiB); only such writes share a `ForwardBatch`.
+pub const FORWARDED_REPLY_BATCHED_BYTES_MAX: usize = 64 * 1024;
+// Peer clients decode up to `PEER_MESSAGE_BYTES_MAX` (`raft::channels::peer_client`). The
+// largest reply a forwarding member gets back must fit: a full batch of small replies, a put's
+// `prev_kv` (a value within the request limit), or a module call's output. A DeleteRange's
+// `prev_kv`s and a txn's ranges grow with the keyspace; past this limit they still fail.
+const _: () = assert!(
+    PROPOSAL_BATCH_COMMANDS_MAX * FORWARDED_REPLY_BATCHED_BYTES_MAX + GRPC_OVERHEAD_BYTES
+        <= PEER_MESSAGE_BYTES_MAX
+);
+const _: () = assert!(GUEST_OUTPUT_BYTES_MAX + GRPC_OVERHEAD_BYTES < PEER_MESSAGE_BYTES_MAX);
 const _: () = assert!(LEASE_CHECKPOINT_BATCH_MAX <= LEASE_CHECKPOINTS_PER_TICK_MAX);
 const _: () = assert!(LEASE_EXPIRY_TICK_MS < LEASE_CHECKPOINT_STALENESS_MS_MAX);
 

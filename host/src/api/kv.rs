@@ -1,6 +1,7 @@
 //! etcd's `KV` service. Each method does the same four things: check the request's shape,
 //! hand it to the server (a proposal for writes, a read view for reads), turn a refusal into a
-//! gRPC status, and fill in the response header.
+//! gRPC status, and fill in the response header. Reads that may be heavy are evaluated on the
+//! blocking pool (see [`range_may_be_heavy`]), so they cannot hold up heartbeats.
 
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use crate::api::kv_checks::{check_delete_range, check_put, check_range, check_tx
 use crate::api::learner_gate::not_supported_for_learner;
 use crate::limits::{GRPC_OVERHEAD_BYTES, REQUEST_BYTES_MAX, TXN_OPS_MAX};
 use crate::mvcc;
+use crate::mvcc::ReadView;
 use crate::mvcc::error::KvError;
 use crate::proto::batonpb::{log_command, log_reply};
 use crate::proto::etcdserverpb::kv_server::Kv;
@@ -49,17 +51,42 @@ fn check_size(encoded_len: usize, is_write: bool) -> Result<(), Status> {
     Ok(())
 }
 
-/// True when every Range in the txn (nested ones included) asks for a serializable read.
-fn all_ranges_serializable(txn: &TxnRequest) -> bool {
+/// Every Range in the txn, nested ones included, from either branch.
+fn txn_ranges(txn: &TxnRequest) -> Vec<&RangeRequest> {
     use crate::proto::etcdserverpb::request_op::Request as Op;
-    txn.success
-        .iter()
-        .chain(&txn.failure)
-        .all(|op| match &op.request {
-            Some(Op::RequestRange(r)) => r.serializable,
-            Some(Op::RequestTxn(t)) => all_ranges_serializable(t),
-            _ => true,
-        })
+    let mut ranges = Vec::new();
+    for op in txn.success.iter().chain(&txn.failure) {
+        match &op.request {
+            Some(Op::RequestRange(r)) => ranges.push(r),
+            Some(Op::RequestTxn(t)) => ranges.extend(txn_ranges(t)),
+            _ => {}
+        }
+    }
+    ranges
+}
+
+/// Whether a Range may take long enough to hold up the async worker it runs on (and with it
+/// every connection and heartbeat that worker serves). Decided by the request's shape alone:
+/// a Range over a span reads every key in it, whatever its limit, because the reply's `count`
+/// covers the whole span (sorts and filters only add to that); a single key is one lookup.
+fn range_may_be_heavy(req: &RangeRequest) -> bool {
+    !req.range_end.is_empty()
+}
+
+/// Evaluates a read on the blocking pool if `heavy`, else right here: a single-key read is
+/// cheaper than the hop to another thread.
+async fn evaluate<T, F>(heavy: bool, view: ReadView, read: F) -> Result<T, Status>
+where
+    T: Send + 'static,
+    F: FnOnce(&ReadView) -> Result<T, KvError> + Send + 'static,
+{
+    if !heavy {
+        return Ok(read(&view)?);
+    }
+    tokio::task::spawn_blocking(move || read(&view))
+        .await
+        .map_err(|e| Status::internal(format!("a read stopped: {e}")))?
+        .map_err(Status::from)
 }
 
 #[tonic::async_trait]
@@ -74,11 +101,14 @@ impl Kv for KvService {
             return Err(not_supported_for_learner());
         }
         check_range(&req)?;
-        if !req.serializable {
+        let view = if req.serializable {
+            self.server.read_view_at(req.revision).await?
+        } else {
             self.server.linearize().await?;
-        }
-        let view = self.server.read_view().await?;
-        let mut resp = mvcc::range(&view, &req)?;
+            self.server.read_view().await?
+        };
+        let heavy = range_may_be_heavy(&req);
+        let mut resp = evaluate(heavy, view, move |view| mvcc::range(view, &req)).await?;
         resp.header = self.server.finish_header(resp.header);
         Ok(Response::new(resp))
     }
@@ -119,11 +149,16 @@ impl Kv for KvService {
         // Like etcd, a txn that only reads needs no log entry: it runs on a read view, after a
         // read barrier unless every range in it is serializable.
         if is_txn_read_only(&req) {
-            if !all_ranges_serializable(&req) {
+            let ranges = txn_ranges(&req);
+            let view = if ranges.iter().all(|r| r.serializable) {
+                let newest = ranges.iter().map(|r| r.revision).max().unwrap_or(0);
+                self.server.read_view_at(newest).await?
+            } else {
                 self.server.linearize().await?;
-            }
-            let view = self.server.read_view().await?;
-            let mut resp = txn_read_only(&view, &req)?;
+                self.server.read_view().await?
+            };
+            let heavy = ranges.iter().any(|r| range_may_be_heavy(r));
+            let mut resp = evaluate(heavy, view, move |view| txn_read_only(view, &req)).await?;
             resp.header = self.server.finish_header(resp.header);
             return Ok(Response::new(resp));
         }
@@ -151,5 +186,66 @@ impl Kv for KvService {
             }
             _ => Err(super::unexpected_reply()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::etcdserverpb::{RequestOp, request_op};
+
+    fn range(key: &[u8], range_end: &[u8]) -> RangeRequest {
+        RangeRequest {
+            key: key.to_vec(),
+            range_end: range_end.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_reads_over_a_span_leave_the_async_workers() {
+        assert!(!range_may_be_heavy(&range(b"k", b"")), "a single key");
+        let sorted_single = RangeRequest {
+            sort_order: 1,
+            limit: 0,
+            ..range(b"k", b"")
+        };
+        assert!(
+            !range_may_be_heavy(&sorted_single),
+            "sorting one key is free"
+        );
+        assert!(range_may_be_heavy(&range(b"k/", b"k0")), "a prefix");
+        assert!(range_may_be_heavy(&range(b"", b"\0")), "every key");
+        let limited = RangeRequest {
+            limit: 1,
+            ..range(b"k/", b"k0")
+        };
+        assert!(
+            range_may_be_heavy(&limited),
+            "count still reads the whole span"
+        );
+    }
+
+    #[test]
+    fn a_txn_lists_its_nested_ranges() {
+        let op = |r: RangeRequest| RequestOp {
+            request: Some(request_op::Request::RequestRange(r)),
+        };
+        let inner = TxnRequest {
+            failure: vec![op(range(b"b", b"c"))],
+            ..Default::default()
+        };
+        let txn = TxnRequest {
+            success: vec![
+                op(range(b"a", b"")),
+                RequestOp {
+                    request: Some(request_op::Request::RequestTxn(inner)),
+                },
+            ],
+            ..Default::default()
+        };
+        let ranges = txn_ranges(&txn);
+        assert_eq!(ranges.len(), 2);
+        assert!(ranges.iter().any(|r| range_may_be_heavy(r)));
     }
 }

@@ -45,8 +45,8 @@ pub struct Command {
 /// entry's changes commit to the state database (see `StateMachine::apply` for what readers
 /// then wait for).
 pub trait EarlyReplies: Send + Sync + fmt::Debug {
-    /// The reply of the batch's command at `position`.
-    fn reply(&self, position: usize, reply: &LogReply);
+    /// The reply of the batch's command at `position`, in the entry at `log_index`.
+    fn reply(&self, log_index: u64, position: usize, reply: &LogReply);
 }
 
 impl Command {

@@ -18,8 +18,8 @@ use crate::limits::{
     REMOVAL_PROBE_EVERY_POLLS,
 };
 use crate::node::NodeConfig;
-use crate::proto::batonpb::raft_peer_client::RaftPeerClient;
 use crate::proto::batonpb::{MembershipRequest, MembershipResponse};
+use crate::raft::channels::peer_client;
 
 /// Written once a joining member learned its ids: `<member id hex> <cluster id hex>`.
 const IDENTITY_FILE: &str = "member-identity";
@@ -112,7 +112,7 @@ async fn membership_of(url: &str) -> anyhow::Result<MembershipResponse> {
         .timeout(Duration::from_millis(PEER_CONNECT_TIMEOUT_MS))
         .connect()
         .await?;
-    Ok(RaftPeerClient::new(channel)
+    Ok(peer_client(channel)
         .membership(MembershipRequest {})
         .await?
         .into_inner())

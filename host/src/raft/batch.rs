@@ -129,10 +129,13 @@ impl BatchReplies {
 }
 
 impl EarlyReplies for BatchReplies {
-    fn reply(&self, position: usize, reply: &LogReply) {
+    fn reply(&self, log_index: u64, position: usize, reply: &LogReply) {
         let done = self.lock().get_mut(position).and_then(Option::take);
         if let Some(done) = done {
-            let _ = done.send(Ok(reply.clone()));
+            let _ = done.send(Ok(LogReply {
+                log_index,
+                ..reply.clone()
+            }));
         }
     }
 }
@@ -172,13 +175,20 @@ async fn propose_batch(raft: Raft, mut batch: Vec<Pending>) {
                 Some(log_reply::Result::Batch(LogReplies {
                     replies: mut outcomes,
                 })),
+            log_index,
         }) if outcomes.len() == count => {
-            replies.answer_rest(|position| Ok(std::mem::take(&mut outcomes[position])));
+            replies.answer_rest(|position| {
+                Ok(LogReply {
+                    log_index,
+                    ..std::mem::take(&mut outcomes[position])
+                })
+            });
         }
         // A refusal of the whole entry (a member that cannot read batches) is every command's.
         Ok(
             reply @ LogReply {
                 result: Some(log_reply::Result::Refused(_)),
+                ..
             },
         ) => replies.answer_rest(|_| Ok(reply.clone())),
         Ok(other) => {

@@ -8,7 +8,17 @@ use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
 
-use crate::limits::{PEER_CONNECT_TIMEOUT_MS, PEER_KEEPALIVE_MS};
+use crate::limits::{PEER_CONNECT_TIMEOUT_MS, PEER_KEEPALIVE_MS, PEER_MESSAGE_BYTES_MAX};
+use crate::proto::batonpb::raft_peer_client::RaftPeerClient;
+
+/// A peer client over `channel` that takes messages as large as a peer's server sends
+/// (`PEER_MESSAGE_BYTES_MAX`) rather than tonic's 4 MiB default, which would turn a committed
+/// write with a large reply into a failure on the member that forwarded it.
+pub fn peer_client(channel: Channel) -> RaftPeerClient<Channel> {
+    RaftPeerClient::new(channel)
+        .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX)
+}
 
 #[derive(Clone, Default)]
 pub struct PeerChannels {

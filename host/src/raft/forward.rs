@@ -5,6 +5,10 @@
 //! one `ForwardBatch`, the leader proposes each as if it had been forwarded alone (so they join
 //! its own proposal batches), and every write gets its own outcome back. As with proposals, a
 //! lone write goes at once, in a plain `Forward`.
+//!
+//! All outcomes of a batch come back in one message, which must fit `PEER_MESSAGE_BYTES_MAX`.
+//! So only writes whose replies carry no keys or values are batched; one whose reply may (a
+//! `prev_kv`, a txn's ranges, a module's output) always travels alone.
 
 use std::time::Duration;
 
@@ -13,9 +17,10 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 use tonic::transport::Channel;
 
-use crate::limits::{PROPOSALS_QUEUED_MAX, REQUEST_TIMEOUT_MS};
+use crate::limits::{PROPOSAL_BATCH_BYTES_MAX, PROPOSALS_QUEUED_MAX, REQUEST_TIMEOUT_MS};
 use crate::proto::batonpb::raft_peer_client::RaftPeerClient;
 use crate::proto::batonpb::{ForwardBatchRequest, LogCommand, LogReply, forward_outcome};
+use crate::proto::etcdserverpb::TxnRequest;
 use crate::raft::batch::gather;
 
 type Outcome = Result<LogReply, Status>;
@@ -23,6 +28,8 @@ type Outcome = Result<LogReply, Status>;
 struct Pending {
     cmd: LogCommand,
     bytes: usize,
+    /// The reply may be large: never batched.
+    alone: bool,
     /// The leader as the caller saw it; a batch goes to its first write's leader (a write that
     /// saw another gets NOT_LEADER back and is retried by its caller).
     leader: RaftPeerClient<Channel>,
@@ -48,9 +55,11 @@ impl Forwarder {
     pub async fn forward(&self, leader: RaftPeerClient<Channel>, cmd: LogCommand) -> Outcome {
         let (done, outcome) = oneshot::channel();
         let bytes = cmd.encoded_len();
+        let alone = reply_may_be_large(&cmd);
         let pending = Pending {
             cmd,
             bytes,
+            alone,
             leader,
             done,
         };
@@ -65,9 +74,45 @@ impl Forwarder {
 
 async fn collect(mut pending: mpsc::Receiver<Pending>) {
     let mut carried = None;
-    while let Some(batch) = gather(&mut pending, &mut carried, |p| p.bytes).await {
+    // A write counted as a full batch's bytes closes any batch it would join and opens one that
+    // nothing else fits in (every command encodes to at least one byte).
+    let bytes = |p: &Pending| {
+        if p.alone {
+            PROPOSAL_BATCH_BYTES_MAX
+        } else {
+            p.bytes
+        }
+    };
+    while let Some(batch) = gather(&mut pending, &mut carried, bytes).await {
         tokio::spawn(send(batch));
     }
+}
+
+/// Whether `cmd`'s reply may carry keys or values, and so outgrow its share of a batched reply
+/// (`FORWARDED_REPLY_BATCHED_BYTES_MAX`).
+fn reply_may_be_large(cmd: &LogCommand) -> bool {
+    use crate::proto::batonpb::log_command::Op;
+    match &cmd.op {
+        Some(Op::Put(r)) => r.prev_kv,
+        Some(Op::DeleteRange(r)) => r.prev_kv,
+        Some(Op::Txn(t)) => txn_reply_may_be_large(t),
+        Some(Op::ModuleInvoke(_) | Op::Batch(_)) => true,
+        _ => false,
+    }
+}
+
+fn txn_reply_may_be_large(txn: &TxnRequest) -> bool {
+    use crate::proto::etcdserverpb::request_op::Request;
+    txn.success
+        .iter()
+        .chain(&txn.failure)
+        .any(|op| match &op.request {
+            Some(Request::RequestRange(_)) => true,
+            Some(Request::RequestPut(r)) => r.prev_kv,
+            Some(Request::RequestDeleteRange(r)) => r.prev_kv,
+            Some(Request::RequestTxn(t)) => txn_reply_may_be_large(t),
+            None => false,
+        })
 }
 
 async fn send(mut batch: Vec<Pending>) {
@@ -130,5 +175,64 @@ async fn send(mut batch: Vec<Pending>) {
             )),
         };
         let _ = done.send(outcome);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::batonpb::log_command::Op;
+    use crate::proto::etcdserverpb::{
+        DeleteRangeRequest, LeaseGrantRequest, PutRequest, RangeRequest, RequestOp, request_op,
+    };
+
+    fn cmd(op: Op) -> LogCommand {
+        LogCommand {
+            leader_time_ms: 0,
+            op: Some(op),
+        }
+    }
+
+    fn txn(request: request_op::Request) -> Op {
+        Op::Txn(TxnRequest {
+            success: vec![RequestOp {
+                request: Some(request),
+            }],
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn writes_whose_replies_carry_keys_or_values_travel_alone() {
+        let put = PutRequest::default();
+        let put_prev = PutRequest {
+            prev_kv: true,
+            ..Default::default()
+        };
+        let del_prev = DeleteRangeRequest {
+            prev_kv: true,
+            ..Default::default()
+        };
+        assert!(!reply_may_be_large(&cmd(Op::Put(put.clone()))));
+        assert!(!reply_may_be_large(&cmd(Op::LeaseGrant(
+            LeaseGrantRequest::default()
+        ))));
+        assert!(!reply_may_be_large(&cmd(txn(
+            request_op::Request::RequestPut(put)
+        ))));
+        assert!(reply_may_be_large(&cmd(Op::Put(put_prev.clone()))));
+        assert!(reply_may_be_large(&cmd(Op::DeleteRange(del_prev))));
+        assert!(reply_may_be_large(&cmd(txn(
+            request_op::Request::RequestRange(RangeRequest::default())
+        ))));
+        let nested = TxnRequest {
+            failure: vec![RequestOp {
+                request: Some(request_op::Request::RequestPut(put_prev)),
+            }],
+            ..Default::default()
+        };
+        assert!(reply_may_be_large(&cmd(txn(
+            request_op::Request::RequestTxn(nested)
+        ))));
     }
 }

@@ -50,7 +50,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
         let client = self
             .channels
             .get(&url)
-            .map(RaftPeerClient::new)
+            .map(crate::raft::channels::peer_client)
             .map_err(|e| format!("bad peer URL {url:?} for member {target:x}: {e}"));
         PeerLink { client }
     }

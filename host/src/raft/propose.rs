@@ -58,7 +58,10 @@ pub async fn propose_as_leader(raft: &Raft, mut cmd: LogCommand) -> Result<LogRe
 /// Proposes `cmd`, already stamped with the leader's time, and waits until it is applied.
 pub async fn propose_command(raft: &Raft, cmd: Command) -> Result<LogReply, LeaderError> {
     match raft.client_write(cmd).await {
-        Ok(response) => Ok(response.data.0),
+        Ok(response) => Ok(LogReply {
+            log_index: response.log_id.index,
+            ..response.data.0
+        }),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
             Err(LeaderError::NotLeader {
                 leader: f.leader_id.zip(f.leader_node),

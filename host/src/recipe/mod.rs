@@ -216,7 +216,7 @@ impl Drop for Withdrawal {
 }
 
 async fn write(server: &Server, op: log_command::Op) -> Result<log_reply::Result, Status> {
-    let LogReply { result } = server.propose(op).await?;
+    let LogReply { result, .. } = server.propose(op).await?;
     match result {
         Some(log_reply::Result::Refused(r)) => {
             Err(Status::new(tonic::Code::from(r.code), r.message))

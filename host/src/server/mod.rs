@@ -34,7 +34,7 @@ use crate::proto::batonpb::{
 };
 use crate::proto::etcdserverpb::ResponseHeader;
 use crate::raft::batch::Proposer;
-use crate::raft::channels::PeerChannels;
+use crate::raft::channels::{PeerChannels, peer_client};
 use crate::raft::forward::Forwarder;
 use crate::raft::propose::{
     NOT_LEADER, leader_error_status, publish_as_leader, read_index_as_leader,
@@ -166,7 +166,7 @@ impl Server {
             Some(id) => {
                 let url = self.member(id).and_then(|m| m.peer_urls.first().cloned());
                 match url.map(|u| self.channels.get(&u)) {
-                    Some(Ok(ch)) => Route::Remote(RaftPeerClient::new(ch)),
+                    Some(Ok(ch)) => Route::Remote(peer_client(ch)),
                     _ => Route::NoLeader,
                 }
             }
@@ -175,24 +175,53 @@ impl Server {
     }
 
     /// Proposes a write and returns its applied outcome, forwarding to the leader if need be.
+    ///
+    /// A forwarded write is answered once this member has applied it too, as etcd's followers
+    /// do: its client may read this member's state next (a serializable read, a watch from now,
+    /// a header revision) and must find its write there.
     pub async fn propose(&self, op: log_command::Op) -> Result<LogReply, Status> {
+        let deadline = Instant::now() + Duration::from_millis(REQUEST_TIMEOUT_MS);
         let cmd = LogCommand {
             leader_time_ms: 0,
             op: Some(op),
         };
-        self.at_leader(
-            || async {
-                self.proposer
-                    .propose(cmd.clone())
-                    .await
-                    .map_err(leader_error_status)
-            },
-            |client| {
-                let cmd = cmd.clone();
-                async move { self.forwarder.forward(client, cmd).await }
-            },
-        )
-        .await
+        let (reply, forwarded) = self
+            .at_leader(
+                || async {
+                    let reply = self.proposer.propose(cmd.clone()).await;
+                    reply.map(|r| (r, false)).map_err(leader_error_status)
+                },
+                |client| {
+                    let cmd = cmd.clone();
+                    async move {
+                        let reply = self.forwarder.forward(client, cmd).await;
+                        reply.map(|r| (r, true))
+                    }
+                },
+            )
+            .await?;
+        if forwarded {
+            self.await_own_apply(reply.log_index, deadline).await;
+        }
+        Ok(reply)
+    }
+
+    /// Waits until this member has applied the entry at `log_index` (0: unknown, from an older
+    /// leader), or until `deadline`. Past the deadline the write is answered anyway: it has
+    /// committed, and reporting it as failed would make the client retry it; only this
+    /// member's reads may then lag it, as before this wait existed.
+    async fn await_own_apply(&self, log_index: u64, deadline: Instant) {
+        let mut applied = self.applied.clone();
+        let reached = applied.wait_for(|index| *index >= log_index);
+        match tokio::time::timeout_at(deadline, reached).await {
+            // A stopped state machine has nothing left to apply.
+            Ok(_) => {}
+            Err(_) => tracing::warn!(
+                log_index,
+                applied = self.applied_index(),
+                "answering a forwarded write this member has not applied yet"
+            ),
+        }
     }
 
     /// Runs leader-only work that is not a log entry (lease renewals and TTL queries): `local`
@@ -228,6 +257,29 @@ impl Server {
         }
     }
 
+    /// A view for a serializable read at `revision` (0 or less: the newest).
+    ///
+    /// A revision past this member's may still be one the cluster has committed: a client was
+    /// told of it by another member. One ReadIndex round (bounded like every request by
+    /// `REQUEST_TIMEOUT_MS`) brings this member up to everything committed before the call; a
+    /// revision still ahead after it does not exist yet, and the read fails with etcd's
+    /// future-revision error. So does it, with the view at hand, when the round fails (no
+    /// leader): a serializable read must not need one. etcd refuses at once instead, which
+    /// makes a client that hops members see errors for revisions it was just given.
+    pub async fn read_view_at(&self, revision: i64) -> Result<ReadView, Status> {
+        let view = self.read_view().await?;
+        if revision <= crate::mvcc::current_revision(&view)? {
+            return Ok(view);
+        }
+        match self.linearize().await {
+            Ok(()) => self.read_view().await,
+            Err(e) => {
+                tracing::debug!(revision, error = %e, "cannot learn whether a revision exists");
+                Ok(view)
+            }
+        }
+    }
+
     /// Waits until this member has applied everything committed before the call, so a read from
     /// its state is linearizable (etcd's default). Uses ReadIndex through the leader, shared
     /// between concurrent readers.
@@ -246,7 +298,7 @@ impl Server {
     /// Proposes a write and returns its result, turning a deterministic refusal into the status
     /// the client gets.
     pub async fn write(&self, op: log_command::Op) -> Result<log_reply::Result, Status> {
-        let LogReply { result } = self.propose(op).await?;
+        let LogReply { result, .. } = self.propose(op).await?;
         match result {
             Some(log_reply::Result::Refused(r)) => {
                 Err(Status::new(tonic::Code::from(r.code), r.message))

@@ -265,7 +265,7 @@ fn kv_requests_lease_commands_and_calls_mix_in_a_batch_as_one_by_one() {
 struct EarlyRecorder(std::sync::Mutex<Vec<(usize, crate::proto::batonpb::LogReply)>>);
 
 impl crate::entry::EarlyReplies for EarlyRecorder {
-    fn reply(&self, position: usize, reply: &crate::proto::batonpb::LogReply) {
+    fn reply(&self, _log_index: u64, position: usize, reply: &crate::proto::batonpb::LogReply) {
         self.0.lock().unwrap().push((position, reply.clone()));
     }
 }

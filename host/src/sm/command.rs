@@ -117,9 +117,7 @@ fn apply_one(
         memo.no_space = None;
         let resp = alarm::apply_alarm(txn, r).map_err(|e| ApplyFatal(e.to_string()))?;
         return Ok(CommandOutcome {
-            reply: LogReply {
-                result: Some(log_reply::Result::Alarm(resp)),
-            },
+            reply: answer(log_reply::Result::Alarm(resp)),
             events: Vec::new(),
             lease_changes: Vec::new(),
         });
@@ -165,14 +163,12 @@ fn apply_one(
     let shared = memo.kv(txn, index)?;
     match kv::apply_kv_shared(txn, &shared, &request) {
         Ok(applied) => Ok(CommandOutcome {
-            reply: LogReply {
-                result: Some(match applied.response {
-                    KvResponse::Put(r) => log_reply::Result::Put(r),
-                    KvResponse::DeleteRange(r) => log_reply::Result::DeleteRange(r),
-                    KvResponse::Txn(r) => log_reply::Result::Txn(r),
-                    KvResponse::Compaction(r) => log_reply::Result::Compaction(r),
-                }),
-            },
+            reply: answer(match applied.response {
+                KvResponse::Put(r) => log_reply::Result::Put(r),
+                KvResponse::DeleteRange(r) => log_reply::Result::DeleteRange(r),
+                KvResponse::Txn(r) => log_reply::Result::Txn(r),
+                KvResponse::Compaction(r) => log_reply::Result::Compaction(r),
+            }),
             events: applied.events,
             lease_changes: Vec::new(),
         }),
@@ -200,16 +196,14 @@ fn apply_batch(
         if let Some(early) = early
             && answers_early(cmd, &outcome)
         {
-            early.reply(position, &outcome.reply);
+            early.reply(log_index, position, &outcome.reply);
         }
         replies.push(outcome.reply);
         events.extend(outcome.events);
         lease_changes.extend(outcome.lease_changes);
     }
     Ok(CommandOutcome {
-        reply: LogReply {
-            result: Some(log_reply::Result::Batch(LogReplies { replies })),
-        },
+        reply: answer(log_reply::Result::Batch(LogReplies { replies })),
         events,
         lease_changes,
     })
@@ -231,9 +225,7 @@ fn answers_early(cmd: &LogCommand, outcome: &CommandOutcome) -> bool {
 fn module_outcome(applied: ModuleApplied) -> Result<CommandOutcome, ApplyFatal> {
     Ok(match applied {
         ModuleApplied::Reply(result, events) => CommandOutcome {
-            reply: LogReply {
-                result: Some(result),
-            },
+            reply: answer(result),
             events,
             lease_changes: Vec::new(),
         },
@@ -252,9 +244,7 @@ fn apply_lease_op(
 ) -> Result<CommandOutcome, ApplyFatal> {
     match lease::apply_lease(txn, index, op) {
         Ok(applied) => Ok(CommandOutcome {
-            reply: LogReply {
-                result: Some(applied.result),
-            },
+            reply: answer(applied.result),
             events: applied.events,
             lease_changes: applied.change.into_iter().collect(),
         }),
@@ -297,10 +287,17 @@ fn refused(status: tonic::Status) -> CommandOutcome {
 }
 
 fn refusal(code: tonic::Code, message: &str) -> LogReply {
+    answer(log_reply::Result::Refused(ApplyRefusal {
+        code: code as i32,
+        message: message.to_string(),
+    }))
+}
+
+/// The reply to a command as this member applied it. The entry's log index is the proposer's
+/// to add (see `LogReply.log_index`): the same entry gets the same reply on every member.
+fn answer(result: log_reply::Result) -> LogReply {
     LogReply {
-        result: Some(log_reply::Result::Refused(ApplyRefusal {
-            code: code as i32,
-            message: message.to_string(),
-        })),
+        result: Some(result),
+        log_index: 0,
     }
 }

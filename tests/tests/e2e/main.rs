@@ -8,6 +8,7 @@ mod etcdctl;
 mod etcdctl_lock;
 mod failover;
 mod failover_watch_lease;
+mod follower;
 mod harness;
 mod kv;
 mod kv_errors;

@@ -259,6 +259,7 @@ impl Lessor {
             match outcome {
                 Ok(LogReply {
                     result: Some(log_reply::Result::LeaseRevoke(_)),
+                    ..
                 }) => tracing::debug!(lease = id, "revoked expired lease"),
                 // Revoked meanwhile by a client: nothing left to track.
                 Ok(_) => self
