@@ -28,9 +28,9 @@ const PUTS: usize = 24;
 const SEGMENTS_BLOCKED: u64 = 2;
 /// Bound on a member's exit once its fate is sealed (the last put, or SIGTERM).
 const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
-/// Longest a failed member may go on after saying NOT_SERVING ("about a second", plus room
-/// for a busy machine).
-const NOT_SERVING_TO_EXIT_MAX: Duration = Duration::from_secs(3);
+/// Longest a failed member may go on after saying NOT_SERVING: it means to exit within a
+/// second; the rest is room for a machine busy with other tests.
+const NOT_SERVING_TO_EXIT_MAX: Duration = Duration::from_secs(5);
 const SIGTERM: i32 = 15;
 /// Bound on one health call.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);

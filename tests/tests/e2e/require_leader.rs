@@ -6,8 +6,9 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
+use baton_e2e::inspect::rev;
 use baton_e2e::{Backend, CONNECT_TIMEOUT, Cluster, REQUEST_TIMEOUT, backend_test, grpc_status};
-use etcd_client::{Client, ConnectOptions, GetOptions, WatchStream};
+use etcd_client::{Client, ConnectOptions, GetOptions, WatchOptions, WatchStream};
 use tokio::time::{Instant, timeout};
 use tonic::Code;
 
@@ -32,12 +33,14 @@ async fn watch_requiring_a_leader_ends_when_the_member_has_none(backend: Backend
     let endpoint = cluster.endpoint(member);
     let mut requiring = connect_requiring_leader(&endpoint).await?;
     let mut plain = cluster.member_client(member).await?;
-    requiring
+    let put = requiring
         .put(KEY, "v1", None)
         .await
         .context("a write that requires a leader, with one")?;
-    let mut required_events = requiring.watch(KEY, None).await?;
-    let mut plain_events = plain.watch(KEY, None).await?;
+    // From after that write, which this follower may not have applied yet.
+    let after_put = WatchOptions::new().with_start_revision(rev(put.header()) + 1);
+    let mut required_events = requiring.watch(KEY, Some(after_put.clone())).await?;
+    let mut plain_events = plain.watch(KEY, Some(after_put)).await?;
     expect_created(&mut required_events).await?;
     expect_created(&mut plain_events).await?;
 
