@@ -137,6 +137,14 @@ pub const JOIN_LOOKUP_RETRY_MS: u64 = 200;
 pub const REMOVAL_POLL_MS: u64 = 200;
 /// A member without a leader asks its peers whether it was removed every this many polls.
 pub const REMOVAL_PROBE_EVERY_POLLS: u64 = 5;
+/// After Raft stopped on a fatal error, how long health watchers get to hear NOT_SERVING before
+/// the process exits.
+pub const FATAL_EXIT_GRACE_MS: u64 = 200;
+/// A member that found no leader at this many checks in a row, one election timeout apart,
+/// ends the streams that asked for a leader (etcd's `maxNoLeaderCnt`).
+pub const NO_LEADER_STREAM_END_ELECTIONS: u32 = 3;
+/// How long a process that failed waits for its blocking tasks before it exits anyway.
+pub const FAILED_EXIT_TASKS_WAIT_MS: u64 = 500;
 
 /// Fuel a module call gets when the caller names none (about one unit per Wasm operator).
 pub const GUEST_FUEL_DEFAULT: u64 = 10_000_000;

@@ -239,6 +239,31 @@ impl Cluster {
         self.members[member].kill()
     }
 
+    /// Sends `signal` (TERM, STOP, CONT, ...) to one running member.
+    pub fn signal(&self, member: usize, signal: &str) -> Result<()> {
+        self.members[member].signal(signal)
+    }
+
+    /// Waits up to `timeout` for a member's process to end by itself; returns its exit status.
+    /// The member then counts as not running (it may be restarted).
+    pub async fn wait_exit(
+        &mut self,
+        member: usize,
+        timeout: Duration,
+    ) -> Result<std::process::ExitStatus> {
+        self.members[member].wait_exit(timeout).await
+    }
+
+    /// The member's data dir.
+    pub fn data_dir(&self, member: usize) -> std::path::PathBuf {
+        self.root.path().join(self.name(member))
+    }
+
+    /// Whether the member's log contains `needle` (case-insensitive).
+    pub fn log_contains(&self, member: usize, needle: &str) -> bool {
+        self.members[member].log_contains(needle)
+    }
+
     /// Starts a killed member again with the same arguments and data dir. Does not wait;
     /// call `wait_ready` (a lone member cannot become ready without a quorum).
     pub fn restart(&mut self, member: usize) -> Result<()> {

@@ -1,15 +1,20 @@
-//! One server process: spawn, SIGKILL, respawn with the same arguments, read its log.
+//! One server process: spawn, signal (SIGKILL, SIGTERM, ...), respawn with the same arguments,
+//! wait for its exit, read its log.
 
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail, ensure};
+use tokio::time::{Instant, sleep};
 
 use crate::backend::MemberAddrs;
 
+/// How often [`MemberProcess::wait_exit`] looks at the process.
+const EXIT_POLL: Duration = Duration::from_millis(20);
 /// How much of the end of a log file a failure report shows.
 const LOG_TAIL_BYTES_MAX: u64 = 12 * 1024;
 
@@ -92,6 +97,35 @@ impl MemberProcess {
     pub fn exited(&mut self) -> Option<ExitStatus> {
         let child = self.child.as_mut()?;
         child.try_wait().ok().flatten()
+    }
+
+    /// Sends `signal` (a name `kill -s` knows: TERM, STOP, CONT, ...) to the running process.
+    pub fn signal(&self, signal: &str) -> Result<()> {
+        let child = self.child.as_ref().context("the member is not running")?;
+        let status = Command::new("kill")
+            .args(["-s", signal, &child.id().to_string()])
+            .status()
+            .context("running kill")?;
+        ensure!(status.success(), "kill -s {signal} {} failed", child.id());
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for the process to end by itself, reaps it and returns its status.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.exited() {
+                self.child = None;
+                return Ok(status);
+            }
+            if self.child.is_none() {
+                bail!("the member is not running");
+            }
+            if Instant::now() >= deadline {
+                bail!("{} still runs after {timeout:?}", self.addrs.name);
+            }
+            sleep(EXIT_POLL).await;
+        }
     }
 
     pub fn log_tail(&self) -> String {

@@ -2,6 +2,9 @@
 //! of the etcd services (streams included) fails with UNAVAILABLE "rpc not supported for
 //! learner", before the request is looked at; Range decides for itself (see `api::kv`), since
 //! only its body says whether it is serializable. Baton's own services are not gated.
+//!
+//! The gate also does the other check of etcd's interceptors: a call that requires a leader
+//! (`api::require_leader`) on a member without one is refused with `etcdserver: no leader`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -13,6 +16,7 @@ use tonic::body::Body;
 use tonic::codegen::{Service, http};
 use tonic::server::NamedService;
 
+use crate::api::require_leader::{no_leader, requires_leader};
 use crate::server::Server;
 
 pub const NOT_SUPPORTED_FOR_LEARNER: &str = "etcdserver: rpc not supported for learner";
@@ -24,7 +28,8 @@ pub fn not_supported_for_learner() -> Status {
     Status::unavailable(NOT_SUPPORTED_FOR_LEARNER)
 }
 
-/// Wraps one gRPC service so its calls are refused while this member is a learner.
+/// Wraps one gRPC service so its calls are refused while this member is a learner, and those
+/// that require a leader while it has none.
 #[derive(Clone)]
 pub struct LearnerGate<S> {
     inner: S,
@@ -56,6 +61,9 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         if !LEARNER_METHODS.contains(&request.uri().path()) && self.server.is_learner() {
             return Either::Left(ready(Ok(not_supported_for_learner().into_http())));
+        }
+        if requires_leader(request.headers()) && self.server.leader().is_none() {
+            return Either::Left(ready(Ok(no_leader().into_http())));
         }
         Either::Right(self.inner.call(request))
     }

@@ -9,6 +9,7 @@ pub mod lease;
 pub mod lock;
 pub mod maintenance;
 pub mod modules;
+pub mod require_leader;
 pub mod status;
 pub mod watch;
 

@@ -6,7 +6,9 @@
 //! precedes its events, creates are answered in request order, and nothing follows a
 //! `canceled`. The task ends when the client goes away (a send fails or the queue closes);
 //! dropping it removes its watchers from the hub. Like etcd, a client that only half-closes
-//! its side keeps receiving events.
+//! its side keeps receiving events. A stream opened with `hasleader` ends with etcd's
+//! `etcdserver: no leader` when the member has gone without a leader for a while
+//! (`api::require_leader`).
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -20,6 +22,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt, StreamMap};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::api::require_leader::{no_leader, requires_leader};
 use crate::limits::{GRPC_OVERHEAD_BYTES, REQUEST_BYTES_MAX, WATCH_STREAM_OUT_RESPONSES};
 use crate::mvcc::settled::Settled;
 use crate::proto::etcdserverpb::watch_create_request::FilterType;
@@ -27,6 +30,7 @@ use crate::proto::etcdserverpb::watch_request::RequestUnion;
 use crate::proto::etcdserverpb::watch_server::Watch;
 use crate::proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchRequest, WatchResponse};
 use crate::server::Server;
+use crate::server::leader_loss::LeaderLoss;
 use crate::watch::{Delivery, KeyRange, WatchHub, WatchSpec, WatcherId};
 
 #[cfg(test)]
@@ -65,6 +69,8 @@ pub struct WatchService {
     /// Becomes true when the member shuts down; streams then end instead of holding up the
     /// server's graceful shutdown.
     stop: Option<watch::Receiver<bool>>,
+    /// Ends the streams that asked for a leader.
+    leader_loss: LeaderLoss,
 }
 
 impl WatchService {
@@ -77,6 +83,7 @@ impl WatchService {
             settled: Settled::always(),
             progress_interval,
             stop: None,
+            leader_loss: LeaderLoss::never(),
         }
     }
 
@@ -92,8 +99,19 @@ impl WatchService {
         self
     }
 
-    /// Serves one stream of requests; its responses come out of the returned stream.
-    pub fn open_stream<S>(&self, inbound: S) -> ReceiverStream<Result<WatchResponse, Status>>
+    /// Ends the streams that require a leader when `loss` says so.
+    pub fn with_leader_loss(mut self, loss: LeaderLoss) -> Self {
+        self.leader_loss = loss;
+        self
+    }
+
+    /// Serves one stream of requests; its responses come out of the returned stream. It ends
+    /// with `etcdserver: no leader` on `leader_loss`, if given.
+    pub fn open_stream<S>(
+        &self,
+        inbound: S,
+        leader_loss: Option<LeaderLoss>,
+    ) -> ReceiverStream<Result<WatchResponse, Status>>
     where
         S: Stream<Item = Result<WatchRequest, Status>> + Send + Unpin + 'static,
     {
@@ -107,8 +125,11 @@ impl WatchService {
             deliveries: StreamMap::new(),
             next_auto_id: 0,
         };
-        let stop = self.stop.clone();
-        tokio::spawn(session.run(inbound, jittered(self.progress_interval), stop));
+        let ends = Ends {
+            stop: self.stop.clone(),
+            leader_loss,
+        };
+        tokio::spawn(session.run(inbound, jittered(self.progress_interval), ends));
         ReceiverStream::new(responses)
     }
 }
@@ -121,7 +142,11 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        Ok(Response::new(self.open_stream(request.into_inner())))
+        let leader_loss =
+            requires_leader(request.metadata().as_ref()).then(|| self.leader_loss.clone());
+        Ok(Response::new(
+            self.open_stream(request.into_inner(), leader_loss),
+        ))
     }
 }
 
@@ -195,21 +220,26 @@ struct Session {
     next_auto_id: i64,
 }
 
+/// What ends a stream besides its client.
+struct Ends {
+    /// The member shuts down: the stream just ends.
+    stop: Option<watch::Receiver<bool>>,
+    /// The member lost its leader: the stream ends with `etcdserver: no leader`.
+    leader_loss: Option<LeaderLoss>,
+}
+
 enum Next {
     Request(WatchRequest),
     InboundDone,
     Delivery(i64, Delivery),
     Tick,
     Stop,
+    NoLeader,
 }
 
 impl Session {
-    async fn run<S>(
-        mut self,
-        mut inbound: S,
-        progress_period: Duration,
-        stop: Option<watch::Receiver<bool>>,
-    ) where
+    async fn run<S>(mut self, mut inbound: S, progress_period: Duration, ends: Ends)
+    where
         S: Stream<Item = Result<WatchRequest, Status>> + Unpin,
     {
         let mut ticker =
@@ -217,7 +247,7 @@ impl Session {
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut inbound_open = true;
         let stopping = async move {
-            match stop {
+            match ends.stop {
                 Some(mut stop) => {
                     let _ = stop.wait_for(|s| *s).await;
                 }
@@ -225,6 +255,13 @@ impl Session {
             }
         };
         tokio::pin!(stopping);
+        let leader_lost = async move {
+            match ends.leader_loss {
+                Some(loss) => loss.ended().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(leader_lost);
         loop {
             let next = tokio::select! {
                 request = inbound.next(), if inbound_open => match request {
@@ -236,6 +273,7 @@ impl Session {
                 _ = ticker.tick() => Next::Tick,
                 () = self.out.closed() => Next::Stop,
                 () = &mut stopping => Next::Stop,
+                () = &mut leader_lost => Next::NoLeader,
             };
             let client_still_there = match next {
                 Next::Request(request) => self.handle(request).await,
@@ -249,6 +287,10 @@ impl Session {
                     true
                 }
                 Next::Stop => false,
+                Next::NoLeader => {
+                    let _ = self.out.send(Err(no_leader())).await;
+                    false
+                }
             };
             if !client_still_there {
                 return;

@@ -6,8 +6,11 @@ mod runtime;
 mod serve;
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+
+use crate::limits::FAILED_EXIT_TASKS_WAIT_MS;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -76,6 +79,9 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("baton: {e:#}");
+            // Blocking work still under way (a module compile, a state commit) would otherwise
+            // hold the exit of a member whose state can no longer be trusted.
+            runtime.shutdown_timeout(Duration::from_millis(FAILED_EXIT_TASKS_WAIT_MS));
             ExitCode::FAILURE
         }
     }

@@ -4,6 +4,7 @@
 mod builtin;
 pub mod config;
 pub mod join;
+mod liveness;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use redb::Database;
 use tokio::sync::watch;
+use tonic_health::ServingStatus;
 
 use crate::api;
 use crate::api::learner_gate::LearnerGate;
@@ -45,7 +47,8 @@ use crate::server::{self, Server};
 use crate::watch::WatchHub;
 pub use config::NodeConfig;
 
-/// Runs a member until SIGINT/SIGTERM.
+/// Runs a member until SIGINT/SIGTERM or its removal (then `Ok`), or until Raft stops on a
+/// fatal error (then `Err`, so the process exits with a failure status).
 pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     if config.initial_cluster.len().is_multiple_of(2) {
         tracing::warn!(
@@ -186,6 +189,17 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         runtime,
         Parking::new(hub.clone(), lease_ends),
     );
+    let (health, health_service) = liveness::Health::start().await;
+    let (leader_monitor, leader_loss) = server::leader_loss::spawn_monitor(
+        server.clone(),
+        Duration::from_millis(config.election_timeout_ms),
+    );
+    background.push(leader_monitor);
+    let signals = liveness::Signals {
+        stop: stop_rx.clone(),
+        health: health_service,
+        leader_loss,
+    };
     for url in &config.listen_client_urls {
         let addr = config::listen_addr(url)?;
         let router = client_router(
@@ -195,25 +209,35 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             &state_path,
             &hub,
             &config,
-            &stop_rx,
+            &signals,
         );
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen for clients on {addr}"))?;
         tasks.push(tokio::spawn(serve(router, listener, stop_rx.clone())));
     }
+    health.set(ServingStatus::Serving).await;
     tracing::info!(
         name = %config.name, member_id = format!("{member_id:x}"), cluster_id = format!("{cluster_id:x}"),
         clients = ?config.listen_client_urls, peers = ?config.listen_peer_urls, "baton member serving"
     );
 
-    tokio::select! {
-        () = shutdown_signal() => tracing::info!("shutting down"),
+    let fatal = tokio::select! {
+        () = shutdown_signal() => {
+            tracing::info!("shutting down");
+            None
+        }
         () = join::removed_from_cluster(&raft, member_id) => {
             tracing::warn!("this member was removed from the cluster; shutting down");
+            None
         }
-    }
+        fatal = liveness::raft_failed(&raft) => Some(fatal),
+    };
+    health.set(ServingStatus::NotServing).await;
     let _ = stop_tx.send(true);
+    if let Some(fatal) = fatal {
+        return Err(liveness::failed(fatal).await);
+    }
     publisher.abort();
     catch_up.abort();
     if let Some(builtins) = builtins {
@@ -236,7 +260,7 @@ fn client_router(
     state_path: &std::path::Path,
     hub: &Arc<WatchHub>,
     config: &NodeConfig,
-    stop: &watch::Receiver<bool>,
+    signals: &liveness::Signals,
 ) -> tonic::transport::server::Router {
     // The services enforce etcd's exact size limits themselves (see api::kv); the transport only
     // guards memory.
@@ -245,10 +269,8 @@ fn client_router(
         server.clone(),
         hub.clone(),
         lessor.clone(),
-        stop.clone(),
+        signals.stop.clone(),
     ));
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    drop(health_reporter);
     tonic::transport::Server::builder()
         .add_service(LearnerGate::new(
             KvServer::new(api::kv::KvService::new(server.clone()))
@@ -269,7 +291,7 @@ fn client_router(
             server.clone(),
         ))
         .add_service(LearnerGate::new(
-            watch_service(server, hub, config, stop),
+            watch_service(server, hub, config, signals),
             server.clone(),
         ))
         .add_service(LearnerGate::new(
@@ -288,7 +310,7 @@ fn client_router(
             server.clone(),
         ))
         .add_service(ModulesServer::new(modules.clone()).max_decoding_message_size(decode_max))
-        .add_service(health_service)
+        .add_service(signals.health.clone())
 }
 
 /// etcd's Watch service; like etcd, its messages may be as large as a request plus gRPC
@@ -297,12 +319,13 @@ fn watch_service(
     server: &Arc<Server>,
     hub: &Arc<WatchHub>,
     config: &NodeConfig,
-    stop: &watch::Receiver<bool>,
+    signals: &liveness::Signals,
 ) -> WatchServer<api::watch::WatchService> {
     let interval = Duration::from_millis(config.watch_progress_notify_interval_ms);
     let service = api::watch::WatchService::new(hub.clone(), server.clone(), interval)
         .with_settled(server.settled().clone())
-        .with_stop(stop.clone());
+        .with_stop(signals.stop.clone())
+        .with_leader_loss(signals.leader_loss.clone());
     WatchServer::new(service)
         .max_decoding_message_size(REQUEST_BYTES_MAX + GRPC_OVERHEAD_BYTES)
         .max_encoding_message_size(usize::MAX)

@@ -9,6 +9,7 @@
 use openraft::type_config::async_runtime::WatchReceiver;
 pub mod alarm;
 pub mod compaction;
+pub mod leader_loss;
 pub mod lease;
 pub mod lease_expiry;
 pub mod membership;

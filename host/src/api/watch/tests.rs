@@ -16,6 +16,8 @@ use crate::proto::etcdserverpb::{
     WatchResponse,
 };
 use crate::proto::mvccpb::{Event, KeyValue};
+use crate::server::NO_LEADER;
+use crate::server::leader_loss::LeaderLoss;
 use crate::watch::tests::Fixture;
 use crate::watch::{HubLimits, KeyRange};
 
@@ -44,9 +46,13 @@ struct Client {
 
 impl Client {
     fn open(f: &Fixture, progress_interval: Duration) -> Client {
+        Self::open_with(f, progress_interval, None)
+    }
+
+    fn open_with(f: &Fixture, progress_interval: Duration, loss: Option<LeaderLoss>) -> Client {
         let service = WatchService::new(f.hub.clone(), Arc::new(FixedHeaders), progress_interval);
         let (requests, inbound) = mpsc::channel(16);
-        let responses = service.open_stream(ReceiverStream::new(inbound));
+        let responses = service.open_stream(ReceiverStream::new(inbound), loss);
         Client {
             requests,
             responses,
@@ -328,4 +334,27 @@ fn fragments_split_like_etcd() {
     assert_eq!(sizes, [2, 2, 1]);
     let rejoined: Vec<Event> = parts.into_iter().flat_map(|p| p.events).collect();
     assert_eq!(rejoined, response.events);
+}
+
+#[tokio::test]
+async fn a_stream_that_requires_a_leader_ends_with_no_leader_when_it_is_lost() {
+    let f = Fixture::new(HubLimits::default());
+    let (lose, ends) = tokio::sync::watch::channel(0u64);
+    let mut c = Client::open_with(
+        &f,
+        Duration::from_secs(600),
+        Some(LeaderLoss::from_receiver(ends)),
+    );
+    c.create(watch("a")).await;
+    assert!(c.next().await.created);
+    lose.send_modify(|n| *n += 1);
+    match tokio::time::timeout(ARRIVAL_TIMEOUT, c.responses.next()).await {
+        Ok(Some(Err(status))) => assert_eq!(
+            (status.code(), status.message()),
+            (tonic::Code::Unavailable, NO_LEADER)
+        ),
+        other => panic!("expected etcd's no-leader error, got {other:?}"),
+    }
+    let end = tokio::time::timeout(ARRIVAL_TIMEOUT, c.responses.next()).await;
+    assert!(matches!(end, Ok(None)), "the stream went on: {end:?}");
 }
