@@ -658,7 +658,8 @@ const FUZZ_ITERS_DEFAULT: u64 = 40;
 /// Property: whatever damage a log's files take (cut short, bytes flipped, ranges zeroed,
 /// garbage appended), replaying them as [`LogStore::open`] does never panics, and either fails
 /// with a corruption error or yields entries 0..n as written, n covering every entry whose
-/// record lies wholly before the first damaged byte. Seeded: a failure names its seed.
+/// record lies wholly before the first damaged byte; and damage ahead of an intact later write
+/// in its segment is always refused. Seeded: a failure names its seed.
 #[test]
 fn damaged_logs_open_to_a_full_prefix_or_fail() {
     let env_u64 = |name: &str| std::env::var(name).ok().and_then(|v| v.trim().parse().ok());
@@ -706,6 +707,8 @@ fn fuzz_case(seed: u64) -> Result<bool, String> {
     // Writes over a few runs (a new epoch each): entries 1.., of random terms so that no two
     // are alike, and meta values of random sizes between them.
     let mut written: Vec<Entry> = Vec::new();
+    // The first entry of every write.
+    let mut write_firsts = Vec::new();
     let mut wal = Wal::open_with(&path, segment_bytes)
         .map_err(|e| e.to_string())?
         .0;
@@ -717,6 +720,7 @@ fn fuzz_case(seed: u64) -> Result<bool, String> {
                 .0;
         }
         let mut batch = Batch::default();
+        write_firsts.push(written.len() as u64);
         for _ in 0..rng.random_range(1..=5) {
             let index = written.len() as u64;
             let entry = blank_ent::<TypeConfig>(rng.random_range(1..1 << 40), 1, index);
@@ -788,20 +792,38 @@ fn fuzz_case(seed: u64) -> Result<bool, String> {
         .zip(&bytes)
         .position(|(a, b)| a != b)
         .unwrap_or(bytes.len().min(original.len())) as u64;
-    let victim_seq = before
-        .entries
-        .values()
-        .map(|(l, _)| l.segment)
-        .find(|s| segment_path(&path, *s) == files[victim]);
+    let victim_seq = files[victim]
+        .file_stem()
+        .and_then(|s| u64::from_str_radix(&s.to_string_lossy(), 16).ok())
+        .ok_or("a segment name")?;
     // Entries in earlier segments, or before the damage in the damaged one, must come back.
     let must_keep = before
         .entries
         .keys()
         .take_while(|i| {
             let (seq, record) = record_span(&before, **i);
-            victim_seq.is_none_or(|v| seq < v || (seq == v && record.end <= first_damaged))
+            seq < victim_seq || (seq == victim_seq && record.end <= first_damaged)
         })
         .count();
+    // Bytes changed in place ahead of a later write left intact in the same segment: that
+    // write was acknowledged, so the damage is no tear and must be refused. A write's mark
+    // comes just before its first entry, but in a segment's first write (at 0) meta values
+    // copied from the previous segment come between them.
+    let mut starts: Vec<u64> = write_firsts
+        .iter()
+        .map(|i| record_span(&before, *i))
+        .filter(|(seq, _)| *seq == victim_seq)
+        .map(|(_, record)| record.start - WRITE_MARK_BYTES as u64)
+        .collect();
+    if let Some(first) = starts.first_mut() {
+        *first = 0;
+    }
+    let ends = starts.iter().skip(1).copied().chain([written_end as u64]);
+    let must_refuse = matches!(damage, Damage::Flip | Damage::Zero)
+        && starts.iter().zip(ends).any(|(start, end)| {
+            let range = *start as usize..end as usize;
+            *start > first_damaged && original.get(range.clone()) == bytes.get(range)
+        });
 
     match LogStore::replay(&path, segment_bytes, usize::MAX) {
         Err(e) => {
@@ -813,6 +835,10 @@ fn fuzz_case(seed: u64) -> Result<bool, String> {
             }
             Ok(false)
         }
+        Ok(_) if must_refuse => Err(format!(
+            "{damage:?} at {first_damaged} of segment {victim}, ahead of an intact write, was \
+             taken for a tear"
+        )),
         Ok((_, state)) => {
             let got: Vec<u64> = state.slots.keys().copied().collect();
             let expected: Vec<u64> = (0..got.len() as u64).collect();
