@@ -28,5 +28,6 @@ mod modules;
 mod modules_hostile;
 mod proposal_batching;
 mod python_etcd3;
+mod raft_log_damage;
 mod snapshot_catchup;
 mod watch;

@@ -721,7 +721,7 @@ fn read_at(bytes: &[u8], at: usize) -> Read<'_> {
     }
     let payload_at = at + HEADER_BYTES;
     let Some(payload) = rest.get(HEADER_BYTES..HEADER_BYTES + len as usize) else {
-        return Read::Bad("a record is cut short by the end of the file");
+        return Read::Bad("a record's length runs past the end of the file");
     };
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&epoch.to_le_bytes());
