@@ -30,6 +30,7 @@ mod modules;
 mod modules_hostile;
 mod proposal_batching;
 mod python_etcd3;
+mod raft_log_damage;
 mod rejoin;
 mod require_leader;
 mod snapshot_catchup;

@@ -178,6 +178,20 @@ impl LogStore {
     /// [`Self::open`] with other segment and cache sizes (tests use small ones).
     fn open_with(dir: &Path, segment_bytes: u64, cached_bytes_max: usize) -> io::Result<Self> {
         migrate::import_redb_log(&dir.with_extension("redb"), dir)?;
+        let (wal, state) = Self::replay(dir, segment_bytes, cached_bytes_max)?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(state),
+            work: Condvar::new(),
+        });
+        let writer = shared.clone();
+        std::thread::Builder::new()
+            .name("raft-log-writer".into())
+            .spawn(move || run_writer(&writer, wal))?;
+        Ok(Self { shared })
+    }
+
+    /// The log's files and the view replayed from them, checked for holes.
+    fn replay(dir: &Path, segment_bytes: u64, cached_bytes_max: usize) -> io::Result<(Wal, State)> {
         let (wal, replayed) = Wal::open_with(dir, segment_bytes)?;
         let mut state = State {
             files: wal.files(),
@@ -193,9 +207,15 @@ impl LogStore {
             // Purge records do this in replay; the recorded purge point is the backstop.
             entries = entries.split_off(&(purged.index + 1));
         }
+        // openraft reads the log from just after the purge point (from its first entry, index 0,
+        // if nothing was purged) with no gap; a hole here (lost records) would make a release
+        // build apply around it, so it stops the member.
+        let after_purge = state.last_purged.map_or(0, |p| p.index + 1);
+        check_sequence(Some(after_purge), entries.keys().copied())?;
         // Replayed entries start decoded, newest first, as far as the cache budget goes.
         for (index, (loc, bytes)) in entries.into_iter().rev() {
             let entry: Entry = decode(&bytes)?;
+            check_sequence(Some(index), [entry.log_id.index])?;
             let keep = state.cached_bytes + bytes.len() <= cached_bytes_max;
             if keep {
                 state.cached.push_front((index, 0, bytes.len()));
@@ -210,15 +230,7 @@ impl LogStore {
             state.slots.insert(index, slot);
         }
         state.next_seq = 1;
-        let shared = Arc::new(Shared {
-            state: Mutex::new(state),
-            work: Condvar::new(),
-        });
-        let writer = shared.clone();
-        std::thread::Builder::new()
-            .name("raft-log-writer".into())
-            .spawn(move || run_writer(&writer, wal))?;
-        Ok(Self { shared })
+        Ok((wal, state))
     }
 
     fn enqueue(&self, ops: impl IntoIterator<Item = Op>) -> io::Result<()> {
@@ -379,6 +391,28 @@ fn write_ops(wal: &mut Wal, ops: &[Op]) -> io::Result<Vec<(u64, Loc)>> {
     Ok(locs)
 }
 
+/// Checks that `indexes` run from `first` (or from the first of them) up without a hole, as
+/// openraft requires of the log.
+fn check_sequence(first: Option<u64>, indexes: impl IntoIterator<Item = u64>) -> io::Result<()> {
+    let mut expected = first;
+    for index in indexes {
+        if let Some(want) = expected
+            && want != index
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "raft log entry {index} found where entry {want} belongs: the log has a \
+                     hole; {}",
+                    wal::RESTORE_ADVICE
+                ),
+            ));
+        }
+        expected = Some(index + 1);
+    }
+    Ok(())
+}
+
 fn owned_bound(b: Bound<&u64>) -> Bound<u64> {
     match b {
         Bound::Included(i) => Bound::Included(*i),
@@ -401,6 +435,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let mut found: Vec<Result<Entry, Loc>> = Vec::new();
         let files = {
             let state = self.shared.lock();
+            // Only the ends of a range may be missing (purged, not yet appended), never a hole.
+            check_sequence(None, state.slots.range(bounds).map(|(index, _)| *index))?;
             for (index, slot) in state.slots.range(bounds) {
                 match (&slot.entry, slot.loc) {
                     (Some(entry), _) => found.push(Ok(entry.clone())),

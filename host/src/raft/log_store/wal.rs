@@ -14,11 +14,20 @@
 //! there: the file's bytes are exactly those of buffered writes.
 //!
 //! Record: `len u32 | crc32 u32 | epoch u64 | payload (len bytes)`, little-endian, the CRC over
-//! epoch and payload. A zero `len` marks the end of the written part of a segment. Every process
-//! start takes a new, durably recorded epoch, and replay stops at the first record whose epoch is
-//! lower than the one before it: after a crash tore a write, what follows the tear may still hold
-//! intact records of the lost write, and new records written over the tear would otherwise let
-//! replay run on into them.
+//! epoch and payload. Every process start takes a new, durably recorded epoch, and epochs never
+//! go back along the log: after a crash tore a write, what follows the tear may still hold intact
+//! records of the lost write, and new records written over the tear would otherwise let replay
+//! run on into them. Every write opens with a mark record (a meta record under [`WRITE_KEY`])
+//! giving the write's own offset and length.
+//!
+//! Replay tells a torn write from damage. Writes are sequential and each is synced before the
+//! next starts, so a crash can only tear the last write of a run. Where replay meets a damaged,
+//! zeroed or stale record it scans the rest of the segment: an intact mark of this or a later
+//! epoch there, or an intact record past the end of the torn write, means writes that were
+//! acknowledged follow the damage, and opening the log fails rather than dropping them. A
+//! segment whose last write was cut short must also be followed by one started by a later run.
+//! Logs written before marks existed still open; in them any intact record of this or a later
+//! epoch behind the damage counts as an acknowledged one.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -43,6 +52,18 @@ const KIND_APPEND: u8 = 1;
 const KIND_TRUNCATE_FROM: u8 = 2;
 const KIND_PURGE_TO: u8 = 3;
 const KIND_META: u8 = 4;
+
+/// Meta key of the record that opens every write; its value is the write's offset in the segment
+/// and its length in bytes (this record included), both u64. A meta record keeps the log readable
+/// by a version that predates marks: it only stores one more meta value.
+const WRITE_KEY: &str = "w";
+/// Encoded size of a write's opening mark: header, kind, key length, key, offset and length.
+pub const WRITE_MARK_BYTES: usize = HEADER_BYTES + 2 + WRITE_KEY.len() + 16;
+
+/// What to do about a log that cannot be trusted, for every corruption error.
+pub const RESTORE_ADVICE: &str = "restore this member from a peer: `etcdctl member remove` it, \
+    delete its data dir, `etcdctl member add` it again and start it with \
+    --initial-cluster-state existing";
 
 /// One logged change, in the order it was made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,10 +92,17 @@ pub struct Batch {
     bytes: Vec<u8>,
     /// (index, offset of the entry bytes in `bytes`, length) of every append.
     appends: Vec<(u64, u64, u32)>,
+    /// The epoch of every record pushed, or None if they differ: [`Wal::write`] refuses a batch
+    /// not of its own epoch, since replay relies on epochs never going back.
+    epoch: Option<u64>,
 }
 
 impl Batch {
     pub fn push(&mut self, epoch: u64, record: &Record<'_>) {
+        self.epoch = match (self.bytes.is_empty(), self.epoch) {
+            (true, _) => Some(epoch),
+            (false, same) => same.filter(|e| *e == epoch),
+        };
         let start = self.bytes.len();
         self.bytes.extend_from_slice(&[0; HEADER_BYTES]);
         match record {
@@ -117,6 +145,12 @@ impl Batch {
     /// Encoded bytes so far.
     pub fn len(&self) -> usize {
         self.bytes.len()
+    }
+
+    /// The encoded records (tests lay out logs of older versions with them).
+    #[cfg(test)]
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
     }
 }
 
@@ -171,8 +205,9 @@ fn corrupt(what: String) -> io::Error {
 }
 
 impl Wal {
-    /// Opens (or creates) the log in `dir` and replays it. A torn record at the end of the last
-    /// segment ends the log there; a bad record anywhere else is corruption and an error.
+    /// Opens (or creates) the log in `dir` and replays it. A write torn by a crash ends its
+    /// segment; damage with acknowledged records behind it is an error naming the segment, the
+    /// offset and [`RESTORE_ADVICE`].
     pub fn open(dir: &Path) -> io::Result<(Wal, Replayed)> {
         Self::open_with(dir, SEGMENT_BYTES)
     }
@@ -212,42 +247,51 @@ impl Wal {
             meta: BTreeMap::new(),
         };
         let mut last_epoch = 0;
+        // The previous segment's path and how it ended, for the check across segments.
+        let mut previous: Option<(PathBuf, Replay)> = None;
         for (i, seq) in seqs.iter().enumerate() {
             let path = dir.join(segment_name(*seq));
             let file = OpenOptions::new().read(true).write(true).open(&path)?;
             let bytes = std::fs::read(&path)?;
             let len = bytes.len() as u64;
-            let (end, max_index) = replay_segment(*seq, &bytes, &mut last_epoch, &mut replayed);
-            let is_last = i + 1 == seqs.len();
-            if end.torn && is_last {
+            let replay = replay_segment(*seq, &bytes, epoch, &mut last_epoch, &mut replayed)
+                .map_err(|d| d.into_error(&path))?;
+            if let Some((previous_path, ended)) = &previous {
+                check_followed_by_later_run(previous_path, ended, replay.first_epoch)?;
+            }
+            if let Stop::Torn { .. } = replay.stop {
                 tracing::warn!(
                     segment = %path.display(),
-                    at = end.offset,
-                    "the raft log ends at a damaged record (a write torn by a crash); the log \
-                     continues from there"
+                    at = replay.end,
+                    last = i + 1 == seqs.len(),
+                    "a raft log segment ends at a write torn by a crash; the log continues \
+                     from there"
                 );
-            }
-            if end.torn && !is_last {
-                return Err(corrupt(format!(
-                    "raft log segment {} is damaged at byte {} (not the last segment, so this \
-                     is not a torn write); restore the member from a peer",
-                    path.display(),
-                    end.offset
-                )));
             }
             wal.segments.insert(
                 *seq,
                 Segment {
                     file: Arc::new(file),
-                    path,
-                    max_index,
+                    path: path.clone(),
+                    max_index: replay.max_index,
                 },
             );
             wal.active = *seq;
             wal.active_len = len;
-            wal.offset = end.offset;
-            let block_start = end.offset as usize / DIRECT_BLOCK * DIRECT_BLOCK;
-            wal.tail = bytes[block_start..end.offset as usize].to_vec();
+            wal.offset = replay.end;
+            let block_start = replay.end as usize / DIRECT_BLOCK * DIRECT_BLOCK;
+            wal.tail = bytes[block_start..replay.end as usize].to_vec();
+            previous = Some((path, replay));
+        }
+        // Replay drops records of a lower epoch than the one before them, so records of this
+        // run must sort after all of them: an epoch file that went back would lose them.
+        if last_epoch >= epoch {
+            return Err(corrupt(format!(
+                "the raft log in {} holds records of epoch {last_epoch}, but its epoch file is \
+                 behind ({}); {RESTORE_ADVICE}",
+                dir.display(),
+                epoch - 1
+            )));
         }
         wal.meta = replayed.meta.clone();
         if wal.segments.is_empty() {
@@ -280,17 +324,39 @@ impl Wal {
 
     /// Writes `batch` durably; returns the location of each appended entry, in order.
     pub fn write(&mut self, batch: &Batch) -> io::Result<Vec<(u64, Loc)>> {
-        let needed = batch.bytes.len() as u64 + HEADER_BYTES as u64;
-        let mut start = Batch::default();
+        if !batch.is_empty() && batch.epoch != Some(self.epoch) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "a raft log batch of epoch {:?} offered to the writer of epoch {}",
+                    batch.epoch, self.epoch
+                ),
+            ));
+        }
+        // Room for the mark, the records, and a zero header after them.
+        let needed = (WRITE_MARK_BYTES + batch.bytes.len() + HEADER_BYTES) as u64;
+        let mut metas = Batch::default();
         if self.offset + needed > self.active_len {
             let meta = std::mem::take(&mut self.meta);
             for (key, value) in &meta {
-                start.push(self.epoch, &Record::Meta { key, value });
+                metas.push(self.epoch, &Record::Meta { key, value });
             }
             self.meta = meta;
-            let size = self.segment_bytes.max(start.bytes.len() as u64 + needed);
+            let size = self.segment_bytes.max(metas.bytes.len() as u64 + needed);
             self.create_segment(self.active + 1, size)?;
         }
+        let total = (WRITE_MARK_BYTES + metas.bytes.len() + batch.bytes.len()) as u64;
+        let mut start = Batch::default();
+        let mark = write_mark(self.offset, total);
+        start.push(
+            self.epoch,
+            &Record::Meta {
+                key: WRITE_KEY,
+                value: &mark,
+            },
+        );
+        debug_assert_eq!(start.bytes.len(), WRITE_MARK_BYTES);
+        start.bytes.extend_from_slice(&metas.bytes);
         let base = self.offset + start.bytes.len() as u64;
         self.append_durably(&start.bytes, &batch.bytes)?;
         let active = self.active;
@@ -525,108 +591,343 @@ fn zero_filled(path: &Path, size: u64) -> io::Result<()> {
     f.sync_all()
 }
 
-/// Where replay of a segment stopped, and whether a damaged record stopped it.
-struct End {
-    offset: u64,
-    torn: bool,
+/// The value of a write's opening mark.
+fn write_mark(offset: u64, len: u64) -> [u8; 16] {
+    let mut mark = [0; 16];
+    mark[..8].copy_from_slice(&offset.to_le_bytes());
+    mark[8..].copy_from_slice(&len.to_le_bytes());
+    mark
 }
 
-fn replay_segment(
-    seq: u64,
-    bytes: &[u8],
-    last_epoch: &mut u64,
-    out: &mut Replayed,
-) -> (End, Option<u64>) {
-    let mut at = 0usize;
-    let mut max_index = None;
-    let end = |offset: usize, torn: bool| End {
-        offset: offset as u64,
-        torn,
+/// A write, as its opening mark describes it.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    end: u64,
+    epoch: u64,
+}
+
+/// The write `record`, found at `at`, opens; None if it is no mark. A mark must name its own
+/// offset: a copy of one elsewhere (a version without marks copies meta values into each new
+/// segment) is not one.
+fn as_mark(record: &Record<'_>, at: usize, epoch: u64) -> Option<Span> {
+    let Record::Meta { key, value } = record else {
+        return None;
     };
-    loop {
-        let Some(header) = bytes.get(at..at + HEADER_BYTES) else {
-            return (end(at, false), max_index);
-        };
-        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-        if len == 0 {
-            return (end(at, false), max_index);
-        }
-        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-        let mut epoch_bytes = [0u8; 8];
-        epoch_bytes.copy_from_slice(&header[8..16]);
-        let epoch = u64::from_le_bytes(epoch_bytes);
-        let Some(payload) = bytes.get(at + HEADER_BYTES..at + HEADER_BYTES + len) else {
-            return (end(at, true), max_index);
-        };
-        let mut hasher = crc32fast::Hasher::new();
-        hasher.update(&epoch_bytes);
-        hasher.update(payload);
-        if hasher.finalize() != crc || epoch < *last_epoch {
-            return (end(at, true), max_index);
-        }
-        let payload_at = (at + HEADER_BYTES) as u64;
-        if !apply_record(seq, payload_at, payload, out, &mut max_index) {
-            return (end(at, true), max_index);
-        }
-        *last_epoch = epoch;
-        at += HEADER_BYTES + len;
+    if *key != WRITE_KEY || value.len() != 16 || le_u64(value, 0) != Some(at as u64) {
+        return None;
+    }
+    let len = le_u64(value, 8)?;
+    let end = (at as u64).checked_add(len)?;
+    Some(Span { end, epoch })
+}
+
+/// How the written part of a segment ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// After a complete write, with only zeros behind it.
+    Clean,
+    /// At a damaged, zeroed or stale record that no acknowledged record follows: a crash tore the
+    /// segment's last write (or an earlier run's, since written over). `epoch` is the torn
+    /// write's when known.
+    Torn { epoch: Option<u64> },
+}
+
+/// What replaying one segment found.
+struct Replay {
+    /// Where the written part ends: the next write goes there.
+    end: u64,
+    stop: Stop,
+    first_epoch: Option<u64>,
+    max_index: Option<u64>,
+}
+
+/// Damage with acknowledged records behind it: what replay must not drop silently.
+struct Damage {
+    offset: u64,
+    what: String,
+}
+
+impl Damage {
+    fn into_error(self, path: &Path) -> io::Error {
+        corrupt(format!(
+            "raft log segment {} is corrupt at byte {}: {}; records written after the damage \
+             were acknowledged, so this member's log cannot be trusted; {RESTORE_ADVICE}",
+            path.display(),
+            self.offset,
+            self.what
+        ))
     }
 }
 
-/// Applies one record's payload to `out`; false if it cannot be parsed.
+/// A segment whose last write was torn must be followed by one that a later run started: had
+/// the same run gone on writing, the write was synced before, and the tear is damage.
+fn check_followed_by_later_run(path: &Path, ended: &Replay, next: Option<u64>) -> io::Result<()> {
+    if let (Stop::Torn { epoch: Some(torn) }, Some(next)) = (ended.stop, next)
+        && next <= torn
+    {
+        let what = format!(
+            "its last write (epoch {torn}) is cut short, yet the next segment goes on in epoch \
+             {next}, so that write had completed"
+        );
+        let damage = Damage {
+            offset: ended.end,
+            what,
+        };
+        return Err(damage.into_error(path));
+    }
+    Ok(())
+}
+
+/// One record as found in a segment.
+enum Read<'a> {
+    /// No record: a zero header with only zeros behind it, or the end of the file.
+    End,
+    Good {
+        epoch: u64,
+        record: Record<'a>,
+        payload_at: usize,
+        next: usize,
+    },
+    /// Not a record, and why.
+    Bad(&'static str),
+}
+
+fn le_u64(bytes: &[u8], at: usize) -> Option<u64> {
+    let raw: [u8; 8] = bytes.get(at..at.checked_add(8)?)?.try_into().ok()?;
+    Some(u64::from_le_bytes(raw))
+}
+
+fn le_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    let raw: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
+    Some(u32::from_le_bytes(raw))
+}
+
+/// The record at `at`, whatever its epoch.
+fn read_at(bytes: &[u8], at: usize) -> Read<'_> {
+    let rest = bytes.get(at..).unwrap_or_default();
+    let (Some(len), Some(crc), Some(epoch)) = (le_u32(rest, 0), le_u32(rest, 4), le_u64(rest, 8))
+    else {
+        return match rest.iter().all(|b| *b == 0) {
+            true => Read::End,
+            false => Read::Bad("a record header is cut short by the end of the file"),
+        };
+    };
+    if len == 0 {
+        // Zero-filled space, unless something follows: a zeroed header (a lost write).
+        return match rest.iter().all(|b| *b == 0) {
+            true => Read::End,
+            false => Read::Bad("a record header is zero but data follows it"),
+        };
+    }
+    let payload_at = at + HEADER_BYTES;
+    let Some(payload) = rest.get(HEADER_BYTES..HEADER_BYTES + len as usize) else {
+        return Read::Bad("a record's length runs past the end of the file");
+    };
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&epoch.to_le_bytes());
+    hasher.update(payload);
+    if hasher.finalize() != crc {
+        return Read::Bad("a record fails its checksum");
+    }
+    let Some(record) = parse(payload) else {
+        return Read::Bad("a record's payload cannot be parsed");
+    };
+    Read::Good {
+        epoch,
+        record,
+        payload_at,
+        next: payload_at + len as usize,
+    }
+}
+
+/// Replays one segment into `out`. `epoch_now` is this run's epoch; `last_epoch` that of the
+/// last record replayed so far, in this segment or an earlier one.
+fn replay_segment(
+    seq: u64,
+    bytes: &[u8],
+    epoch_now: u64,
+    last_epoch: &mut u64,
+    out: &mut Replayed,
+) -> Result<Replay, Damage> {
+    let mut at = 0usize;
+    let mut span: Option<Span> = None;
+    let mut first_epoch = None;
+    let mut max_index = None;
+    loop {
+        // The write under way at `at`, if its mark said it is longer.
+        let open = span.filter(|s| (at as u64) < s.end);
+        let why = match read_at(bytes, at) {
+            Read::End => {
+                // Zeros where the rest of a write should be: its end was never written.
+                let stop = match open {
+                    Some(s) => Stop::Torn {
+                        epoch: Some(s.epoch),
+                    },
+                    None => Stop::Clean,
+                };
+                return Ok(Replay {
+                    end: at as u64,
+                    stop,
+                    first_epoch,
+                    max_index,
+                });
+            }
+            Read::Good { epoch, .. } if epoch < *last_epoch => "a record of an earlier run follows",
+            Read::Good {
+                epoch,
+                record,
+                payload_at,
+                next,
+            } => {
+                match as_mark(&record, at, epoch) {
+                    // Only a later run, writing over a tear, starts a write inside another.
+                    Some(_) if open.is_some_and(|s| s.epoch == epoch) => {
+                        return Err(Damage {
+                            offset: at as u64,
+                            what: format!(
+                                "a write of epoch {epoch} begins inside the previous write of \
+                                 the same run"
+                            ),
+                        });
+                    }
+                    Some(mark) => span = Some(mark),
+                    None => apply_record(seq, &record, payload_at as u64, out, &mut max_index),
+                }
+                first_epoch.get_or_insert(epoch);
+                *last_epoch = epoch;
+                at = next;
+                continue;
+            }
+            Read::Bad(why) => why,
+        };
+        let found =
+            scan_after_damage(bytes, at, *last_epoch, epoch_now, span).map_err(|what| Damage {
+                offset: at as u64,
+                what: format!("{why}, and {what}"),
+            })?;
+        let epoch = open.map(|s| s.epoch).max(found);
+        return Ok(Replay {
+            end: at as u64,
+            stop: Stop::Torn { epoch },
+            first_epoch,
+            max_index,
+        });
+    }
+}
+
+/// Looks behind the damaged record at `damaged` for intact records that a torn last write cannot
+/// explain. Stale records (of an epoch below `last_epoch`) are left over from a lost write an
+/// earlier run wrote over; records of the torn write itself may follow the tear up to its end;
+/// anything else was written after, so the damaged write had been acknowledged. `span` is the
+/// last write whose mark was replayed. Returns the highest epoch of the torn write's records
+/// found, or what was found that makes the damage corruption.
+fn scan_after_damage(
+    bytes: &[u8],
+    damaged: usize,
+    last_epoch: u64,
+    epoch_now: u64,
+    span: Option<Span>,
+) -> Result<Option<u64>, String> {
+    let torn = span.filter(|s| (damaged as u64) < s.end);
+    // Right after a complete write, or at the start of a segment, the damaged record is the
+    // mark of the write it opens, so records behind it can be that write's. In a part of the
+    // log that predates marks the writes cannot be told apart.
+    let opens_write = torn.is_none() && (span.is_some() || damaged == 0);
+    let floor = last_epoch.max(1);
+    let mut found = None;
+    let mut p = damaged + 1;
+    while p + HEADER_BYTES <= bytes.len() {
+        // Cheap tests first: this runs at every byte offset of up to a whole segment.
+        let epoch = le_u64(bytes, p + 8).unwrap_or(0);
+        if epoch < floor || epoch >= epoch_now || le_u32(bytes, p) == Some(0) {
+            p += 1;
+            continue;
+        }
+        let Read::Good { record, next, .. } = read_at(bytes, p) else {
+            p += 1;
+            continue;
+        };
+        if as_mark(&record, p, epoch).is_some() {
+            return Err(format!(
+                "an intact write of epoch {epoch} begins at byte {p}"
+            ));
+        }
+        match torn {
+            Some(s) if p as u64 >= s.end => {
+                return Err(format!(
+                    "an intact record of epoch {epoch} lies at byte {p}, past the end of the \
+                     damaged write (byte {})",
+                    s.end
+                ));
+            }
+            Some(_) => {}
+            None if opens_write => {}
+            None => {
+                return Err(format!(
+                    "an intact record of epoch {epoch} follows at byte {p} (this part of the log \
+                     predates the write marks that tell a torn write from damage)"
+                ));
+            }
+        }
+        found = found.max(Some(epoch));
+        p = next;
+    }
+    Ok(found)
+}
+
+/// Decodes one record's payload; None if it cannot be parsed.
+fn parse(payload: &[u8]) -> Option<Record<'_>> {
+    let index = || le_u64(payload, 1);
+    let record = match *payload.first()? {
+        KIND_APPEND => Record::Append {
+            index: index()?,
+            entry: payload.get(9..)?,
+        },
+        KIND_TRUNCATE_FROM => Record::TruncateFrom(index()?),
+        KIND_PURGE_TO => Record::PurgeTo(index()?),
+        KIND_META => {
+            let key_len = *payload.get(1)? as usize;
+            let key = std::str::from_utf8(payload.get(2..2 + key_len)?).ok()?;
+            Record::Meta {
+                key,
+                value: payload.get(2 + key_len..)?,
+            }
+        }
+        _ => return None,
+    };
+    Some(record)
+}
+
+/// Applies one record, whose payload starts at `payload_at`, to `out`.
 fn apply_record(
     seq: u64,
+    record: &Record<'_>,
     payload_at: u64,
-    payload: &[u8],
     out: &mut Replayed,
     max_index: &mut Option<u64>,
-) -> bool {
-    let index_at = |p: &[u8]| -> Option<u64> {
-        let raw: [u8; 8] = p.get(1..9)?.try_into().ok()?;
-        Some(u64::from_le_bytes(raw))
-    };
-    match payload.first() {
-        Some(&KIND_APPEND) => {
-            let Some(index) = index_at(payload) else {
-                return false;
-            };
-            let entry = &payload[9..];
+) {
+    match record {
+        Record::Append { index, entry } => {
             let loc = Loc {
                 segment: seq,
                 offset: payload_at + 9,
                 len: entry.len() as u32,
             };
-            out.entries.insert(index, (loc, entry.to_vec()));
-            *max_index = (*max_index).max(Some(index));
+            out.entries.insert(*index, (loc, entry.to_vec()));
+            *max_index = (*max_index).max(Some(*index));
         }
-        Some(&KIND_TRUNCATE_FROM) => {
-            let Some(index) = index_at(payload) else {
-                return false;
-            };
-            out.entries.split_off(&index);
+        Record::TruncateFrom(index) => {
+            out.entries.split_off(index);
         }
-        Some(&KIND_PURGE_TO) => {
-            let Some(index) = index_at(payload) else {
-                return false;
-            };
+        Record::PurgeTo(index) => {
             out.entries = out.entries.split_off(&index.saturating_add(1));
         }
-        Some(&KIND_META) => {
-            let Some(&key_len) = payload.get(1) else {
-                return false;
-            };
-            let Some(key) = payload.get(2..2 + key_len as usize) else {
-                return false;
-            };
-            let Ok(key) = std::str::from_utf8(key) else {
-                return false;
-            };
-            let value = payload[2 + key_len as usize..].to_vec();
-            out.meta.insert(key.to_string(), value);
+        // A copy of a write's mark is no meta value.
+        Record::Meta { key, .. } if *key == WRITE_KEY => {}
+        Record::Meta { key, value } => {
+            out.meta.insert(key.to_string(), value.to_vec());
         }
-        _ => return false,
     }
-    true
 }
 
 /// Reads, increments and durably stores the epoch counter.
