@@ -61,12 +61,13 @@ async fn large_entries_are_sent_a_budget_at_a_time() {
     let big = 1024 * 1024;
     let mut store = LogStore::open(&path).expect("open");
     // 40 MiB of 1 MiB puts, then small ones: openraft would ask for up to 300 at once.
-    let entries: Vec<Entry> = (1..=40)
+    // openraft's log starts at index 0.
+    let entries: Vec<Entry> = (0..40)
         .map(|i| put_entry(i, big))
-        .chain((41..=340).map(|i| put_entry(i, 10)))
+        .chain((40..340).map(|i| put_entry(i, 10)))
         .collect();
     store.blocking_append(entries).await.expect("append");
-    let sizes = read_in_messages(&mut store, 1, 341).await;
+    let sizes = read_in_messages(&mut store, 0, 340).await;
     assert!(
         sizes[0] < 40,
         "the first message took {} large entries",
@@ -76,7 +77,7 @@ async fn large_entries_are_sent_a_budget_at_a_time() {
     // Read back from disk after a restart (nothing cached), the same bound holds.
     drop(store);
     let mut reopened = LogStore::open_with(&path, super::wal::SEGMENT_BYTES, 0).expect("reopen");
-    let again = read_in_messages(&mut reopened, 1, 341).await;
+    let again = read_in_messages(&mut reopened, 0, 340).await;
     assert_eq!(again, sizes);
 }
 
@@ -85,10 +86,10 @@ async fn an_entry_larger_than_the_budget_goes_alone() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut store = LogStore::open(&dir.path().join("raft-log")).expect("open");
     let entries = vec![
-        put_entry(1, 10),
-        put_entry(2, REPLICATION_BATCH_BYTES_MAX + 1),
-        put_entry(3, 10),
+        put_entry(0, 10),
+        put_entry(1, REPLICATION_BATCH_BYTES_MAX + 1),
+        put_entry(2, 10),
     ];
     store.blocking_append(entries).await.expect("append");
-    assert_eq!(read_in_messages(&mut store, 1, 4).await, vec![1, 1, 1]);
+    assert_eq!(read_in_messages(&mut store, 0, 3).await, vec![1, 1, 1]);
 }
