@@ -10,12 +10,17 @@ use serde::{Deserialize, Serialize};
 pub type Value = u64;
 
 /// What a client asked for, on one key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Op {
-    Put { value: Value },
+    Put {
+        value: Value,
+    },
     Get,
     /// Txn: if the key's value is `expected` then put `new`.
-    Cas { expected: Value, new: Value },
+    Cas {
+        expected: Value,
+        new: Value,
+    },
 }
 
 /// What a completed operation returned.
@@ -32,6 +37,9 @@ pub enum Reply {
 
 /// A value no put ever writes: what the history records for a read of unparseable bytes.
 pub const FOREIGN_VALUE: Value = Value::MAX;
+/// Stands, in the checker, for every written value that no operation ever compares with or
+/// reads: such values are indistinguishable, and merging them keeps the search small.
+pub const UNOBSERVED_VALUE: Value = Value::MAX - 1;
 
 /// How an operation ended, from the client's side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,7 +84,7 @@ pub fn decode_value(bytes: &[u8]) -> Value {
     std::str::from_utf8(bytes)
         .ok()
         .and_then(|text| text.parse().ok())
-        .filter(|value| *value != FOREIGN_VALUE)
+        .filter(|value| *value != FOREIGN_VALUE && *value != UNOBSERVED_VALUE)
         .unwrap_or(FOREIGN_VALUE)
 }
 
