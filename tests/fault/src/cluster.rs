@@ -27,6 +27,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 /// A started cluster must elect a leader and answer within this (debug builds on a loaded
 /// 2-core machine are slow to start).
 pub const READY_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long `leader_views` waits for each member.
+const VIEW_TIMEOUT: Duration = Duration::from_millis(800);
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 const LOG_TAIL_BYTES_MAX: usize = 6 * 1024;
 
@@ -268,6 +270,32 @@ impl Cluster {
             }
         }
         Err(last.unwrap_or_else(|| anyhow::anyhow!("no member is running")))
+    }
+
+    /// Which member each member takes for the leader right now (`None`: no answer within
+    /// `VIEW_TIMEOUT` or no leader known), asked concurrently.
+    pub async fn leader_views(&self) -> Vec<Option<usize>> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, endpoint) in self.endpoints().into_iter().enumerate() {
+            tasks.spawn(async move {
+                let ask = async {
+                    let mut client = connect(&endpoint).await?;
+                    anyhow::Ok(client.status().await?.leader())
+                };
+                (
+                    i,
+                    tokio::time::timeout(VIEW_TIMEOUT, ask)
+                        .await
+                        .ok()
+                        .and_then(Result::ok),
+                )
+            });
+        }
+        let mut views = vec![None; self.len()];
+        while let Some(Ok((i, leader))) = tasks.join_next().await {
+            views[i] = leader.and_then(|id| self.index_of(id));
+        }
+        views
     }
 
     fn index_of(&self, id: u64) -> Option<usize> {

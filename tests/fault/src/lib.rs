@@ -11,6 +11,7 @@
 //! - [`nemesis`]: the fault schedule drawn from the seed, and its execution.
 //! - [`workload`]: clients doing put/get/CAS, each from its own seeded RNG.
 //! - [`validate`]: end-of-run checks beyond the checker (HashKV agreement, op counts).
+//! - [`watch`]: a watcher per member, validated against the history and the clients' writes.
 //! - [`run`]: one run end to end; the `baton-fault` binary is a thin CLI over it.
 //!
 //! Design choices that differ from the brief, and why:
@@ -36,4 +37,5 @@ pub mod nemesis;
 pub mod netns;
 pub mod run;
 pub mod validate;
+pub mod watch;
 pub mod workload;

@@ -17,7 +17,7 @@ use crate::cluster::{Cluster, ELECTION_TIMEOUT_MS};
 use crate::netns::Network;
 
 /// A fault is held this many election timeouts (inclusive range)...
-const HOLD_ELECTION_TIMEOUTS: (u64, u64) = (2, 5);
+const HOLD_ELECTION_TIMEOUTS: (u64, u64) = (3, 6);
 /// ...and followed by a healthy gap of this many.
 const GAP_ELECTION_TIMEOUTS: (u64, u64) = (1, 3);
 /// How long to look for a leader to aim a fault at before skipping the fault.
@@ -151,6 +151,10 @@ impl Nemesis<'_> {
             ));
             self.apply(step.fault, leader, victim)?;
             sleep_until(self.start + Duration::from_millis(step.start_ms + step.hold_ms)).await;
+            let views = self.cluster.leader_views().await;
+            self.note(format!(
+                "leaders as each member sees them before healing: {views:?}"
+            ));
             self.heal()?;
             self.note(format!("healed {}", step.fault));
         }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::checker::{self, CHECK_STEPS_PER_KEY_MAX, KeyVerdict};
@@ -17,7 +18,7 @@ use crate::model::KvModel;
 use crate::nemesis::{self, Nemesis, Schedule};
 use crate::netns::{self, Network};
 use crate::validate::{self, Tally};
-use crate::workload;
+use crate::{watch, workload};
 
 /// After the last fault heals, the clients keep going this long against a healthy cluster.
 pub const QUIET_PERIOD: Duration = Duration::from_secs(10);
@@ -111,6 +112,17 @@ async fn drive(config: &RunConfig, net: &mut Network, dir: &std::path::Path) -> 
 
     let mut cluster = Cluster::start(config.backend, config.program.clone(), net, dir).await?;
     let start = Instant::now();
+    let (stop_watch_tx, stop_watch_rx) = workload::stop_signal();
+    let mut progress = Vec::new();
+    let watchers: Vec<_> = cluster
+        .endpoints()
+        .into_iter()
+        .map(|endpoint| {
+            let (tx, rx) = tokio::sync::watch::channel(0);
+            progress.push(rx);
+            tokio::spawn(watch::run_watcher(endpoint, tx, stop_watch_rx.clone()))
+        })
+        .collect();
     let (stop_tx, stop_rx) = workload::stop_signal();
     let tasks: Vec<_> = client_seeds
         .iter()
@@ -173,6 +185,12 @@ async fn drive(config: &RunConfig, net: &mut Network, dir: &std::path::Path) -> 
             None
         }
     };
+    let watch_problems =
+        check_watches(&cluster, &progress, (stop_watch_tx, watchers), &entries).await;
+    match watch_problems {
+        Ok(problems) => failures.extend(problems),
+        Err(e) => failures.push(format!("watch validation: {e:#}")),
+    }
     std::fs::write(
         dir.join("nemesis.json"),
         serde_json::to_vec_pretty(&events)?,
@@ -188,6 +206,34 @@ async fn drive(config: &RunConfig, net: &mut Network, dir: &std::path::Path) -> 
         hashkv,
     };
     Ok((entries, report))
+}
+
+/// Waits for every watcher to reach the prefix's last revision, stops them, and compares what
+/// they saw with the history a fresh watch reads.
+async fn check_watches(
+    cluster: &Cluster,
+    progress: &[tokio::sync::watch::Receiver<i64>],
+    (stop, watchers): (
+        tokio::sync::watch::Sender<bool>,
+        Vec<JoinHandle<watch::Watched>>,
+    ),
+    entries: &[Entry],
+) -> Result<Vec<String>> {
+    let upto = watch::last_prefix_revision(cluster.endpoint(0)).await?;
+    let reference = watch::reference(cluster.endpoint(0), upto, FINAL_CHECK_TIMEOUT).await;
+    let caught_up = watch::await_caught_up(progress, upto, FINAL_CHECK_TIMEOUT).await;
+    let _ = stop.send(true);
+    let mut watched = Vec::new();
+    for task in watchers {
+        watched.push(task.await.context("a watcher task panicked")?);
+    }
+    caught_up?;
+    tracing::info!(
+        "watch: {} changes up to revision {upto}; resubscriptions per member {:?}",
+        reference.as_ref().map_or(0, Vec::len),
+        watched.iter().map(|w| w.resubscribed).collect::<Vec<_>>()
+    );
+    Ok(watch::validate(&reference?, &watched, entries))
 }
 
 /// Ctrl-C or SIGTERM (what nextest sends a test that overran).
