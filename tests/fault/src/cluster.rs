@@ -375,9 +375,15 @@ impl Drop for Cluster {
 
 /// A client for one endpoint with the harness's timeouts.
 pub async fn connect(endpoint: &str) -> Result<Client> {
+    connect_with_timeout(endpoint, REQUEST_TIMEOUT).await
+}
+
+/// A client whose requests give up after `timeout` (longer than usual for calls that wait,
+/// such as a Lock queued behind another holder).
+pub async fn connect_with_timeout(endpoint: &str, timeout: Duration) -> Result<Client> {
     let options = ConnectOptions::new()
         .with_connect_timeout(CONNECT_TIMEOUT)
-        .with_timeout(REQUEST_TIMEOUT);
+        .with_timeout(timeout);
     let client = tokio::time::timeout(
         CONNECT_TIMEOUT + REQUEST_TIMEOUT,
         Client::connect([endpoint], Some(options)),

@@ -10,6 +10,7 @@
 //! - [`cluster`]: members under `ip netns exec`: start, kill -9, restart, SIGSTOP/SIGCONT.
 //! - [`nemesis`]: the fault schedule drawn from the seed, and its execution.
 //! - [`workload`]: clients doing put/get/CAS, each from its own seeded RNG.
+//! - [`gcpause`]: the GC-pause schedule: a SIGSTOPped lock holder's fenced write is refused.
 //! - [`validate`]: end-of-run checks beyond the checker (HashKV agreement, op counts).
 //! - [`watch`]: a watcher per member, validated against the history and the clients' writes.
 //! - [`run`]: one run end to end; the `baton-fault` binary is a thin CLI over it.
@@ -31,6 +32,7 @@
 
 pub mod checker;
 pub mod cluster;
+pub mod gcpause;
 pub mod history;
 pub mod model;
 pub mod nemesis;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use baton_fault::checker::{self, CHECK_STEPS_PER_KEY_MAX};
 use baton_fault::cluster::Backend;
+use baton_fault::gcpause::{self, LockKind};
 use baton_fault::history::Entry;
 use baton_fault::model::KvModel;
 use baton_fault::nemesis::Schedule;
@@ -44,6 +45,13 @@ enum Command {
         /// Keep the run directory (member logs, data, history.json) even when the run passes.
         #[arg(long)]
         keep: bool,
+    },
+    /// The lock holder of the GC-pause schedule (started by `run`, not by hand).
+    Holder {
+        #[arg(long)]
+        endpoint: String,
+        #[arg(long, value_enum)]
+        kind: LockKind,
     },
     /// Re-checks a saved history.json.
     Check { history: PathBuf },
@@ -142,6 +150,13 @@ fn dispatch(command: Command) -> Result<ExitCode> {
                     Ok(ExitCode::FAILURE)
                 }
             }
+        }
+        Command::Holder { endpoint, kind } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(gcpause::holder(&endpoint, kind))?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Check { history } => {
             let bytes = std::fs::read(&history)

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use crate::checker::{self, CHECK_STEPS_PER_KEY_MAX, KeyVerdict};
 use crate::cluster::{Backend, Cluster, READY_TIMEOUT};
+use crate::gcpause::{self, LockKind};
 use crate::history::Entry;
 use crate::model::KvModel;
 use crate::nemesis::{self, Nemesis, Schedule};
@@ -190,6 +191,16 @@ async fn drive(config: &RunConfig, net: &mut Network, dir: &std::path::Path) -> 
     match watch_problems {
         Ok(problems) => failures.extend(problems),
         Err(e) => failures.push(format!("watch validation: {e:#}")),
+    }
+    for kind in [LockKind::Module, LockKind::Etcd] {
+        if kind == LockKind::Module && config.backend == Backend::Etcd {
+            continue;
+        }
+        let program = std::env::current_exe()?;
+        match gcpause::scenario(&program, cluster.endpoint(0), kind).await {
+            Ok(summary) => tracing::info!("gc-pause: {summary}"),
+            Err(e) => failures.push(format!("gc-pause with the {kind:?} lock: {e:#}")),
+        }
     }
     std::fs::write(
         dir.join("nemesis.json"),
