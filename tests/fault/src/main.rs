@@ -81,6 +81,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "baton_fault=info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     match dispatch(cli.command) {

@@ -19,7 +19,7 @@ use crate::model::KvModel;
 use crate::nemesis::{self, Nemesis, Schedule};
 use crate::netns::{self, Network};
 use crate::validate::{self, Tally};
-use crate::{watch, workload};
+use crate::{lease, watch, workload};
 
 /// After the last fault heals, the clients keep going this long against a healthy cluster.
 pub const QUIET_PERIOD: Duration = Duration::from_secs(10);
@@ -141,6 +141,11 @@ async fn drive(config: &RunConfig, net: &mut Network, dir: &std::path::Path) -> 
         })
         .collect();
 
+    let leases = tokio::spawn(lease::run_lease_client(
+        cluster.endpoint(1 % cluster.len()).to_owned(),
+        start,
+        stop_rx.clone(),
+    ));
     let mut nemesis = Nemesis {
         cluster: &mut cluster,
         net,
@@ -156,10 +161,19 @@ async fn drive(config: &RunConfig, net: &mut Network, dir: &std::path::Path) -> 
     for task in tasks {
         entries.extend(task.await.context("a client task panicked")?);
     }
+    let lease_events = leases.await.context("the lease client panicked")?;
     faults?;
     healed?;
 
-    let mut failures = Vec::new();
+    let mut failures = lease::validate(&lease_events);
+    let extended = lease_events
+        .iter()
+        .filter(|e| matches!(e, lease::LeaseEvent::Extended { .. }))
+        .count();
+    tracing::info!(
+        "leases: {extended} grants and keep-alives, {} keys gone",
+        lease_events.len() - extended
+    );
     let crashed = cluster.crashed();
     if !crashed.is_empty() {
         failures.push(format!(
