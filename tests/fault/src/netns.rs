@@ -211,6 +211,15 @@ fn remove_namespace(ns: &str) {
     }
 }
 
+/// Whether `pid` is a live (not zombie) `baton-fault` process.
+fn run_alive(pid: &str) -> bool {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    // The state follows the parenthesized command name in /proc/<pid>/stat.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
+    comm.trim() == RUN_PROCESS_NAME && state.is_some_and(|s| s != 'Z')
+}
+
 /// Deletes the namespaces of earlier runs whose process is gone (killed before it could clean up).
 pub fn remove_stale() -> Result<usize> {
     let listing = ip_output(&["netns", "list"])?;
@@ -222,8 +231,7 @@ pub fn remove_stale() -> Result<usize> {
         else {
             continue;
         };
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if comm.trim() != RUN_PROCESS_NAME {
+        if !run_alive(pid) {
             tracing::info!("removing stale namespace {ns}");
             remove_namespace(ns);
             removed += 1;
