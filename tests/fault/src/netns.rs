@@ -216,7 +216,9 @@ fn run_alive(pid: &str) -> bool {
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
     // The state follows the parenthesized command name in /proc/<pid>/stat.
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
+    let state = stat
+        .rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next());
     comm.trim() == RUN_PROCESS_NAME && state.is_some_and(|s| s != 'Z')
 }
 
