@@ -311,7 +311,8 @@ impl Cluster {
             match outcome {
                 Ok(ids) => return Ok(ids),
                 Err(e) if Instant::now() >= deadline => {
-                    return Err(e.context(format!("cluster not ready within {limit:?}")));
+                    let logs = self.log_tails();
+                    return Err(e.context(format!("cluster not ready within {limit:?}:\n{logs}")));
                 }
                 Err(_) => {}
             }
