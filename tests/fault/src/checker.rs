@@ -263,7 +263,7 @@ fn pending_calls(events: &Events) -> Vec<usize> {
         calls.push(events.op[node]);
         node = events.next[node];
     }
-    if node != NONE {
+    if node != NONE && !calls.contains(&events.op[node]) {
         calls.push(events.op[node]);
     }
     calls

@@ -42,6 +42,10 @@ enum Command {
         /// Concurrent clients, spread over the members.
         #[arg(long, default_value_t = 3)]
         clients: u32,
+        /// Negative control: the workload's gets read a member's local state (serializable, may
+        /// be stale), so a run with partitions or pauses is expected to FAIL the checker.
+        #[arg(long)]
+        serializable_reads: bool,
         /// Keep the run directory (member logs, data, history.json) even when the run passes.
         #[arg(long)]
         keep: bool,
@@ -102,6 +106,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             backend,
             schedule,
             clients,
+            serializable_reads,
             keep,
         } => {
             let seed = seed.unwrap_or_else(rand::random);
@@ -124,6 +129,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
                 program,
                 schedule,
                 clients,
+                serializable_reads,
                 keep,
             };
             let report = run::run(&config).with_context(|| format!("run with seed {seed}"))?;

@@ -19,6 +19,7 @@ use crate::model::KvModel;
 use crate::nemesis::{self, Nemesis, Schedule};
 use crate::netns::{self, Network};
 use crate::validate::{self, Tally};
+use crate::workload::ReadMode;
 use crate::{lease, watch, workload};
 
 /// After the last fault heals, the clients keep going this long against a healthy cluster.
@@ -39,6 +40,8 @@ pub struct RunConfig {
     pub program: PathBuf,
     pub schedule: Schedule,
     pub clients: u32,
+    /// Serializable (possibly stale) reads in the workload: the negative control.
+    pub serializable_reads: bool,
     /// Keep the run directory (logs, data, history) even when the run passes.
     pub keep: bool,
 }
@@ -131,10 +134,16 @@ async fn drive(config: &RunConfig, net: &mut Network, dir: &std::path::Path) -> 
         .map(|(i, &seed)| {
             let endpoint = cluster.endpoint(i % cluster.len()).to_owned();
             let id = u32::try_from(i).unwrap_or(u32::MAX);
+            let reads = if config.serializable_reads {
+                ReadMode::Serializable
+            } else {
+                ReadMode::Linearizable
+            };
             tokio::spawn(workload::run_client(
                 id,
                 endpoint,
                 seed,
+                reads,
                 start,
                 stop_rx.clone(),
             ))

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
@@ -31,6 +31,16 @@ const ERROR_BACKOFF: Duration = Duration::from_millis(500);
 /// After a failed connect, a client waits this long before trying again.
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(300);
 
+/// How the workload's gets read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadMode {
+    /// The default: a read the server confirms with the leader (etcd's default).
+    Linearizable,
+    /// From the member's local state, possibly stale: a negative control that a run with
+    /// partitions or pauses should fail.
+    Serializable,
+}
+
 pub fn key(index: usize) -> String {
     format!("{KEY_PREFIX}{index:02}")
 }
@@ -43,6 +53,7 @@ pub fn since(start: Instant) -> u64 {
 /// One client's state: which values it last saw per key, so its CASes usually name a real value.
 struct Worker {
     id: u32,
+    reads: ReadMode,
     endpoint: String,
     rng: StdRng,
     start: Instant,
@@ -56,11 +67,13 @@ pub async fn run_client(
     id: u32,
     endpoint: String,
     seed: u64,
+    reads: ReadMode,
     start: Instant,
     mut stop: watch::Receiver<bool>,
 ) -> Vec<Entry> {
     let mut worker = Worker {
         id,
+        reads,
         endpoint,
         rng: StdRng::seed_from_u64(seed),
         start,
@@ -113,7 +126,7 @@ impl Worker {
         let client = self.client.as_mut()?;
         let key = key(k);
         let call_ns = since(self.start);
-        let outcome = perform(client, &key, op).await;
+        let outcome = perform(client, &key, op, self.reads).await;
         let return_ns = since(self.start);
         match outcome {
             Outcome::Ok(Reply::Read(seen)) => self.last_seen[k] = seen,
@@ -148,7 +161,11 @@ impl Worker {
 /// Sends one operation and classifies the answer. Any error on a write is `Unknown`: a timeout
 /// or a lost connection says nothing about whether the write committed. A failed read had no
 /// effect, so it is `Failed`.
-pub async fn perform(client: &mut Client, key: &str, op: Op) -> Outcome {
+pub async fn perform(client: &mut Client, key: &str, op: Op, reads: ReadMode) -> Outcome {
+    let read_options = match reads {
+        ReadMode::Linearizable => None,
+        ReadMode::Serializable => Some(GetOptions::new().with_serializable()),
+    };
     let sent = async {
         match op {
             Op::Put { value } => {
@@ -156,7 +173,7 @@ pub async fn perform(client: &mut Client, key: &str, op: Op) -> Outcome {
                 Ok::<_, etcd_client::Error>(Reply::Done)
             }
             Op::Get => {
-                let reply = client.get(key, None).await?;
+                let reply = client.get(key, read_options).await?;
                 Ok(Reply::Read(
                     reply.kvs().first().map(|kv| decode_value(kv.value())),
                 ))
@@ -216,7 +233,7 @@ pub async fn final_reads(
         let key = key(k);
         loop {
             let call_ns = since(start);
-            let outcome = perform(&mut client, &key, Op::Get).await;
+            let outcome = perform(&mut client, &key, Op::Get, ReadMode::Linearizable).await;
             if let Outcome::Ok(_) = outcome {
                 entries.push(Entry {
                     client: id,
