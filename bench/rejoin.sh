@@ -13,6 +13,8 @@ Usage: bench/rejoin.sh [options]
   --value-kib N      size of each large value in KiB (default 256)
   --small N          small puts written after the large values (default 12000)
   --snapshot-count N both systems' --snapshot-count (default 2000)
+  --quota-bytes N    both systems' --quota-backend-bytes (default 8 GiB: at the 2 GiB default
+                     Baton's state database raises NOSPACE after ~290 MB of 256 KiB values)
   --replace          remove the away member and add a fresh one instead of restarting it
   --only S           run only one system: etcd or baton
   --timeout S        give up on a catch-up after S seconds (default 600)
@@ -32,6 +34,7 @@ size_mb=1024
 value_kib=256
 small=12000
 snapshot_count=2000
+quota=$((8 * 1024 * 1024 * 1024))
 replace=0
 only=
 timeout_s=600
@@ -43,6 +46,7 @@ while [ $# -gt 0 ]; do
         --value-kib) value_kib=${2:?}; shift 2 ;;
         --small) small=${2:?}; shift 2 ;;
         --snapshot-count) snapshot_count=${2:?}; shift 2 ;;
+        --quota-bytes) quota=${2:?}; shift 2 ;;
         --replace) replace=1; shift ;;
         --only) only=${2:?}; shift 2 ;;
         --timeout) timeout_s=${2:?}; shift 2 ;;
@@ -90,12 +94,14 @@ start_member() {
     mkdir -p "$dir"
     if [ "$system" = etcd ]; then
         "$ETCD_BIN" --name "n$i" --data-dir "$dir/data" --snapshot-count "$snapshot_count" \
+            --quota-backend-bytes "$quota" \
             --listen-client-urls "$client" --advertise-client-urls "$client" \
             --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
             --initial-cluster "$cluster" --initial-cluster-state "$state" \
             --initial-cluster-token baton-rejoin >>"$dir/log" 2>&1 &
     else
         "$BATON_BIN" serve --name "n$i" --data-dir "$dir/data" --snapshot-count "$snapshot_count" \
+            --quota-backend-bytes "$quota" \
             --listen-client-urls "$client" --advertise-client-urls "$client" \
             --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
             --initial-cluster "$cluster" --initial-cluster-state "$state" \
@@ -222,7 +228,7 @@ for m in json.load(sys.stdin)["members"]:
     pid_of=()
 }
 
-echo "rejoin: ${size_mb} MB in ${value_kib} KiB values + $small small puts, --snapshot-count $snapshot_count, $([ "$replace" = 1 ] && echo "member replaced" || echo "member restarted"); $(date -u +%FT%TZ), $(cd "$repo" && git rev-parse --short HEAD)"
+echo "rejoin: ${size_mb} MB in ${value_kib} KiB values + $small small puts, --snapshot-count $snapshot_count, quota $((quota >> 20)) MiB, $([ "$replace" = 1 ] && echo "member replaced" || echo "member restarted"); $(date -u +%FT%TZ), $(cd "$repo" && git rev-parse --short HEAD)"
 if [ "$only" != baton ]; then
     [ -n "$ETCD_BIN" ] || { echo "etcd not found (Debian: apt-get install etcd-server)" >&2; exit 1; }
     run_system etcd "$PORT_BASE"
