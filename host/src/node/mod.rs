@@ -22,7 +22,7 @@ use crate::lease::ends::{LeaseEnds, Observers};
 use crate::lease::rules::min_ttl_s;
 use crate::limits::{
     GRPC_OVERHEAD_BYTES, PEER_MESSAGE_BYTES_MAX, PUBLISH_RETRY_MS, PUBLISH_WAIT_MS,
-    REQUEST_BYTES_MAX, SNAPSHOT_CATCH_UP_ENTRIES, SNAPSHOT_TRANSFER_STALL_MS,
+    REQUEST_BYTES_MAX, SNAPSHOT_CATCH_UP_ENTRIES, SNAPSHOT_TRANSFER_STALL_MS, STATE_DB_CACHE_BYTES,
 };
 use crate::proto::baton::v1::modules_server::ModulesServer;
 use crate::proto::batonpb::raft_peer_server::RaftPeerServer;
@@ -65,7 +65,12 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let log_store =
         LogStore::open(&config.data_dir.join("raft-log")).context("opening the raft log")?;
     let state_path = config.data_dir.join("state.redb");
-    let state_db = Arc::new(Database::create(&state_path).context("opening the state database")?);
+    let state_db = Arc::new(
+        Database::builder()
+            .set_cache_size(STATE_DB_CACHE_BYTES)
+            .create(&state_path)
+            .context("opening the state database")?,
+    );
     let lease_deadlines = Arc::new(Deadlines::default());
     let lease_ends = Arc::new(LeaseEnds::default());
     let lease_observers = Observers(vec![lease_deadlines.clone(), lease_ends.clone()]);
