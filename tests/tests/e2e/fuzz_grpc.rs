@@ -1250,3 +1250,14 @@ async fn grpc_fuzz_every_unary_method(backend: Backend) -> Result<()> {
 }
 
 backend_test!(grpc_fuzz_every_unary_method);
+
+/// Found by the fuzzer: Unlock of an empty key is refused as etcd refuses it (its Lock service
+/// relays the inner DeleteRange's error as UNKNOWN), not answered OK.
+async fn unlock_of_an_empty_key_is_refused(backend: Backend) -> Result<()> {
+    let (_cluster, mut client) = baton_e2e::start_single(backend).await?;
+    let result = client.unlock(Vec::<u8>::new()).await;
+    baton_e2e::assert_grpc_error(result, Code::Unknown, "etcdserver: key is not provided");
+    Ok(())
+}
+
+backend_test!(unlock_of_an_empty_key_is_refused);
