@@ -12,6 +12,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::api::status::recipe_status;
+use crate::mvcc::error::KvError;
 use crate::proto::v3lockpb::lock_server::Lock;
 use crate::proto::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockResponse};
 use crate::recipe::error::RecipeError;
@@ -69,7 +70,13 @@ impl Lock for LockService {
         &self,
         request: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
-        let resp = self.recipes.delete(request.into_inner().key).await;
+        let key = request.into_inner().key;
+        // etcd's Unlock is a DeleteRange, so its empty-key check applies (and is relayed as
+        // UNKNOWN like every recipe error); the recipe's internal delete does not check.
+        if key.is_empty() {
+            return Err(recipe_status(KvError::EmptyKey.into()));
+        }
+        let resp = self.recipes.delete(key).await;
         let resp = resp.map_err(recipe_status)?;
         Ok(Response::new(UnlockResponse {
             header: resp.header,

@@ -9,6 +9,7 @@ mod etcdctl_lock;
 mod failover;
 mod failover_watch_lease;
 mod follower;
+mod fuzz_grpc;
 mod harness;
 mod kv;
 mod kv_errors;
