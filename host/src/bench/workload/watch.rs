@@ -16,7 +16,8 @@ use crate::bench::pool::{Pool, connect_streaming};
 
 /// Watched keys are `bench/watch/<run>/<seq>`, so concurrent runs do not see each other's puts.
 pub const WATCH_PREFIX: &str = "bench/watch/";
-pub const WATCHERS_MAX: usize = 1_000;
+/// Each watcher is a connection of its own: 10 000 fit a default `ulimit -n` of 20 000.
+pub const WATCHERS_MAX: usize = 10_000;
 /// Printable filler: the payload is not what this workload measures.
 const VALUE: &[u8] = b"w";
 
