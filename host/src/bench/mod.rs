@@ -545,7 +545,8 @@ mod tests {
             watch.validate()
         };
         assert!(watch(&["watch", "--watchers", "0"]).is_err());
-        assert!(watch(&["watch", "--watchers", "1001"]).is_err());
+        let too_many = (WATCHERS_MAX + 1).to_string();
+        assert!(watch(&["watch", "--watchers", &too_many]).is_err());
         assert!(check_val_size(args::VAL_SIZE_MAX + 1).is_err());
     }
 }
