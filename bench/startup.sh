@@ -42,37 +42,11 @@ ETCD_BIN=${ETCD_BIN:-$(command -v etcd || true)}
 ETCDCTL_BIN=${ETCDCTL_BIN:-$(command -v etcdctl || true)}
 PORT_BASE=${PORT_BASE:-42600}
 START_TIMEOUT_S=1800
-client="127.0.0.1:$PORT_BASE"
-peer="127.0.0.1:$((PORT_BASE + 1))"
+# shellcheck source=bench/single_member.sh
+. "$repo/bench/single_member.sh"
+bench_tmp startup
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/baton-startup.XXXXXX")
-pid=
-cleanup() {
-    if [ -n "$pid" ]; then kill -KILL "$pid" 2>/dev/null || true; fi
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-if [ "$build" = 1 ] && [ "$only" != etcd ]; then
-    (cd "$repo" && cargo build --release --bin baton)
-fi
-
-start() {
-    local system=$1 dir=$2
-    if [ "$system" = etcd ]; then
-        "$ETCD_BIN" --name n1 --data-dir "$dir" --quota-backend-bytes $((8 << 30)) \
-            --listen-client-urls "http://$client" --advertise-client-urls "http://$client" \
-            --listen-peer-urls "http://$peer" --initial-advertise-peer-urls "http://$peer" \
-            --initial-cluster "n1=http://$peer" >>"$dir.log" 2>&1 &
-    else
-        "$BATON_BIN" serve --name n1 --data-dir "$dir" --quota-backend-bytes $((8 << 30)) \
-            --listen-client-urls "http://$client" --listen-peer-urls "http://$peer" \
-            --initial-cluster "n1=http://$peer" >>"$dir.log" 2>&1 &
-    fi
-    pid=$!
-}
+start() { start_member "$1" "$2" --quota-backend-bytes $((8 << 30)); }
 
 # Seconds (with a fraction) until the member accepts a write.
 wait_serving() {
@@ -86,12 +60,6 @@ wait_serving() {
     awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }'
 }
 
-stop() {
-    kill -TERM "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    pid=
-}
-
 run() {
     local system=$1 n=$2 dir=$tmp/$1-$2 fresh restarted rss size
     start "$system" "$dir"
@@ -99,12 +67,12 @@ run() {
     "$BATON_BIN" --endpoints "http://$client" bench put --total "$n" --clients 64 --conns 8 \
         --val-size "$val_size" --key-size 16 --key-space-size "$keys" --key-prefix s/ \
         --timeout 30s >/dev/null
-    stop
+    stop_member
     start "$system" "$dir"
     restarted=$(wait_serving "$dir")
     rss=$(awk '/^VmRSS:/ { print int($2 / 1024) }' "/proc/$pid/status")
     size=$(du -sm "$dir" | cut -f1)
-    stop
+    stop_member
     echo "RESULT $system revisions=$n: restart to serving ${restarted}s (fresh ${fresh}s); RSS ${rss} MB; data dir ${size} MB"
     rm -rf "$dir"
 }

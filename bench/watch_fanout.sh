@@ -38,49 +38,20 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 BATON_BIN=${BATON_BIN:-${CARGO_TARGET_DIR:-$repo/target}/release/baton}
 ETCD_BIN=${ETCD_BIN:-$(command -v etcd || true)}
 PORT_BASE=${PORT_BASE:-42700}
-client="127.0.0.1:$PORT_BASE"
-peer="127.0.0.1:$((PORT_BASE + 1))"
-
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/baton-fanout.XXXXXX")
-pid=
-cleanup() {
-    if [ -n "$pid" ]; then kill -KILL "$pid" 2>/dev/null || true; fi
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-if [ "$build" = 1 ] && [ "$only" != etcd ]; then
-    (cd "$repo" && cargo build --release --bin baton)
-fi
+# shellcheck source=bench/single_member.sh
+. "$repo/bench/single_member.sh"
+bench_tmp fanout
 
 start() {
     local system=$1 dir=$tmp/$1
     rm -rf "$dir"
-    if [ "$system" = etcd ]; then
-        "$ETCD_BIN" --name n1 --data-dir "$dir" \
-            --listen-client-urls "http://$client" --advertise-client-urls "http://$client" \
-            --listen-peer-urls "http://$peer" --initial-advertise-peer-urls "http://$peer" \
-            --initial-cluster "n1=http://$peer" >"$dir.log" 2>&1 &
-    else
-        "$BATON_BIN" serve --name n1 --data-dir "$dir" \
-            --listen-client-urls "http://$client" --listen-peer-urls "http://$peer" \
-            --initial-cluster "n1=http://$peer" >"$dir.log" 2>&1 &
-    fi
-    pid=$!
+    start_member "$system" "$dir"
     local deadline=$((SECONDS + 60))
     until "$BATON_BIN" --endpoints "http://$client" bench put --total 1 --timeout 2s \
             --key-prefix ready/ --key-size 16 --key-space-size 1 >/dev/null 2>&1; do
         [ "$SECONDS" -lt "$deadline" ] || { echo "$system not ready; see $dir.log" >&2; exit 1; }
         sleep 0.2
     done
-}
-
-stop() {
-    kill -TERM "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    pid=
 }
 
 echo "watch fan-out: ${counts[*]} watchers, $total puts each; $(date -u +%FT%TZ), $(cd "$repo" && git rev-parse --short HEAD)"
@@ -91,6 +62,6 @@ for w in "${counts[@]}"; do
         printf '%s watchers=%s: ' "$system" "$w"
         "$BATON_BIN" --endpoints "http://$client" bench watch --watchers "$w" --total "$total" \
             --timeout 30s | tail -n 1
-        stop
+        stop_member
     done
 done
