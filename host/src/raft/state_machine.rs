@@ -17,7 +17,7 @@ use std::sync::Arc;
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
-use redb::{Database, Durability, ReadableDatabase, WriteTransaction};
+use redb::{Database, Durability, ReadTransaction, ReadableDatabase, WriteTransaction};
 use tokio::sync::watch;
 
 use crate::entry::{Reply, TypeConfig, codec};
@@ -135,6 +135,11 @@ impl StateMachine {
 
     fn read_applied(&self) -> io::Result<(Option<LogId>, StoredMembership)> {
         let txn = self.db.begin_read().map_err(io_err)?;
+        Self::read_bookkeeping(&txn)
+    }
+
+    /// The last applied log id and membership as `txn` sees them.
+    fn read_bookkeeping(txn: &ReadTransaction) -> io::Result<(Option<LogId>, StoredMembership)> {
         let table = txn.open_table(META).map_err(io_err)?;
         let applied = match table.get(KEY_APPLIED).map_err(io_err)? {
             Some(raw) => Some(codec::decode(raw.value()).map_err(io_err)?),
@@ -193,18 +198,7 @@ impl StateMachine {
     fn snapshot_now(&mut self) -> Result<Snapshot, io::Error> {
         self.make_durable()?;
         let txn = self.db.begin_read().map_err(io_err)?;
-        let (last_log_id, last_membership) = {
-            let table = txn.open_table(META).map_err(io_err)?;
-            let applied: Option<LogId> = match table.get(KEY_APPLIED).map_err(io_err)? {
-                Some(raw) => Some(codec::decode(raw.value()).map_err(io_err)?),
-                None => None,
-            };
-            let membership: StoredMembership = match table.get(KEY_MEMBERSHIP).map_err(io_err)? {
-                Some(raw) => codec::decode(raw.value()).map_err(io_err)?,
-                None => StoredMembership::default(),
-            };
-            (applied, membership)
-        };
+        let (last_log_id, last_membership) = Self::read_bookkeeping(&txn)?;
         let meta = SnapshotMeta {
             last_log_id,
             last_membership,
