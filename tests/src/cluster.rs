@@ -281,9 +281,9 @@ impl Cluster {
     /// so a test that starts sooner sees its first requests queue behind that work. Gives up
     /// quietly: a cluster started with flags that refuse the deploys (a tiny quota) still runs.
     async fn wait_builtins(&self) {
-        use baton::proto::baton::v1::ListRequest;
-        use baton::proto::baton::v1::modules_client::ModulesClient;
-        use baton::wasm::builtin::BUILTIN_MODULES;
+        use baton_proto::baton::v1::ListRequest;
+        use baton_proto::baton::v1::modules_client::ModulesClient;
+        use baton_wasm::builtin::BUILTIN_MODULES;
         let deadline = Instant::now() + READY_TIMEOUT;
         while Instant::now() < deadline {
             let listed = async {

@@ -10,8 +10,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use baton::proto::baton::v1::InvokeRequest;
-use baton::proto::baton::v1::modules_client::ModulesClient;
+use baton_proto::baton::v1::InvokeRequest;
+use baton_proto::baton::v1::modules_client::ModulesClient;
 use etcd_client::{Client, Compare, CompareOp, LockOptions, Txn, TxnOp};
 use rustix::process::{Pid, Signal, kill_process};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};

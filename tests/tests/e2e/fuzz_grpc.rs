@@ -40,11 +40,11 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use baton::proto::baton::v1 as modpb;
-use baton::proto::etcdserverpb as pb;
-use baton::proto::v3electionpb as elpb;
-use baton::proto::v3lockpb as lockpb;
 use baton_e2e::{Backend, Cluster, backend_test, seed_from_env};
+use baton_proto::baton::v1 as modpb;
+use baton_proto::etcdserverpb as pb;
+use baton_proto::v3electionpb as elpb;
+use baton_proto::v3lockpb as lockpb;
 use bytes::{Buf, BufMut};
 use etcd_client::{
     AlarmAction, AlarmOptions, AlarmType, Client, EventType, GetOptions, MemberAddOptions,
@@ -891,8 +891,8 @@ fn module_methods() -> Vec<Method> {
                     let component = match g.pick(3) {
                         0 => g.bytes(256),
                         // A real component, flipped in a few places.
-                        1 => mutate(g, baton::wasm::builtin::BUILTIN_MODULES[0].1.to_vec()),
-                        _ => baton::wasm::builtin::BUILTIN_MODULES[0].1.to_vec(),
+                        1 => mutate(g, baton_wasm::builtin::BUILTIN_MODULES[0].1.to_vec()),
+                        _ => baton_wasm::builtin::BUILTIN_MODULES[0].1.to_vec(),
                     };
                     modpb::DeployRequest {
                         name: g.name(),

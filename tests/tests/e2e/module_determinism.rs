@@ -11,10 +11,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use baton::proto::baton::v1::modules_client::ModulesClient;
-use baton::proto::baton::v1::{DeployRequest, ListRequest};
-use baton::wasm::builtin::HOSTILE_MODULE;
 use baton_e2e::{Backend, Cluster, run_test};
+use baton_proto::baton::v1::modules_client::ModulesClient;
+use baton_proto::baton::v1::{DeployRequest, ListRequest};
+use baton_wasm::builtin::HOSTILE_MODULE;
 use etcd_client::{Client, Compare, CompareOp, DeleteOptions, GetOptions, Txn, TxnOp};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

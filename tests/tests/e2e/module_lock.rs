@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use baton::proto::baton::v1::InvokeRequest;
-use baton::proto::baton::v1::modules_client::ModulesClient;
 use baton_e2e::{Backend, Cluster, run_test};
+use baton_proto::baton::v1::InvokeRequest;
+use baton_proto::baton::v1::modules_client::ModulesClient;
 use tokio::time::{sleep, timeout};
 use tonic::transport::Channel;
 

@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use baton::proto::baton::v1::{DeployRequest, InvokeRequest};
-use baton::wasm::builtin::HOSTILE_MODULE;
 use baton_e2e::{Backend, Cluster, run_test};
+use baton_proto::baton::v1::{DeployRequest, InvokeRequest};
+use baton_wasm::builtin::HOSTILE_MODULE;
 use tokio::time::{sleep, timeout};
 
 use crate::modules::{

@@ -13,7 +13,7 @@ use crate::modules::{
     PARKED_PROOF, WAKE_BOUND, invoke, invoke_when_deployed, modules_client, output_json, park,
 };
 
-fn pop(queue: &str) -> baton::proto::baton::v1::InvokeRequest {
+fn pop(queue: &str) -> baton_proto::baton::v1::InvokeRequest {
     invoke("queue", "pop", &format!(r#"{{"queue":"{queue}"}}"#), 0)
 }
 

@@ -6,10 +6,10 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use baton::proto::baton::v1::modules_client::ModulesClient;
-use baton::proto::baton::v1::{DeployRequest, DescribeRequest, InvokeRequest, InvokeResponse};
-use baton::wasm::builtin::HOSTILE_MODULE;
 use baton_e2e::{Backend, Cluster, baton_bin, run_test};
+use baton_proto::baton::v1::modules_client::ModulesClient;
+use baton_proto::baton::v1::{DeployRequest, DescribeRequest, InvokeRequest, InvokeResponse};
+use baton_wasm::builtin::HOSTILE_MODULE;
 use tokio::time::{Instant, sleep};
 use tonic::transport::Channel;
 

@@ -4,11 +4,11 @@
 //! still serves a put, a get and a well-behaved call.
 
 use anyhow::{Context, Result, ensure};
-use baton::limits::{GUEST_MEMORY_BYTES_MAX, MODULE_BYTES_MAX};
-use baton::proto::baton::v1::DeployRequest;
-use baton::proto::baton::v1::modules_client::ModulesClient;
-use baton::wasm::builtin::HOSTILE_MODULE;
 use baton_e2e::{Backend, Cluster, run_test};
+use baton_limits::{GUEST_MEMORY_BYTES_MAX, MODULE_BYTES_MAX};
+use baton_proto::baton::v1::DeployRequest;
+use baton_proto::baton::v1::modules_client::ModulesClient;
+use baton_wasm::builtin::HOSTILE_MODULE;
 use etcd_client::Client;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -136,7 +136,7 @@ async fn deploy_refuses_foreign_imports_and_huge_modules() {
 
         // None of the refused modules exists.
         let listed = modules
-            .list(baton::proto::baton::v1::ListRequest {})
+            .list(baton_proto::baton::v1::ListRequest {})
             .await?
             .into_inner();
         let names: Vec<&str> = listed.modules.iter().map(|m| m.name.as_str()).collect();

@@ -144,12 +144,29 @@ async fn a_replacement_member_catches_up_from_a_large_snapshot(backend: Backend)
     let mut client = cluster.member_client(leader).await?;
     let revision = write_past_a_purge(&client).await?;
     cluster.kill(failed)?;
-    client.member_remove(cluster.member_id(failed)).await?;
+    remove_member(&mut client, cluster.member_id(failed)).await?;
     cluster.forget(failed)?;
     let addrs = cluster.next_member_addrs()?;
     add_member(&mut client, addrs.peer_url()).await?;
     let added = cluster.start_added(addrs, SNAPSHOT_EVERY)?;
     caught_up(&cluster, added, leader, revision).await
+}
+
+/// `member remove`, retried while etcd judges the cluster unhealthy ("unhealthy cluster"): it
+/// refuses a removal unless the members left have been connected for a while, which a loaded
+/// machine can delay.
+async fn remove_member(client: &mut Client, id: u64) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match client.member_remove(id).await {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() < deadline && e.to_string().contains("unhealthy cluster") => {
+                eprintln!("rejoin: member remove not yet accepted: {e}");
+                sleep(POLL).await;
+            }
+            Err(e) => return Err(e).context("member remove"),
+        }
+    }
 }
 
 /// `member add`, retried while etcd still counts the removed member's absence against the

@@ -1,0 +1,18 @@
+//! The modules wing: everything the server does for Wasm modules beyond applying them (which is
+//! `baton_apply::sm::module`, running guests in `baton_wasm`).
+//!
+//! - [`service`]: the `baton.v1.Modules` gRPC service — deploy (validated here first, then
+//!   through the log), list, describe, delete, and calls: writing calls are proposed like any
+//!   write; read-only calls run here ([`read_only`]).
+//! - [`park`]: how a waiting call waits. A guest that returns a wait condition (keys, leases)
+//!   has its call parked on the member serving the client, which watches those keys through the
+//!   watch hub and runs the call again (through the log) when one may have changed.
+//! - [`read_only`]: a read-only call runs on the serving member against a linearizable read
+//!   view; no log entry.
+//! - [`builtin`]: deploys the built-in modules (`guests/`, embedded by `baton_wasm::builtin`)
+//!   when a new cluster is founded.
+
+pub mod builtin;
+pub mod park;
+pub mod read_only;
+pub mod service;

@@ -1,0 +1,263 @@
+//! Baton's `baton.v1.Modules` service: deploy, list, describe, delete and invoke modules.
+//! Writes go through the log (forwarded to the leader like any write); a deploy is validated
+//! here first so a bad module costs no log entry, and again by every member at apply.
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tonic::{Request, Response, Status};
+
+use crate::api::status::refusal_status;
+use crate::modules::park::Parking;
+use crate::modules::read_only;
+use crate::server::Server;
+use baton_apply::sm::module::{check_name, describe, list};
+use baton_limits::{
+    GUEST_FUEL_DEFAULT, GUEST_FUEL_MAX, GUEST_INPUT_BYTES_MAX, READ_ONLY_CALLS_RUNNING_MAX,
+};
+use baton_proto::baton::v1 as pb;
+use baton_proto::baton::v1::modules_server::Modules;
+use baton_proto::batonpb::{self, log_command};
+use baton_wasm::{Runtime, hash_hex};
+
+#[derive(Clone)]
+pub struct ModulesService {
+    server: Arc<Server>,
+    runtime: Runtime,
+    parking: Parking,
+    /// Turns for read-only calls, which share the instance pool with the apply path.
+    read_only_turns: Arc<Semaphore>,
+}
+
+impl ModulesService {
+    pub fn new(server: Arc<Server>, runtime: Runtime, parking: Parking) -> Self {
+        Self {
+            server,
+            runtime,
+            parking,
+            read_only_turns: Arc::new(Semaphore::new(READ_ONLY_CALLS_RUNNING_MAX)),
+        }
+    }
+
+    /// Runs the call until the guest finishes: each run that asks to wait has committed its
+    /// writes, so the call parks here until what it waits for changes, then runs again (as a
+    /// new log entry). Bounded only by the client: its deadline or disconnect drops this future.
+    async fn run_to_completion(
+        &self,
+        call: batonpb::ModuleInvoke,
+    ) -> Result<pb::InvokeResponse, Status> {
+        let mut runs = 0u32;
+        loop {
+            let op = log_command::Op::ModuleInvoke(call.clone());
+            let reply: batonpb::ModuleInvoked = self.server.write(op).await?;
+            runs = runs.saturating_add(1);
+            let Some(wait) = reply.wait else {
+                return Ok(pb::InvokeResponse {
+                    output: reply.output,
+                    revision: reply.revision,
+                    fuel_used: reply.fuel_used,
+                    runs,
+                });
+            };
+            tracing::debug!(module = %call.name, function = %call.function, runs, "call parked");
+            self.parking
+                .until(&self.server, &wait, reply.revision)
+                .await?;
+        }
+    }
+
+    /// Runs a read-only call on this member until the guest finishes: each run reads a view taken
+    /// after a linearizable read; a run that asks to wait parks like any call, then runs again.
+    async fn run_read_only(
+        &self,
+        call: batonpb::ModuleInvoke,
+    ) -> Result<pb::InvokeResponse, Status> {
+        let call = Arc::new(call);
+        let mut runs = 0u32;
+        loop {
+            self.server.linearize().await?;
+            let applied_index = self.server.applied_index();
+            let view = self.server.read_view().await?;
+            let (runtime, job) = (self.runtime.clone(), call.clone());
+            let turn = self
+                .read_only_turns
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| Status::unavailable("baton: read-only calls stopped"))?;
+            // The guest runs to completion (bounded by its fuel) off the async workers.
+            let run = tokio::task::spawn_blocking(move || {
+                let run = read_only::run(&runtime, &view, &job, applied_index);
+                drop(turn);
+                run
+            })
+            .await
+            .map_err(|e| Status::internal(format!("read-only call panicked: {e}")))?;
+            let run = match run {
+                Ok(run) => run,
+                Err(read_only::ReadRunError::Refused(refused)) => {
+                    return Err(refusal_status(refused));
+                }
+                Err(read_only::ReadRunError::Local(message)) => {
+                    return Err(Status::unavailable(format!(
+                        "this member cannot run the call ({message}); try another"
+                    )));
+                }
+            };
+            runs = runs.saturating_add(1);
+            let Some(wait) = run.finished.wait else {
+                return Ok(pb::InvokeResponse {
+                    output: run.finished.output,
+                    revision: run.revision,
+                    fuel_used: run.finished.fuel_used,
+                    runs,
+                });
+            };
+            tracing::debug!(module = %call.name, function = %call.function, runs, "read-only call parked");
+            self.parking
+                .until(&self.server, &wait, run.revision)
+                .await?;
+        }
+    }
+
+    /// A linearizable read view of the module tables.
+    async fn read_view(&self) -> Result<baton_store::mvcc::ReadView, Status> {
+        self.server.linearize().await?;
+        self.server.read_view().await
+    }
+}
+
+fn parse_hex(text: &str) -> Result<Vec<u8>, Status> {
+    let invalid = || Status::invalid_argument(format!("hash must be 64 hex digits: {text:?}"));
+    if text.len() != 64 || !text.is_ascii() {
+        return Err(invalid());
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).map_err(|_| invalid()))
+        .collect()
+}
+
+fn info(name: String, record: batonpb::ModuleRecord) -> pb::ModuleInfo {
+    let versions = record
+        .versions
+        .into_iter()
+        .map(|v| pb::ModuleVersion {
+            version: v.version,
+            hash: hash_hex(&v.hash),
+            size_bytes: v.size_bytes,
+            exports: v.exports,
+        })
+        .collect();
+    pb::ModuleInfo { name, versions }
+}
+
+fn storage(e: impl std::fmt::Display) -> Status {
+    Status::internal(e.to_string())
+}
+
+#[tonic::async_trait]
+impl Modules for ModulesService {
+    async fn deploy(
+        &self,
+        request: Request<pb::DeployRequest>,
+    ) -> Result<Response<pb::DeployResponse>, Status> {
+        let req = request.into_inner();
+        check_name(&req.name).map_err(Status::invalid_argument)?;
+        // Compiling a large component takes a while: off the async workers.
+        let runtime = self.runtime.clone();
+        let (component, validated) = tokio::task::spawn_blocking(move || {
+            let validated = runtime.validate(&req.component);
+            (req.component, validated)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("module validation panicked: {e}")))?;
+        validated.map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let op = log_command::Op::ModuleDeploy(batonpb::ModuleDeploy {
+            name: req.name,
+            component,
+        });
+        let d: batonpb::ModuleDeployed = self.server.write(op).await?;
+        Ok(Response::new(pb::DeployResponse {
+            hash: hash_hex(&d.hash),
+            version: d.version,
+        }))
+    }
+
+    async fn list(
+        &self,
+        _request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
+        let view = self.read_view().await?;
+        let modules = list(&view).map_err(storage)?;
+        Ok(Response::new(pb::ListResponse {
+            modules: modules.into_iter().map(|(n, r)| info(n, r)).collect(),
+        }))
+    }
+
+    async fn describe(
+        &self,
+        request: Request<pb::DescribeRequest>,
+    ) -> Result<Response<pb::ModuleInfo>, Status> {
+        let name = request.into_inner().name;
+        let view = self.read_view().await?;
+        match describe(&view, &name).map_err(storage)? {
+            Some(record) => Ok(Response::new(info(name, record))),
+            None => Err(Status::not_found(format!("module not found: {name}"))),
+        }
+    }
+
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let name = request.into_inner().name;
+        let op = log_command::Op::ModuleDelete(batonpb::ModuleDelete { name });
+        let d: batonpb::ModuleDeleted = self.server.write(op).await?;
+        Ok(Response::new(pb::DeleteResponse {
+            versions: d.versions,
+        }))
+    }
+
+    async fn invoke(
+        &self,
+        request: Request<pb::InvokeRequest>,
+    ) -> Result<Response<pb::InvokeResponse>, Status> {
+        let req = request.into_inner();
+        let hash = if req.hash.is_empty() {
+            check_name(&req.name).map_err(Status::invalid_argument)?;
+            Vec::new()
+        } else {
+            parse_hex(&req.hash)?
+        };
+        if req.input.len() > GUEST_INPUT_BYTES_MAX {
+            return Err(Status::invalid_argument(format!(
+                "input of {} bytes exceeds the limit of {GUEST_INPUT_BYTES_MAX}",
+                req.input.len()
+            )));
+        }
+        let fuel = match req.fuel {
+            0 => GUEST_FUEL_DEFAULT,
+            f if f > GUEST_FUEL_MAX => {
+                return Err(Status::invalid_argument(format!(
+                    "fuel {f} exceeds the limit of {GUEST_FUEL_MAX}"
+                )));
+            }
+            f => f,
+        };
+        let call = batonpb::ModuleInvoke {
+            name: req.name,
+            hash,
+            function: req.function,
+            input: req.input,
+            lease: req.lease,
+            fuel,
+        };
+        let response = if req.read_only {
+            self.run_read_only(call).await
+        } else {
+            self.run_to_completion(call).await
+        };
+        response.map(Response::new)
+    }
+}
