@@ -16,7 +16,7 @@ use baton_store::lease::LeaseChange;
 use baton_store::lease::error::LeaseApplyError;
 use baton_store::mvcc::key_index::KeyIndex;
 use baton_store::ops::alarm::{self, NO_SPACE};
-use baton_store::ops::kv::{self, ApplyError, KvRequest, KvResponse};
+use baton_store::ops::kv::{self, ApplyError, KvOp, KvResponse};
 use baton_store::ops::lease::{self, LeaseOp};
 use baton_store::ops::shared_write::SharedWriteCtx;
 use baton_wasm::Runtime;
@@ -144,10 +144,10 @@ fn apply_one(
             let kv = memo.kv(txn, index)?;
             return module_outcome(module::invoke(txn, &kv, &env, i, &mut memo.modules)?);
         }
-        Some(Op::Put(r)) => KvRequest::Put(r.clone()),
-        Some(Op::DeleteRange(r)) => KvRequest::DeleteRange(r.clone()),
-        Some(Op::Txn(r)) => KvRequest::Txn(r.clone()),
-        Some(Op::Compaction(r)) => KvRequest::Compaction(*r),
+        Some(Op::Put(r)) => KvOp::Put(r),
+        Some(Op::DeleteRange(r)) => KvOp::DeleteRange(r),
+        Some(Op::Txn(r)) => KvOp::Txn(r),
+        Some(Op::Compaction(r)) => KvOp::Compaction(r),
         Some(Op::LeaseGrant(r)) => return apply_lease_op(txn, index, LeaseOp::Grant(r)),
         Some(Op::LeaseRevoke(r)) => return apply_lease_op(txn, index, LeaseOp::Revoke(r)),
         Some(Op::LeaseCheckpoint(r)) => {
@@ -163,7 +163,7 @@ fn apply_one(
         }
     };
     let shared = memo.kv(txn, index)?;
-    match kv::apply_kv_shared(txn, &shared, &request) {
+    match kv::apply_kv_shared(txn, &shared, request) {
         Ok(applied) => Ok(CommandOutcome {
             reply: answer(match applied.response {
                 KvResponse::Put(r) => log_reply::Result::Put(r),

@@ -29,6 +29,27 @@ pub enum KvRequest {
     Compaction(CompactionRequest),
 }
 
+/// A KV request borrowed from wherever it lives (a log command, a [`KvRequest`]), so applying
+/// one copies nothing.
+#[derive(Debug, Clone, Copy)]
+pub enum KvOp<'a> {
+    Put(&'a PutRequest),
+    DeleteRange(&'a DeleteRangeRequest),
+    Txn(&'a TxnRequest),
+    Compaction(&'a CompactionRequest),
+}
+
+impl KvRequest {
+    pub fn as_op(&self) -> KvOp<'_> {
+        match self {
+            KvRequest::Put(r) => KvOp::Put(r),
+            KvRequest::DeleteRange(r) => KvOp::DeleteRange(r),
+            KvRequest::Txn(r) => KvOp::Txn(r),
+            KvRequest::Compaction(r) => KvOp::Compaction(r),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum KvResponse {
     Put(PutResponse),
@@ -59,17 +80,18 @@ pub fn apply_kv(
     req: &KvRequest,
 ) -> Result<Applied, ApplyError> {
     let mut w = WriteCtx::open(txn, index)?;
-    let (response, events) = apply_in(&mut w, req)?;
+    let (response, events) = apply_in(&mut w, req.as_op())?;
     attach(txn, response, events)
 }
 
-/// [`apply_kv`] with the tables already open in `kv`, shared with the entry's other commands.
+/// [`apply_kv`] for a request borrowed from a log command, with the tables already open in
+/// `kv`, shared with the entry's other commands.
 pub fn apply_kv_shared(
     txn: &WriteTransaction,
     kv: &SharedWriteCtx,
-    req: &KvRequest,
+    op: KvOp<'_>,
 ) -> Result<Applied, ApplyError> {
-    let (response, events) = kv.with(|w| apply_in(w, req))?;
+    let (response, events) = kv.with(|w| apply_in(w, op))?;
     attach(txn, response, events)
 }
 
@@ -77,13 +99,13 @@ pub fn apply_kv_shared(
 /// its first write, so a rejection leaves `w` as it was.
 fn apply_in(
     w: &mut WriteCtx<'_>,
-    req: &KvRequest,
+    op: KvOp<'_>,
 ) -> Result<(KvResponse, Vec<mvccpb::Event>), ApplyError> {
-    let response = match req {
-        KvRequest::Put(p) => KvResponse::Put(put_request(w, p)?),
-        KvRequest::DeleteRange(d) => KvResponse::DeleteRange(delete_range(w, d)?),
-        KvRequest::Txn(t) => KvResponse::Txn(crate::ops::txn::apply_txn(w, t)?),
-        KvRequest::Compaction(c) => {
+    let response = match op {
+        KvOp::Put(p) => KvResponse::Put(put_request(w, p)?),
+        KvOp::DeleteRange(d) => KvResponse::DeleteRange(delete_range(w, d)?),
+        KvOp::Txn(t) => KvResponse::Txn(crate::ops::txn::apply_txn(w, t)?),
+        KvOp::Compaction(c) => {
             compact(w, c.revision)?;
             KvResponse::Compaction(CompactionResponse {
                 header: header(w.begin),
