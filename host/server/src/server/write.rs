@@ -22,9 +22,18 @@ pub trait WriteReply: Sized {
     fn complete(&mut self, server: &Server);
 }
 
-/// etcd responses: their header is completed with the revision the state machine wrote.
-macro_rules! etcd_replies {
-    ($($variant:ident => $reply:ty),* $(,)?) => {$(
+/// `WriteReply` for each reply type: etcd's responses get their header completed (`headed`);
+/// Baton's own carry none (`headerless`).
+macro_rules! write_replies {
+    (@complete headed) => {
+        fn complete(&mut self, server: &Server) {
+            self.header = server.finish_header(self.header.take());
+        }
+    };
+    (@complete headerless) => {
+        fn complete(&mut self, _: &Server) {}
+    };
+    ($($kind:ident $variant:ident => $reply:ty),* $(,)?) => {$(
         impl WriteReply for $reply {
             fn take(result: log_reply::Result) -> Option<Self> {
                 match result {
@@ -33,43 +42,22 @@ macro_rules! etcd_replies {
                 }
             }
 
-            fn complete(&mut self, server: &Server) {
-                self.header = server.finish_header(self.header.take());
-            }
+            write_replies!(@complete $kind);
         }
     )*};
 }
 
-etcd_replies!(
-    Put => PutResponse,
-    DeleteRange => DeleteRangeResponse,
-    Txn => TxnResponse,
-    Compaction => CompactionResponse,
-    LeaseGrant => LeaseGrantResponse,
-    LeaseRevoke => LeaseRevokeResponse,
-    Alarm => AlarmResponse,
-);
-
-/// Baton's own replies carry no header.
-macro_rules! headerless_replies {
-    ($($variant:ident => $reply:ty),* $(,)?) => {$(
-        impl WriteReply for $reply {
-            fn take(result: log_reply::Result) -> Option<Self> {
-                match result {
-                    log_reply::Result::$variant(reply) => Some(reply),
-                    _ => None,
-                }
-            }
-
-            fn complete(&mut self, _: &Server) {}
-        }
-    )*};
-}
-
-headerless_replies!(
-    ModuleDeployed => ModuleDeployed,
-    ModuleInvoked => ModuleInvoked,
-    ModuleDeleted => ModuleDeleted,
+write_replies!(
+    headed Put => PutResponse,
+    headed DeleteRange => DeleteRangeResponse,
+    headed Txn => TxnResponse,
+    headed Compaction => CompactionResponse,
+    headed LeaseGrant => LeaseGrantResponse,
+    headed LeaseRevoke => LeaseRevokeResponse,
+    headed Alarm => AlarmResponse,
+    headerless ModuleDeployed => ModuleDeployed,
+    headerless ModuleInvoked => ModuleInvoked,
+    headerless ModuleDeleted => ModuleDeleted,
 );
 
 impl Server {
