@@ -33,6 +33,7 @@ pub async fn run_counter_client(
     id: u32,
     endpoint: String,
     seed: u64,
+    reads: ReadMode,
     start: Instant,
     mut stop: watch::Receiver<bool>,
 ) -> Vec<Entry> {
@@ -47,7 +48,7 @@ pub async fn run_counter_client(
         let entry = match roll {
             0..6 => incr(&mut modules, id, &key, start).await,
             6..8 => module_read(&mut modules, id, &key, start).await,
-            _ => kv_read(&endpoint, id, &key, start).await,
+            _ => kv_read(&endpoint, id, &key, reads, start).await,
         };
         let mut think = Duration::from_millis(rng.random_range(0..=THINK_TIME_MS_MAX));
         if let Some(entry) = entry {
@@ -98,11 +99,18 @@ async fn module_read(modules: &mut Modules, id: u32, key: &str, start: Instant) 
     ))
 }
 
-/// A linearizable KV get of the counter's key (its value is the total as decimal text).
-async fn kv_read(endpoint: &str, id: u32, key: &str, start: Instant) -> Option<Entry> {
+/// A KV get of the counter's key (its value is the total as decimal text); serializable only
+/// in the negative control.
+async fn kv_read(
+    endpoint: &str,
+    id: u32,
+    key: &str,
+    reads: ReadMode,
+    start: Instant,
+) -> Option<Entry> {
     let mut client = connect(endpoint).await.ok()?;
     let call_ns = since(start);
-    let outcome = perform(&mut client, key, Op::ReadCounter, ReadMode::Linearizable).await;
+    let outcome = perform(&mut client, key, Op::ReadCounter, reads).await;
     Some(entry(
         id,
         key,
@@ -146,7 +154,7 @@ pub async fn final_reads(
     for k in 0..COUNTER_COUNT {
         let key = counter_key(k);
         loop {
-            match kv_read(endpoint, id, &key, start).await {
+            match kv_read(endpoint, id, &key, ReadMode::Linearizable, start).await {
                 Some(e) if matches!(e.outcome, Outcome::Ok(_)) => {
                     entries.push(e);
                     break;

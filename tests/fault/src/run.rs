@@ -141,6 +141,11 @@ async fn drive(config: &RunConfig, net: &mut Network, dir: &std::path::Path) -> 
             tokio::spawn(watch::run_watcher(endpoint, tx, stop_watch_rx.clone()))
         })
         .collect();
+    let reads = if config.serializable_reads {
+        ReadMode::Serializable
+    } else {
+        ReadMode::Linearizable
+    };
     let (stop_tx, stop_rx) = workload::stop_signal();
     let tasks: Vec<_> = client_seeds
         .iter()
@@ -148,11 +153,6 @@ async fn drive(config: &RunConfig, net: &mut Network, dir: &std::path::Path) -> 
         .map(|(i, &seed)| {
             let endpoint = cluster.endpoint(i % cluster.len()).to_owned();
             let id = u32::try_from(i).unwrap_or(u32::MAX);
-            let reads = if config.serializable_reads {
-                ReadMode::Serializable
-            } else {
-                ReadMode::Linearizable
-            };
             tokio::spawn(workload::run_client(
                 id,
                 endpoint,
@@ -200,6 +200,7 @@ async fn drive(config: &RunConfig, net: &mut Network, dir: &std::path::Path) -> 
                 id,
                 endpoint,
                 seed,
+                reads,
                 start,
                 stop_rx.clone(),
             ))
