@@ -169,32 +169,30 @@ pub async fn perform(client: &mut Client, key: &str, op: Op, reads: ReadMode) ->
         ReadMode::Linearizable => None,
         ReadMode::Serializable => Some(GetOptions::new().with_serializable()),
     };
-    if op == Op::Incr {
-        // Not a KV operation: only the counter module increments (`counter.rs`).
-        return Outcome::Failed;
-    }
     let sent = async {
         match op {
-            Op::Incr => Ok(Reply::Done),
+            // Not a KV operation: only the counter module increments (`counter.rs`), so nothing
+            // is sent and the caller gets `Failed`.
+            Op::Incr => Ok(None),
             Op::ReadCounter => {
                 let reply = client.get(key, read_options).await?;
-                Ok(Reply::Count(
+                Ok(Some(Reply::Count(
                     reply
                         .kvs()
                         .first()
                         .map_or(Some(0), |kv| decode_count(kv.value()))
                         .unwrap_or(FOREIGN_VALUE),
-                ))
+                )))
             }
             Op::Put { value } => {
                 client.put(key, encode_value(value), None).await?;
-                Ok::<_, etcd_client::Error>(Reply::Done)
+                Ok::<_, etcd_client::Error>(Some(Reply::Done))
             }
             Op::Get => {
                 let reply = client.get(key, read_options).await?;
-                Ok(Reply::Read(
+                Ok(Some(Reply::Read(
                     reply.kvs().first().map(|kv| decode_value(kv.value())),
-                ))
+                )))
             }
             Op::Cas { expected, new } => {
                 let txn = Txn::new()
@@ -204,12 +202,13 @@ pub async fn perform(client: &mut Client, key: &str, op: Op, reads: ReadMode) ->
                         encode_value(expected),
                     )])
                     .and_then([TxnOp::put(key, encode_value(new), None)]);
-                Ok(Reply::Swapped(client.txn(txn).await?.succeeded()))
+                Ok(Some(Reply::Swapped(client.txn(txn).await?.succeeded())))
             }
         }
     };
     match tokio::time::timeout(REQUEST_TIMEOUT, sent).await {
-        Ok(Ok(reply)) => Outcome::Ok(reply),
+        Ok(Ok(Some(reply))) => Outcome::Ok(reply),
+        Ok(Ok(None)) => Outcome::Failed,
         _ if matches!(op, Op::Get | Op::ReadCounter) => Outcome::Failed,
         Ok(Err(e)) if never_sent(&e) => Outcome::Failed,
         _ => Outcome::Unknown,
