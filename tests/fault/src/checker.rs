@@ -10,8 +10,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use crate::history::{Entry, Outcome};
-use crate::model::Model;
+use crate::history::{Entry, Op, Outcome};
+use crate::model::{CounterModel, KvModel, Model};
 
 /// Search steps per key before the checker gives up and reports `Undecided`.
 pub const CHECK_STEPS_PER_KEY_MAX: u64 = 20_000_000;
@@ -69,6 +69,18 @@ pub fn check<M: Model>(entries: &[Entry], steps_per_key_max: u64) -> Report {
     Report { keys }
 }
 
+/// Checks a whole run's history: counter keys against the counter model, every other key
+/// against the KV model (a key's operations are all of one kind).
+pub fn check_history(entries: &[Entry], steps_per_key_max: u64) -> Report {
+    let (counters, kv): (Vec<Entry>, Vec<Entry>) =
+        entries.iter().cloned().partition(|e| e.op.is_counter());
+    let mut report = check::<KvModel>(&kv, steps_per_key_max);
+    report
+        .keys
+        .extend(check::<CounterModel>(&counters, steps_per_key_max).keys);
+    report
+}
+
 /// The operations of one key the search must place: failed ops had no effect, and a read of
 /// unknown outcome returned nothing to check. Sorted by call time.
 pub fn relevant<'a>(ops: &[&'a Entry]) -> Vec<&'a Entry> {
@@ -77,7 +89,7 @@ pub fn relevant<'a>(ops: &[&'a Entry]) -> Vec<&'a Entry> {
         .copied()
         .filter(|e| match e.outcome {
             Outcome::Failed => false,
-            Outcome::Unknown => !matches!(e.op, crate::history::Op::Get),
+            Outcome::Unknown => !matches!(e.op, Op::Get | Op::ReadCounter),
             Outcome::Ok(_) => true,
         })
         .collect();
@@ -272,8 +284,7 @@ fn pending_calls(events: &Events) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::{Op, Reply};
-    use crate::model::KvModel;
+    use crate::history::Reply;
 
     fn op(client: u32, op: Op, call: u64, ret: Option<u64>, outcome: Outcome) -> Entry {
         Entry {

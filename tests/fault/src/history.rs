@@ -21,6 +21,17 @@ pub enum Op {
         expected: Value,
         new: Value,
     },
+    /// The `counter` module's `add` by one on this key.
+    Incr,
+    /// A read of a counter's value (a read-only `counter` call or a KV get of its key).
+    ReadCounter,
+}
+
+impl Op {
+    /// Whether the operation is on a counter (checked with the counter model, not the KV one).
+    pub fn is_counter(&self) -> bool {
+        matches!(self, Op::Incr | Op::ReadCounter)
+    }
 }
 
 /// What a completed operation returned.
@@ -33,6 +44,9 @@ pub enum Reply {
     Read(Option<Value>),
     /// Whether the CAS's compare held (and so its put happened).
     Swapped(bool),
+    /// The counter's value: after an `Incr`, the total it returned; for a `ReadCounter`, what it
+    /// read (0 while the key does not exist).
+    Count(u64),
 }
 
 /// A value no put ever writes: what the history records for a read of unparseable bytes.
@@ -86,6 +100,11 @@ pub fn decode_value(bytes: &[u8]) -> Value {
         .and_then(|text| text.parse().ok())
         .filter(|value| *value != FOREIGN_VALUE && *value != UNOBSERVED_VALUE)
         .unwrap_or(FOREIGN_VALUE)
+}
+
+/// Decodes a counter's stored value (a decimal string); `None` for anything else.
+pub fn decode_count(bytes: &[u8]) -> Option<u64> {
+    std::str::from_utf8(bytes).ok()?.trim().parse().ok()
 }
 
 /// The unique value of a client's `n`th put: the client id in the high bits keeps values of

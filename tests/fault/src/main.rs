@@ -10,7 +10,7 @@ use baton_fault::checker::{self, CHECK_STEPS_PER_KEY_MAX};
 use baton_fault::cluster::Backend;
 use baton_fault::gcpause::{self, LockKind};
 use baton_fault::history::Entry;
-use baton_fault::model::KvModel;
+use baton_fault::lockmodel::{self, LockOp, Stored};
 use baton_fault::nemesis::Schedule;
 use baton_fault::run::{self, RunConfig};
 use clap::{Parser, Subcommand};
@@ -42,6 +42,17 @@ enum Command {
         /// Concurrent clients, spread over the members.
         #[arg(long, default_value_t = 3)]
         clients: u32,
+        /// Lock clients: etcd's Lock service and (Baton only) the `lock` module, alternately,
+        /// contending for the same locks and doing fenced writes.
+        #[arg(long, default_value_t = 4)]
+        lock_clients: u32,
+        /// Clients of the `counter` module (Baton only; none against etcd).
+        #[arg(long, default_value_t = 2)]
+        counter_clients: u32,
+        /// Negative control: lock holders write the protected keys with plain puts (no fence),
+        /// so a run where a holder's lease ends under a fault is expected to FAIL the lock model.
+        #[arg(long)]
+        unfenced_locks: bool,
         /// Negative control: the workload's gets read a member's local state (serializable, may
         /// be stale), so a run with partitions or pauses is expected to FAIL the checker.
         #[arg(long)]
@@ -57,7 +68,7 @@ enum Command {
         #[arg(long, value_enum)]
         kind: LockKind,
     },
-    /// Re-checks a saved history.json.
+    /// Re-checks a saved history.json (and the locks.json beside it, if any).
     Check { history: PathBuf },
 }
 
@@ -106,6 +117,9 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             backend,
             schedule,
             clients,
+            lock_clients,
+            counter_clients,
+            unfenced_locks,
             serializable_reads,
             keep,
         } => {
@@ -129,6 +143,9 @@ fn dispatch(command: Command) -> Result<ExitCode> {
                 program,
                 schedule,
                 clients,
+                lock_clients,
+                counter_clients,
+                unfenced_locks,
                 serializable_reads,
                 keep,
             };
@@ -169,11 +186,23 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             let bytes = std::fs::read(&history)
                 .with_context(|| format!("reading {}", history.display()))?;
             let entries: Vec<Entry> = serde_json::from_slice(&bytes)?;
-            let report = checker::check::<KvModel>(&entries, CHECK_STEPS_PER_KEY_MAX);
+            let report = checker::check_history(&entries, CHECK_STEPS_PER_KEY_MAX);
             for (key, verdict) in &report.keys {
                 println!("{key}: {verdict:?}");
             }
-            Ok(if report.is_linearizable() {
+            let locks = history.with_file_name("locks.json");
+            let mut lock_problems = Vec::new();
+            if locks.is_file() {
+                let bytes = std::fs::read(&locks)
+                    .with_context(|| format!("reading {}", locks.display()))?;
+                let (ops, stored): (Vec<LockOp>, Vec<Stored>) = serde_json::from_slice(&bytes)?;
+                lock_problems = lockmodel::check(&ops, &stored);
+                println!("locks: {} problems", lock_problems.len());
+                for problem in &lock_problems {
+                    println!("  {problem}");
+                }
+            }
+            Ok(if report.is_linearizable() && lock_problems.is_empty() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

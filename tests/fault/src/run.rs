@@ -15,12 +15,12 @@ use crate::checker::{self, CHECK_STEPS_PER_KEY_MAX, KeyVerdict};
 use crate::cluster::{Backend, Cluster, READY_TIMEOUT};
 use crate::gcpause::{self, LockKind};
 use crate::history::Entry;
-use crate::model::KvModel;
+use crate::locks::LockClient;
 use crate::nemesis::{self, Nemesis, Schedule};
 use crate::netns::{self, Network};
 use crate::validate::{self, Tally};
 use crate::workload::ReadMode;
-use crate::{lease, watch, workload};
+use crate::{counter, lease, lockmodel, locks, watch, workload};
 
 /// After the last fault heals, the clients keep going this long against a healthy cluster.
 pub const QUIET_PERIOD: Duration = Duration::from_secs(10);
@@ -28,6 +28,9 @@ pub const QUIET_PERIOD: Duration = Duration::from_secs(10);
 const FINAL_CHECK_TIMEOUT: Duration = Duration::from_secs(60);
 /// A run whose clients got fewer acknowledged operations than this proves nothing.
 pub const ACKED_OPS_MIN: usize = 100;
+/// With lock clients on, a run whose holders got fewer fenced writes accepted than this proves
+/// nothing about fencing.
+pub const LOCK_WRITES_ACCEPTED_MIN: usize = 10;
 /// A violation report shows this many of the key's operations either side of where the search
 /// got stuck.
 const VIOLATION_CONTEXT_OPS: usize = 20;
@@ -40,6 +43,12 @@ pub struct RunConfig {
     pub program: PathBuf,
     pub schedule: Schedule,
     pub clients: u32,
+    /// Lock clients (etcd's Lock and, on Baton, the `lock` module, alternately).
+    pub lock_clients: u32,
+    /// Counter clients (the `counter` module; Baton only).
+    pub counter_clients: u32,
+    /// Negative control: lock holders write the protected keys with no fence.
+    pub unfenced_locks: bool,
     /// Serializable (possibly stale) reads in the workload: the negative control.
     pub serializable_reads: bool,
     /// Keep the run directory (logs, data, history) even when the run passes.
@@ -85,7 +94,7 @@ pub fn run(config: &RunConfig) -> Result<RunReport> {
     std::fs::write(&saved, serde_json::to_vec(&entries)?)
         .with_context(|| format!("writing {}", saved.display()))?;
 
-    let verdicts = checker::check::<KvModel>(&entries, CHECK_STEPS_PER_KEY_MAX);
+    let verdicts = checker::check_history(&entries, CHECK_STEPS_PER_KEY_MAX);
     for (key, verdict) in verdicts.violations() {
         report
             .failures
@@ -112,6 +121,11 @@ async fn drive(config: &RunConfig, net: &mut Network, dir: &std::path::Path) -> 
     let active_ms = u64::try_from(config.duration.saturating_sub(QUIET_PERIOD).as_millis())?;
     let steps = nemesis::schedule(&mut rng, config.schedule, active_ms);
     let client_seeds: Vec<u64> = (0..config.clients).map(|_| rng.random()).collect();
+    // Drawn after the KV clients' seeds, so adding lock and counter clients keeps those.
+    let lock_seeds: Vec<u64> = (0..config.lock_clients).map(|_| rng.random()).collect();
+    let modules = config.backend == Backend::Baton;
+    let counter_clients = if modules { config.counter_clients } else { 0 };
+    let counter_seeds: Vec<u64> = (0..counter_clients).map(|_| rng.random()).collect();
     tracing::info!("schedule: {} faults over {active_ms} ms", steps.len());
 
     let mut cluster = Cluster::start(config.backend, config.program.clone(), net, dir).await?;
@@ -127,6 +141,11 @@ async fn drive(config: &RunConfig, net: &mut Network, dir: &std::path::Path) -> 
             tokio::spawn(watch::run_watcher(endpoint, tx, stop_watch_rx.clone()))
         })
         .collect();
+    let reads = if config.serializable_reads {
+        ReadMode::Serializable
+    } else {
+        ReadMode::Linearizable
+    };
     let (stop_tx, stop_rx) = workload::stop_signal();
     let tasks: Vec<_> = client_seeds
         .iter()
@@ -134,11 +153,6 @@ async fn drive(config: &RunConfig, net: &mut Network, dir: &std::path::Path) -> 
         .map(|(i, &seed)| {
             let endpoint = cluster.endpoint(i % cluster.len()).to_owned();
             let id = u32::try_from(i).unwrap_or(u32::MAX);
-            let reads = if config.serializable_reads {
-                ReadMode::Serializable
-            } else {
-                ReadMode::Linearizable
-            };
             tokio::spawn(workload::run_client(
                 id,
                 endpoint,
@@ -150,6 +164,48 @@ async fn drive(config: &RunConfig, net: &mut Network, dir: &std::path::Path) -> 
         })
         .collect();
 
+    let lock_tasks: Vec<_> = lock_seeds
+        .iter()
+        .enumerate()
+        .map(|(i, &seed)| {
+            let id = config.clients + u32::try_from(i).unwrap_or(u32::MAX);
+            let kind = if modules && i % 2 == 1 {
+                LockKind::Module
+            } else {
+                LockKind::Etcd
+            };
+            let client = LockClient {
+                id,
+                kind,
+                seed,
+                unfenced: config.unfenced_locks,
+            };
+            let endpoint = cluster.endpoint(id as usize % cluster.len()).to_owned();
+            tokio::spawn(locks::run_lock_client(
+                client,
+                endpoint,
+                start,
+                stop_rx.clone(),
+            ))
+        })
+        .collect();
+    let first_counter_id = config.clients + config.lock_clients;
+    let counter_tasks: Vec<_> = counter_seeds
+        .iter()
+        .enumerate()
+        .map(|(i, &seed)| {
+            let id = first_counter_id + u32::try_from(i).unwrap_or(u32::MAX);
+            let endpoint = cluster.endpoint(id as usize % cluster.len()).to_owned();
+            tokio::spawn(counter::run_counter_client(
+                id,
+                endpoint,
+                seed,
+                reads,
+                start,
+                stop_rx.clone(),
+            ))
+        })
+        .collect();
     let leases = tokio::spawn(lease::run_lease_client(
         cluster.endpoint(1 % cluster.len()).to_owned(),
         start,
@@ -169,6 +225,13 @@ async fn drive(config: &RunConfig, net: &mut Network, dir: &std::path::Path) -> 
     let mut entries = Vec::new();
     for task in tasks {
         entries.extend(task.await.context("a client task panicked")?);
+    }
+    for task in counter_tasks {
+        entries.extend(task.await.context("a counter client panicked")?);
+    }
+    let mut lock_ops = Vec::new();
+    for task in lock_tasks {
+        lock_ops.extend(task.await.context("a lock client panicked")?);
     }
     let lease_events = leases.await.context("the lease client panicked")?;
     faults?;
@@ -195,12 +258,26 @@ async fn drive(config: &RunConfig, net: &mut Network, dir: &std::path::Path) -> 
         .await_ready(READY_TIMEOUT)
         .await
         .context("the cluster did not recover after the faults healed")?;
-    let final_id = config.clients;
+    let final_id = first_counter_id + counter_clients;
     let reads =
         workload::final_reads(final_id, cluster.endpoint(0), start, FINAL_CHECK_TIMEOUT).await;
     match reads {
         Ok(reads) => entries.extend(reads),
         Err(e) => failures.push(format!("final reads: {e:#}")),
+    }
+    if counter_clients > 0 {
+        let reads =
+            counter::final_reads(final_id, cluster.endpoint(0), start, FINAL_CHECK_TIMEOUT).await;
+        match reads {
+            Ok(reads) => entries.extend(reads),
+            Err(e) => failures.push(format!("final counter reads: {e:#}")),
+        }
+    }
+    if counter_clients > 0 {
+        log_counters(&entries);
+    }
+    if config.lock_clients > 0 {
+        failures.extend(check_locks(&lock_ops, cluster.endpoint(0), dir).await);
     }
     let hashkv = match validate::hashkv_agree(&cluster.endpoints(), FINAL_CHECK_TIMEOUT).await {
         Ok(agreed) => Some(agreed),
@@ -240,6 +317,85 @@ async fn drive(config: &RunConfig, net: &mut Network, dir: &std::path::Path) -> 
         hashkv,
     };
     Ok((entries, report))
+}
+
+/// How many increments were acknowledged, and the totals the last reads saw.
+fn log_counters(entries: &[Entry]) {
+    use crate::history::{Op, Outcome, Reply};
+    let counted = |op: Op| {
+        entries
+            .iter()
+            .filter(|e| e.op == op && matches!(e.outcome, Outcome::Ok(_)))
+            .count()
+    };
+    let finals: Vec<(&str, u64)> = entries
+        .iter()
+        .rev()
+        .take(counter::COUNTER_COUNT)
+        .filter_map(|e| match e.outcome {
+            Outcome::Ok(Reply::Count(total)) if e.op == Op::ReadCounter => {
+                Some((e.key.as_str(), total))
+            }
+            _ => None,
+        })
+        .collect();
+    tracing::info!(
+        "counters: {} increments and {} reads acknowledged; final totals {finals:?}",
+        counted(Op::Incr),
+        counted(Op::ReadCounter)
+    );
+}
+
+/// Reads the protected keys' history, saves it with the lock operations, and checks both
+/// against the lock model.
+async fn check_locks(
+    ops: &[lockmodel::LockOp],
+    endpoint: &str,
+    dir: &std::path::Path,
+) -> Vec<String> {
+    let stored = match locks::stored_history(endpoint, FINAL_CHECK_TIMEOUT).await {
+        Ok(stored) => stored,
+        Err(e) => return vec![format!("lock check: {e:#}")],
+    };
+    let saved = serde_json::to_vec(&(ops, &stored))
+        .map_err(anyhow::Error::from)
+        .and_then(|bytes| Ok(std::fs::write(dir.join("locks.json"), bytes)?));
+    let mut problems = lockmodel::check(ops, &stored);
+    if let Err(e) = saved {
+        problems.push(format!("saving locks.json: {e:#}"));
+    }
+    let count = |f: fn(&lockmodel::Step) -> bool| ops.iter().filter(|o| f(&o.step)).count();
+    let granted = count(|s| matches!(s, lockmodel::Step::Acquired { .. }));
+    let written = count(|s| {
+        matches!(
+            s,
+            lockmodel::Step::Write {
+                outcome: lockmodel::WriteOutcome::Accepted { .. },
+                ..
+            }
+        )
+    });
+    let refused = count(|s| {
+        matches!(
+            s,
+            lockmodel::Step::Write {
+                outcome: lockmodel::WriteOutcome::Refused,
+                ..
+            }
+        )
+    });
+    let failed = count(|s| matches!(s, lockmodel::Step::AcquireFailed));
+    tracing::info!(
+        "locks: {granted} grants, {failed} acquires not granted, {written} fenced writes \
+         accepted, {refused} refused; {} writes in the protected keys' history",
+        stored.len()
+    );
+    if written < LOCK_WRITES_ACCEPTED_MIN {
+        problems.push(format!(
+            "only {written} fenced writes were accepted (at least {LOCK_WRITES_ACCEPTED_MIN} expected)"
+        ));
+    }
+    problems
 }
 
 /// Waits for every watcher to reach the prefix's last revision, stops them, and compares what

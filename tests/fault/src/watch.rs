@@ -194,7 +194,7 @@ pub fn validate(reference: &[Change], watchers: &[Watched], entries: &[Entry]) -
         let written = match e.op {
             Op::Put { value } => value,
             Op::Cas { new, .. } => new,
-            Op::Get => continue,
+            Op::Get | Op::Incr | Op::ReadCounter => continue,
         };
         requested.insert((e.key.as_str(), written));
         let acknowledged = matches!(e.outcome, Outcome::Ok(Reply::Done | Reply::Swapped(true)));

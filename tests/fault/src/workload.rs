@@ -12,7 +12,10 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::cluster::{REQUEST_TIMEOUT, connect};
-use crate::history::{Entry, Op, Outcome, Reply, Value, decode_value, encode_value, unique_value};
+use crate::history::{
+    Entry, FOREIGN_VALUE, Op, Outcome, Reply, Value, decode_count, decode_value, encode_value,
+    unique_value,
+};
 
 /// The workload's keys live under this prefix.
 pub const KEY_PREFIX: &str = "fault/kv/";
@@ -21,15 +24,15 @@ pub const KEY_PREFIX: &str = "fault/kv/";
 pub const KEY_COUNT: usize = 8;
 /// Pause between a client's operations, drawn up to this, so members on a loaded 2-core machine
 /// keep up and the history stays checkable.
-const THINK_TIME_MS_MAX: u64 = 30;
+pub const THINK_TIME_MS_MAX: u64 = 30;
 /// hyper-util's message for a TCP connect that failed (refused, unreachable, timed out).
 const CONNECT_ERROR_TEXT: &str = "tcp connect error";
 /// After an operation that did not succeed, a client waits this long, so a client whose member
 /// is down does not flood the history with operations of unknown outcome (each one widens the
 /// checker's search).
-const ERROR_BACKOFF: Duration = Duration::from_millis(500);
+pub const ERROR_BACKOFF: Duration = Duration::from_millis(500);
 /// After a failed connect, a client waits this long before trying again.
-const RECONNECT_BACKOFF: Duration = Duration::from_millis(300);
+pub const RECONNECT_BACKOFF: Duration = Duration::from_millis(300);
 
 /// How the workload's gets read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -168,15 +171,28 @@ pub async fn perform(client: &mut Client, key: &str, op: Op, reads: ReadMode) ->
     };
     let sent = async {
         match op {
+            // Not a KV operation: only the counter module increments (`counter.rs`), so nothing
+            // is sent and the caller gets `Failed`.
+            Op::Incr => Ok(None),
+            Op::ReadCounter => {
+                let reply = client.get(key, read_options).await?;
+                Ok(Some(Reply::Count(
+                    reply
+                        .kvs()
+                        .first()
+                        .map_or(Some(0), |kv| decode_count(kv.value()))
+                        .unwrap_or(FOREIGN_VALUE),
+                )))
+            }
             Op::Put { value } => {
                 client.put(key, encode_value(value), None).await?;
-                Ok::<_, etcd_client::Error>(Reply::Done)
+                Ok::<_, etcd_client::Error>(Some(Reply::Done))
             }
             Op::Get => {
                 let reply = client.get(key, read_options).await?;
-                Ok(Reply::Read(
+                Ok(Some(Reply::Read(
                     reply.kvs().first().map(|kv| decode_value(kv.value())),
-                ))
+                )))
             }
             Op::Cas { expected, new } => {
                 let txn = Txn::new()
@@ -186,13 +202,14 @@ pub async fn perform(client: &mut Client, key: &str, op: Op, reads: ReadMode) ->
                         encode_value(expected),
                     )])
                     .and_then([TxnOp::put(key, encode_value(new), None)]);
-                Ok(Reply::Swapped(client.txn(txn).await?.succeeded()))
+                Ok(Some(Reply::Swapped(client.txn(txn).await?.succeeded())))
             }
         }
     };
     match tokio::time::timeout(REQUEST_TIMEOUT, sent).await {
-        Ok(Ok(reply)) => Outcome::Ok(reply),
-        _ if op == Op::Get => Outcome::Failed,
+        Ok(Ok(Some(reply))) => Outcome::Ok(reply),
+        Ok(Ok(None)) => Outcome::Failed,
+        _ if matches!(op, Op::Get | Op::ReadCounter) => Outcome::Failed,
         Ok(Err(e)) if never_sent(&e) => Outcome::Failed,
         _ => Outcome::Unknown,
     }

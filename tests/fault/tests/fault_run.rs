@@ -1,5 +1,7 @@
 //! The CI run of the fault harness: a ~2-minute seeded `baton-fault run` against Baton, as a
-//! separate process so its namespaces, signals and exit code are exactly the CLI's. Needs root
+//! separate process so its namespaces, signals and exit code are exactly the CLI's. Its default
+//! workload has KV, lock (etcd Lock and the `lock` module, fenced writes) and `counter` module
+//! clients, all under the nemesis. Needs root
 //! and `ip netns`; without them it fails (it is not skipped). Replay a failure with the seed it
 //! prints: `BATON_FAULT_SEED=<seed> cargo nextest run -p baton-fault`.
 
