@@ -86,6 +86,32 @@ pub struct Loc {
     pub len: u32,
 }
 
+/// Name of the file whose exclusive lock marks the log as in use by a process.
+const LOCK_FILE: &str = "LOCK";
+
+/// Takes the log directory for this process: one writer per log, whatever the process.
+fn lock_dir(dir: &Path) -> io::Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!(
+                "the raft log in {} is in use by another process (is another baton serving \
+                 this data dir?)",
+                dir.display()
+            ),
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
 /// Records encoded for one write. Append offsets are relative to the start of the buffer.
 #[derive(Default)]
 pub struct Batch {
@@ -163,6 +189,8 @@ struct Segment {
 
 /// The segment directory, as the writer sees it.
 pub struct Wal {
+    /// Held open with an exclusive lock for as long as this writer lives (see [`lock_dir`]).
+    _lock: File,
     dir: PathBuf,
     epoch: u64,
     /// Size new segments are zero-filled to.
@@ -215,6 +243,9 @@ impl Wal {
     /// [`Self::open`] with new segments of `segment_bytes` (tests use small ones).
     pub fn open_with(dir: &Path, segment_bytes: u64) -> io::Result<(Wal, Replayed)> {
         std::fs::create_dir_all(dir)?;
+        // Before anything is read or written: a second process on a live member's log would
+        // otherwise take a new epoch and rewrite the spare segment under it.
+        let lock = lock_dir(dir)?;
         let epoch = next_epoch(dir)?;
         let mut seqs = Vec::new();
         for item in std::fs::read_dir(dir)? {
@@ -228,6 +259,7 @@ impl Wal {
         }
         seqs.sort_unstable();
         let mut wal = Wal {
+            _lock: lock,
             dir: dir.to_path_buf(),
             epoch,
             segment_bytes,

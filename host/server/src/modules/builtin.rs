@@ -30,9 +30,15 @@ pub async fn deploy_builtins(server: Arc<Server>) {
                     tracing::error!(module = name, reply = ?other, "built-in module refused");
                     break;
                 }
-                Err(status) => {
+                Err(status) if attempt < BUILTIN_DEPLOY_ATTEMPTS => {
                     tracing::debug!(module = name, attempt, %status, "deploying a built-in module");
                     tokio::time::sleep(Duration::from_millis(BUILTIN_DEPLOY_RETRY_MS)).await;
+                }
+                Err(status) => {
+                    tracing::error!(
+                        module = name, attempts = attempt, %status,
+                        "gave up deploying a built-in module; deploy it with `baton module deploy`"
+                    );
                 }
             }
         }

@@ -123,6 +123,9 @@ struct State {
     last_purged: Option<LogId>,
     /// Set once the writer failed: the log is out of service.
     failed: Option<String>,
+    /// Set when the last handle is dropped: the writer finishes its queue and exits, which
+    /// closes the log's files and releases its lock.
+    closed: bool,
 }
 
 impl State {
@@ -158,6 +161,27 @@ impl Shared {
 #[derive(Clone)]
 pub struct LogStore {
     shared: Arc<Shared>,
+    _writer: Arc<WriterThread>,
+}
+
+/// The writer thread, stopped and joined when the last [`LogStore`] handle goes, so the log is
+/// closed (and its directory lock released) by the time the drop returns.
+struct WriterThread {
+    shared: Arc<Shared>,
+    handle: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for WriterThread {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.work.notify_one();
+        let handle = self.handle.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(handle) = handle
+            && handle.join().is_err()
+        {
+            tracing::error!("the raft log writer panicked");
+        }
+    }
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
@@ -184,10 +208,17 @@ impl LogStore {
             work: Condvar::new(),
         });
         let writer = shared.clone();
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("raft-log-writer".into())
             .spawn(move || run_writer(&writer, wal))?;
-        Ok(Self { shared })
+        let writer = Arc::new(WriterThread {
+            shared: shared.clone(),
+            handle: Mutex::new(Some(handle)),
+        });
+        Ok(Self {
+            shared,
+            _writer: writer,
+        })
     }
 
     /// The log's files and the view replayed from them, checked for holes.
@@ -274,6 +305,9 @@ fn run_writer(shared: &Shared, mut wal: Wal) {
         let ops = {
             let mut state = shared.lock();
             while state.queue.is_empty() {
+                if state.closed {
+                    return;
+                }
                 state = shared.work.wait(state).unwrap_or_else(|p| p.into_inner());
             }
             let mut ops = std::mem::take(&mut state.queue);

@@ -869,3 +869,38 @@ fn fuzz_case(seed: u64) -> Result<bool, String> {
         }
     }
 }
+
+/// A second process (here: a second writer) on a log in use is refused before it reads or
+/// writes anything: it may not take an epoch or touch the spare segment under the live one.
+#[test]
+fn a_log_in_use_is_refused_to_a_second_writer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("raft-log");
+    let (mut wal, _) = Wal::open(&path).expect("open");
+    append_raw(&mut wal, &[(1, vec![1; 100])]);
+    let epoch_file = std::fs::read_dir(&path)
+        .expect("list")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.is_file())
+        .map(|p| (p.clone(), std::fs::read(&p).expect("read")))
+        .collect::<Vec<_>>();
+    let error = match Wal::open(&path) {
+        Ok(_) => panic!("a second writer opened a log in use"),
+        Err(e) => e,
+    };
+    assert!(
+        error.to_string().contains("in use by another process"),
+        "{error}"
+    );
+    for (file, bytes) in &epoch_file {
+        assert_eq!(
+            &std::fs::read(file).expect("read"),
+            bytes,
+            "{} changed",
+            file.display()
+        );
+    }
+    drop(wal);
+    let (_, replayed) = Wal::open(&path).expect("reopen once the first writer is gone");
+    assert_eq!(replayed.entries.keys().copied().collect::<Vec<_>>(), [1]);
+}
