@@ -1,4 +1,4 @@
-//! openraft's own storage conformance suite, run against Baton's redb log store and state machine.
+//! openraft's own storage conformance suite, run against Baton's log store (over the WAL) and state machine (over redb).
 
 use std::sync::Arc;
 
@@ -29,7 +29,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Red
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redb_stores_pass_openraft_storage_suite() {
+async fn log_store_and_state_machine_pass_openraft_storage_suite() {
     Suite::test_all(RedbStores)
         .await
         .expect("openraft storage suite");
