@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use baton::proto::baton::v1::modules_client::ModulesClient;
-use baton::proto::baton::v1::{InvokeRequest, InvokeResponse};
+use baton_proto::baton::v1::modules_client::ModulesClient;
+use baton_proto::baton::v1::{InvokeRequest, InvokeResponse};
 use tonic::transport::Channel;
 
 use crate::cluster::{CONNECT_TIMEOUT, REQUEST_TIMEOUT};

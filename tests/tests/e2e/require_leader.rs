@@ -22,14 +22,36 @@ const SILENCE: Duration = Duration::from_secs(2);
 const REFUSAL_MAX: Duration = Duration::from_secs(2);
 const KEY: &str = "require-leader";
 
-backend_test!(watch_requiring_a_leader_ends_when_the_member_has_none);
+backend_test!(
+    watch_requiring_a_leader_ends_when_the_member_has_none,
+    watch_requiring_a_leader_ends_on_a_leader_cut_off_from_its_followers,
+);
 
+/// A follower whose leader and other follower are gone.
 async fn watch_requiring_a_leader_ends_when_the_member_has_none(backend: Backend) -> Result<()> {
+    member_left_alone(backend, false).await
+}
+
+/// The leader itself, once both followers are gone: etcd's leader steps down (CheckQuorum);
+/// openraft's stays leader without a quorum, which must not count as having one.
+async fn watch_requiring_a_leader_ends_on_a_leader_cut_off_from_its_followers(
+    backend: Backend,
+) -> Result<()> {
+    member_left_alone(backend, true).await
+}
+
+/// Kills every member but one (the leader, or a follower) and checks what `hasleader` callers
+/// and plain callers get from it, then that a plain watch survives until the cluster is back.
+async fn member_left_alone(backend: Backend, keep_leader: bool) -> Result<()> {
     let mut cluster = Cluster::start(backend, 3).await?;
     let leader = cluster.leader().await?;
-    let member = (0..cluster.size())
-        .find(|&m| m != leader)
-        .context("no follower")?;
+    let member = if keep_leader {
+        leader
+    } else {
+        (0..cluster.size())
+            .find(|&m| m != leader)
+            .context("no follower")?
+    };
     let endpoint = cluster.endpoint(member);
     let mut requiring = connect_requiring_leader(&endpoint).await?;
     let mut plain = cluster.member_client(member).await?;

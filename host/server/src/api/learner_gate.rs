@@ -62,7 +62,7 @@ where
         if !LEARNER_METHODS.contains(&request.uri().path()) && self.server.is_learner() {
             return Either::Left(ready(Ok(not_supported_for_learner().into_http())));
         }
-        if requires_leader(request.headers()) && self.server.leader().is_none() {
+        if requires_leader(request.headers()) && !self.server.sees_leader() {
             return Either::Left(ready(Ok(no_leader().into_http())));
         }
         Either::Right(self.inner.call(request))

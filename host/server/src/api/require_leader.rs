@@ -1,6 +1,7 @@
 //! etcd's `WithRequireLeader`: a client that sends the gRPC metadata `hasleader: true` wants no
 //! answer from a member cut off from its leader. Such a call (unary or stream) on a member that
-//! has no leader fails at once with UNAVAILABLE `etcdserver: no leader` (see `learner_gate`,
+//! has no leader (or leads without hearing from a quorum: `Server::sees_leader`) fails at once
+//! with UNAVAILABLE `etcdserver: no leader` (see `learner_gate`,
 //! etcd's interceptors); such a Watch stream already open ends with the same status once the
 //! member has gone without a leader for a few election timeouts (`server::leader_loss`).
 //! Calls without the metadata are served as before: a watch then stays open, as in etcd.

@@ -59,7 +59,7 @@ pub fn spawn_monitor(
         let mut leaderless = 0u32;
         loop {
             looks.tick().await;
-            leaderless = next_count(leaderless, server.leader().is_some());
+            leaderless = next_count(leaderless, server.sees_leader());
             if leaderless >= NO_LEADER_STREAM_END_ELECTIONS {
                 tracing::warn!(
                     looks = leaderless,

@@ -6,6 +6,7 @@
 //! `etcdserver: no leader`, and one that cannot commit (a minority partition) with
 //! `etcdserver: request timed out`. Nothing waits forever.
 
+use openraft::Instant as _;
 use openraft::type_config::async_runtime::WatchReceiver;
 pub mod alarm;
 pub mod compaction;
@@ -153,6 +154,27 @@ impl Server {
 
     pub fn leader(&self) -> Option<MemberId> {
         self.raft.metrics().borrow_watched().current_leader
+    }
+
+    /// Whether this member has a leader a `hasleader` caller can count on: a known leader and,
+    /// when that is this member, a quorum heard from within the last election timeout. etcd's
+    /// leader steps down when cut off from its followers (CheckQuorum); openraft's stays leader
+    /// but can commit nothing, so it must not count as one here.
+    pub fn sees_leader(&self) -> bool {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        match m.current_leader {
+            None => false,
+            Some(id) if id != self.member_id => true,
+            Some(_) => {
+                let voters = m.membership_config.membership().voter_ids().count();
+                let within = Duration::from_millis(self.raft.config().election_timeout_max);
+                voters <= 1
+                    || m.last_quorum_acked
+                        .as_ref()
+                        .is_some_and(|acked| acked.into_inner().elapsed() <= within)
+            }
+        }
     }
 
     fn member(&self, id: MemberId) -> Option<Member> {
