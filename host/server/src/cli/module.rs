@@ -72,8 +72,21 @@ async fn connect(endpoints: &[String]) -> Result<ModulesClient<Channel>> {
     Err(last_error.unwrap_or_else(|| anyhow::anyhow!("no endpoints given")))
 }
 
+/// The code's name (`RESOURCE_EXHAUSTED`), as grpcurl and the docs spell it, then the message.
 fn status(e: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{}: {}", e.code(), e.message())
+    anyhow::anyhow!("{}: {}", code_name(e.code()), e.message())
+}
+
+fn code_name(code: tonic::Code) -> String {
+    // `Code`'s Debug is the CamelCase name; gRPC's canonical spelling is upper snake case.
+    let mut name = String::new();
+    for (i, c) in format!("{code:?}").chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            name.push('_');
+        }
+        name.push(c.to_ascii_uppercase());
+    }
+    name
 }
 
 pub async fn run_module(endpoints: Vec<String>, command: ModuleCommand) -> Result<()> {
@@ -165,4 +178,19 @@ pub async fn run_call(endpoints: Vec<String>, args: CallArgs) -> Result<()> {
     stdout.write_all(&reply.output)?;
     stdout.write_all(b"\n")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::code_name;
+
+    #[test]
+    fn codes_are_named_as_grpc_spells_them() {
+        assert_eq!(
+            code_name(tonic::Code::ResourceExhausted),
+            "RESOURCE_EXHAUSTED"
+        );
+        assert_eq!(code_name(tonic::Code::NotFound), "NOT_FOUND");
+        assert_eq!(code_name(tonic::Code::Ok), "OK");
+    }
 }
