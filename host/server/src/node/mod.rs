@@ -330,7 +330,7 @@ impl Services {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen for peers on {addr}"))?;
-            let router = self.peer_router();
+            let router = self.peer_router(trigger);
             tasks.spawn_drained("serve peers", serve(router, listener, trigger.subscribe()));
         }
         Ok(())
@@ -418,7 +418,7 @@ impl Services {
         }
     }
 
-    fn peer_router(&self) -> tonic::transport::server::Router {
+    fn peer_router(&self, trigger: &Trigger) -> tonic::transport::server::Router {
         let members = Arc::new(LeaderMembership::new(self.raft.clone(), self.cluster_id));
         let svc = RaftPeerServer::new(PeerService::new(
             self.raft.clone(),
@@ -426,6 +426,7 @@ impl Services {
             self.lessor.clone(),
             members,
             self.snapshots.clone(),
+            trigger.subscribe(),
         ))
         .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
@@ -504,6 +505,7 @@ fn client_router(
             LeaseServer::new(api::lease::LeaseService::new(
                 server.clone(),
                 lessor.clone(),
+                signals.stop.clone(),
             )),
             server.clone(),
         ))
