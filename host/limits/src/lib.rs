@@ -142,6 +142,9 @@ pub const JOIN_LOOKUP_RETRY_MS: u64 = 200;
 pub const REMOVAL_POLL_MS: u64 = 200;
 /// A member without a leader asks its peers whether it was removed every this many polls.
 pub const REMOVAL_PROBE_EVERY_POLLS: u64 = 5;
+/// On a clean stop, how long the tasks that end by themselves (serving loops finishing their
+/// requests, lease expiry) get, all together, before the rest of the shutdown goes on without them.
+pub const SHUTDOWN_DRAIN_MS: u64 = 5_000;
 /// After Raft stopped on a fatal error, how long health watchers get to hear NOT_SERVING before
 /// the process exits.
 pub const FATAL_EXIT_GRACE_MS: u64 = 200;

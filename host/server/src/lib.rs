@@ -33,6 +33,7 @@
 //!   linearizable read barriers, response headers, request deadlines; leader-only lease
 //!   deadlines and expiry ([`server::lease`]), membership, alarms, compaction.
 //! - [`raft`]: the peer transport (gRPC, snapshot streaming), proposal batching and forwarding.
+//! - [`shutdown`]: the signal every task receives when the member stops; used at every layer.
 
 pub mod api;
 pub mod cli;
@@ -42,3 +43,4 @@ pub mod node;
 pub mod raft;
 pub mod recipe;
 pub mod server;
+pub mod shutdown;

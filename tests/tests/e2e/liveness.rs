@@ -34,8 +34,14 @@ const NOT_SERVING_TO_EXIT_MAX: Duration = Duration::from_secs(5);
 const SIGTERM: i32 = 15;
 /// Bound on one health call.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Baton's bound on draining its tasks at a clean stop (`SHUTDOWN_DRAIN_MS`). A member that
+/// takes this long after SIGTERM waited it out for a stream that never ended.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
+/// Bound on a stream's next message in these tests.
+const STREAM_TIMEOUT: Duration = Duration::from_secs(10);
 
 backend_test!(terminated_member_exits_with_success);
+backend_test!(terminated_member_with_open_streams_exits_promptly);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn member_with_fatal_storage_error_exits_loudly() {
@@ -136,6 +142,52 @@ async fn terminated_member_exits_with_success(backend: Backend) -> Result<()> {
     let mut member = cluster.member_client(victim).await?;
     let reply = member.get("after-term", None).await?;
     ensure!(reply.count() == 1, "the restarted member lost a write");
+    Ok(())
+}
+
+/// SIGTERM ends a follower promptly though streams stay open on it: a client's lease
+/// keep-alive and watch, and the leader's replication. Each stream ends with the member rather
+/// than holding up its graceful stop. Before, Baton's follower waited out its whole drain.
+async fn terminated_member_with_open_streams_exits_promptly(backend: Backend) -> Result<()> {
+    let mut cluster = Cluster::start(backend, 3).await?;
+    let leader = cluster.leader().await?;
+    let victim = (0..cluster.size())
+        .find(|&m| m != leader)
+        .context("no follower")?;
+    let mut client = cluster.member_client(victim).await?;
+    let lease = client.lease_grant(60, None).await?.id();
+    let (mut keeper, mut renewals) = client.lease_keep_alive(lease).await?;
+    keeper.keep_alive().await?;
+    let renewal = tokio::time::timeout(STREAM_TIMEOUT, renewals.message())
+        .await
+        .context("no keep-alive response")??
+        .context("the keep-alive stream ended before the stop")?;
+    ensure!(renewal.ttl() > 0, "the lease was not renewed: {renewal:?}");
+    let mut events = client.watch_client().watch("streamed", None).await?;
+    client.put("streamed", "v", None).await?;
+    // The event comes once the leader replicated the put to the victim, over its stream.
+    let mut heard_put = false;
+    while !heard_put {
+        let response = tokio::time::timeout(STREAM_TIMEOUT, events.message())
+            .await
+            .context("no watch response")??
+            .context("the watch stream ended before the stop")?;
+        heard_put = !response.events().is_empty();
+    }
+
+    let asked = Instant::now();
+    cluster.signal(victim, "TERM")?;
+    let status = cluster.wait_exit(victim, EXIT_TIMEOUT).await?;
+    let took = asked.elapsed();
+    let clean = match backend {
+        Backend::Baton => status.success(),
+        Backend::Etcd => status.signal() == Some(SIGTERM),
+    };
+    ensure!(clean, "SIGTERM must end a member cleanly, got {status}");
+    ensure!(
+        took < SHUTDOWN_DRAIN,
+        "the member took {took:?} to stop with streams open (drain {SHUTDOWN_DRAIN:?})"
+    );
     Ok(())
 }
 

@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::api::status::kv_status;
 use crate::server::Server;
 use crate::server::lease::Lessor;
+use crate::shutdown::Shutdown;
 use baton_limits::LEASE_KEEPALIVE_RESPONSES_QUEUED_MAX;
 use baton_proto::batonpb::log_command;
 use baton_proto::etcdserverpb::lease_server::Lease;
@@ -25,6 +26,9 @@ use baton_store::lease::store;
 pub struct LeaseService {
     server: Arc<Server>,
     lessor: Arc<Lessor>,
+    /// Ends keep-alive streams, which would otherwise hold up the member's graceful stop; the
+    /// client renews through another member.
+    shutdown: Shutdown,
 }
 
 type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send>>;
@@ -53,8 +57,12 @@ async fn renew(server: &Server, lessor: &Lessor, id: i64) -> Result<i64, Status>
 }
 
 impl LeaseService {
-    pub fn new(server: Arc<Server>, lessor: Arc<Lessor>) -> Self {
-        Self { server, lessor }
+    pub fn new(server: Arc<Server>, lessor: Arc<Lessor>, shutdown: Shutdown) -> Self {
+        Self {
+            server,
+            lessor,
+            shutdown,
+        }
     }
 }
 
@@ -85,7 +93,8 @@ impl Lease for LeaseService {
 
     /// Answers each request in order, like etcd: the header is taken before the renewal (so its
     /// revision is never past a revoke the renewal might race with), an unknown or expired
-    /// lease gets TTL 0, and any other failure ends the stream with that error.
+    /// lease gets TTL 0, and any other failure ends the stream with that error. The stream
+    /// ends when the member stops.
     async fn lease_keep_alive(
         &self,
         request: Request<Streaming<LeaseKeepAliveRequest>>,
@@ -94,8 +103,16 @@ impl Lease for LeaseService {
         let (tx, rx) = mpsc::channel(LEASE_KEEPALIVE_RESPONSES_QUEUED_MAX);
         let server = self.server.clone();
         let lessor = self.lessor.clone();
+        let mut shutdown = self.shutdown.clone();
         tokio::spawn(async move {
-            while let Some(Ok(req)) = requests.next().await {
+            loop {
+                let req = tokio::select! {
+                    next = requests.next() => match next {
+                        Some(Ok(req)) => req,
+                        _ => break,
+                    },
+                    () = shutdown.stopped() => break,
+                };
                 let answer =
                     match local_header(&server) {
                         Ok(header) => renew(&server, &lessor, req.id).await.map(|ttl| {

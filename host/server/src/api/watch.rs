@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt, StreamMap};
@@ -25,6 +25,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::api::require_leader::{no_leader, requires_leader};
 use crate::server::Server;
 use crate::server::leader_loss::LeaderLoss;
+use crate::shutdown::Shutdown;
 use baton_apply::settled::Settled;
 use baton_limits::{GRPC_OVERHEAD_BYTES, REQUEST_BYTES_MAX, WATCH_STREAM_OUT_RESPONSES};
 use baton_proto::etcdserverpb::watch_create_request::FilterType;
@@ -66,9 +67,9 @@ pub struct WatchService {
     /// never includes a change its client was already told about.
     settled: Settled,
     progress_interval: Duration,
-    /// Becomes true when the member shuts down; streams then end instead of holding up the
-    /// server's graceful shutdown.
-    stop: Option<watch::Receiver<bool>>,
+    /// Fires when the member shuts down; streams then end instead of holding up the server's
+    /// graceful shutdown.
+    stop: Option<Shutdown>,
     /// Ends the streams that asked for a leader.
     leader_loss: LeaderLoss,
 }
@@ -93,8 +94,8 @@ impl WatchService {
         self
     }
 
-    /// Ends every stream once `stop` becomes true.
-    pub fn with_stop(mut self, stop: watch::Receiver<bool>) -> Self {
+    /// Ends every stream once `stop` fires.
+    pub fn with_stop(mut self, stop: Shutdown) -> Self {
         self.stop = Some(stop);
         self
     }
@@ -223,7 +224,7 @@ struct Session {
 /// What ends a stream besides its client.
 struct Ends {
     /// The member shuts down: the stream just ends.
-    stop: Option<watch::Receiver<bool>>,
+    stop: Option<Shutdown>,
     /// The member lost its leader: the stream ends with `etcdserver: no leader`.
     leader_loss: Option<LeaderLoss>,
 }
@@ -248,9 +249,7 @@ impl Session {
         let mut inbound_open = true;
         let stopping = async move {
             match ends.stop {
-                Some(mut stop) => {
-                    let _ = stop.wait_for(|s| *s).await;
-                }
+                Some(mut stop) => stop.stopped().await,
                 None => std::future::pending().await,
             }
         };

@@ -13,12 +13,12 @@ use std::time::Duration;
 
 use openraft::error::Fatal;
 use openraft::type_config::async_runtime::WatchReceiver;
-use tokio::sync::watch;
 use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
 
 use crate::server::leader_loss::LeaderLoss;
+use crate::shutdown::Shutdown;
 use baton_apply::entry::{Raft, TypeConfig};
 use baton_limits::FATAL_EXIT_GRACE_MS;
 use baton_proto::baton::v1::modules_server;
@@ -42,8 +42,8 @@ const HEALTH_SERVICES: [&str; 9] = [
 
 /// What the client services are told about this member's life.
 pub struct Signals {
-    /// Becomes true when the member starts to stop.
-    pub stop: watch::Receiver<bool>,
+    /// Fires when the member starts to stop.
+    pub stop: Shutdown,
     /// Answers health checks.
     pub health: HealthServer<HealthService>,
     /// Ends the streams that require a leader.

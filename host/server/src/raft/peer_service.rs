@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::raft::batch::Proposer;
 use crate::raft::propose::{leader_error_status, publish_as_leader, read_index_as_leader};
+use crate::shutdown::Shutdown;
 use baton_apply::entry::{Raft, TypeConfig, codec};
 use baton_apply::raft::snapshot_file::{SnapshotFile, SnapshotStore};
 use baton_limits::{PROPOSAL_BATCH_COMMANDS_MAX, SNAPSHOT_TRANSFER_STALL_MS};
@@ -62,6 +63,9 @@ pub struct PeerService {
     members: Arc<dyn MembershipLeader>,
     /// Where snapshots sent by the leader are received.
     snapshots: SnapshotStore,
+    /// Ends the leader's append streams, which would otherwise hold up this member's graceful
+    /// stop until its drain runs out.
+    shutdown: Shutdown,
 }
 
 impl PeerService {
@@ -71,6 +75,7 @@ impl PeerService {
         leases: Arc<dyn LeaseLeader>,
         members: Arc<dyn MembershipLeader>,
         snapshots: SnapshotStore,
+        shutdown: Shutdown,
     ) -> Self {
         Self {
             raft,
@@ -78,6 +83,7 @@ impl PeerService {
             leases,
             members,
             snapshots,
+            shutdown,
         }
     }
 }
@@ -167,6 +173,10 @@ impl RaftPeer for PeerService {
             };
             futures::future::ready(decoded)
         });
+        // Openraft reads the requests on a task of its own, which holds the stream (and so this
+        // member's graceful stop) until the requests end; ending them ends the replies too.
+        let mut shutdown = self.shutdown.clone();
+        let requests = requests.take_until(async move { shutdown.stopped().await });
         let replies = self
             .raft
             .stream_append(requests)

@@ -25,7 +25,6 @@ mod turn;
 
 use std::sync::Arc;
 
-use tokio::sync::watch;
 use tonic::Status;
 
 use crate::server::write::unexpected_reply;
@@ -33,6 +32,7 @@ use crate::server::write::unexpected_reply;
 use crate::api::status::kv_status;
 use crate::server::Server;
 use crate::server::lease::Lessor;
+use crate::shutdown::Shutdown;
 use baton_proto::batonpb::log_command;
 use baton_proto::etcdserverpb::response_op::Response as OpResponse;
 use baton_proto::etcdserverpb::{
@@ -51,7 +51,7 @@ pub struct Recipes {
     server: Arc<Server>,
     hub: Arc<WatchHub>,
     lessor: Arc<Lessor>,
-    stop: watch::Receiver<bool>,
+    shutdown: Shutdown,
 }
 
 /// A participant right after joining.
@@ -66,18 +66,18 @@ pub struct Joined {
 }
 
 impl Recipes {
-    /// `stop` turning true ends every wait (server shutdown).
+    /// `shutdown` ends every wait.
     pub fn new(
         server: Arc<Server>,
         hub: Arc<WatchHub>,
         lessor: Arc<Lessor>,
-        stop: watch::Receiver<bool>,
+        shutdown: Shutdown,
     ) -> Self {
         Self {
             server,
             hub,
             lessor,
-            stop,
+            shutdown,
         }
     }
 
@@ -175,9 +175,7 @@ impl Recipes {
 
     /// Resolves once the server is shutting down.
     async fn stopped(&self) {
-        let mut stop = self.stop.clone();
-        // A dropped sender means the node is gone: stop as well.
-        let _ = stop.wait_for(|s| *s).await;
+        self.shutdown.clone().stopped().await;
     }
 }
 

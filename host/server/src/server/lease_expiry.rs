@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use openraft::ServerState;
 use openraft::type_config::async_runtime::WatchReceiver;
-use tokio::sync::watch;
 use tokio::time::{MissedTickBehavior, interval};
 
 use crate::server::lease::Lessor;
+use crate::shutdown::Shutdown;
 use baton_apply::entry::TypeConfig;
 use baton_limits::{LEADER_POLL_MS, LEASE_CHECKPOINT_TICK_MS, LEASE_EXPIRY_TICK_MS};
 
@@ -24,8 +24,8 @@ fn leading_term(m: &Metrics, member_id: u64) -> Option<u64> {
         .then_some(m.current_term)
 }
 
-/// Runs until `stop` turns true.
-pub async fn run(lessor: Arc<Lessor>, mut stop: watch::Receiver<bool>) {
+/// Runs until the member stops.
+pub async fn run(lessor: Arc<Lessor>, mut shutdown: Shutdown) {
     let metrics = lessor.raft().metrics();
     // Only role, vote and membership changes wake the wait: the full metrics change with every
     // append and apply, and waking this task for each cost a follower task switches per entry.
@@ -33,7 +33,7 @@ pub async fn run(lessor: Arc<Lessor>, mut stop: watch::Receiver<bool>) {
     let member_id = lessor.member_id();
     loop {
         let term = loop {
-            if *stop.borrow() {
+            if shutdown.is_stopping() {
                 return;
             }
             if let Some(term) = leading_term(&metrics.borrow_watched(), member_id) {
@@ -41,7 +41,7 @@ pub async fn run(lessor: Arc<Lessor>, mut stop: watch::Receiver<bool>) {
             }
             tokio::select! {
                 changed = roles.changed() => if changed.is_err() { return },
-                _ = stop.changed() => return,
+                () = shutdown.stopped() => return,
             }
         };
         match lessor.take_over().await {
@@ -52,29 +52,26 @@ pub async fn run(lessor: Arc<Lessor>, mut stop: watch::Receiver<bool>) {
                 continue;
             }
         }
-        lead(&lessor, term, &metrics, &mut stop).await;
+        lead(&lessor, term, &metrics, &mut shutdown).await;
         lessor.step_down();
         tracing::info!(term, "no longer leading: stopped tracking lease deadlines");
     }
 }
 
 /// Expiry and checkpoint passes while this member leads in `term`.
-async fn lead(
-    lessor: &Lessor,
-    term: u64,
-    metrics: &MetricsReceiver,
-    stop: &mut watch::Receiver<bool>,
-) {
+async fn lead(lessor: &Lessor, term: u64, metrics: &MetricsReceiver, shutdown: &mut Shutdown) {
     let member_id = lessor.member_id();
     let mut expiry = interval(Duration::from_millis(LEASE_EXPIRY_TICK_MS));
     let mut checkpoint = interval(Duration::from_millis(LEASE_CHECKPOINT_TICK_MS));
     expiry.set_missed_tick_behavior(MissedTickBehavior::Delay);
     checkpoint.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    while leading_term(&metrics.borrow_watched(), member_id) == Some(term) && !*stop.borrow() {
+    while leading_term(&metrics.borrow_watched(), member_id) == Some(term)
+        && !shutdown.is_stopping()
+    {
         tokio::select! {
             _ = expiry.tick() => lessor.expiry_pass().await,
             _ = checkpoint.tick() => lessor.checkpoint_pass().await,
-            _ = stop.changed() => return,
+            () = shutdown.stopped() => return,
         }
     }
 }
