@@ -247,3 +247,39 @@ async fn keepalive_renews_every_lease_on_schedule() {
     let ttl = client.lease_time_to_live(one, None).await.unwrap();
     assert!(ttl.ttl() > 3, "recently renewed: {ttl:?}");
 }
+
+#[tokio::test]
+#[ignore = "needs an etcd binary"]
+async fn park_recipe_delivers_every_item_once_and_races_every_waiter() {
+    let etcd = Etcd::start().await;
+    let line = "park --mode recipe --waiters 20 --items 4 --conns 2 --settle 200ms --timeout 30s";
+    // measure() fails the run on an item lost, delivered twice, or left in the queue.
+    let summary = measure_clean(&etcd, line, 4).await;
+    // Every waiter races one Txn per push (one wins) and then reads the queue again.
+    assert_eq!(summary.extra["txns_per_push"], "20.00", "{summary:?}");
+    assert_eq!(summary.extra["reads_per_push"], "20.00", "{summary:?}");
+    // The push and every claim Txn are log entries in etcd.
+    assert_eq!(summary.extra["entries_per_push"], "21.00", "{summary:?}");
+    let mut client = Client::connect([&etcd.endpoint], None).await.unwrap();
+    let left = client
+        .get(
+            "bench/park/",
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(left.count(), 0, "every item was claimed");
+}
+
+#[tokio::test]
+#[ignore = "needs an etcd binary"]
+async fn park_invoke_refuses_etcd_before_starting() {
+    let etcd = Etcd::start().await;
+    let err = measure(vec![etcd.endpoint.clone()], args("park --waiters 2"))
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("--mode invoke needs Baton"),
+        "{err:#}"
+    );
+}

@@ -71,7 +71,22 @@ impl LeanChannel {
         Q: prost::Message,
         R: prost::Message + Default,
     {
-        match timeout(self.request_timeout, self.exchange(path, request)).await {
+        self.unary_then(path, request, || {}).await
+    }
+
+    /// As [`Self::unary`], calling `sent` once the request is handed to the connection: a
+    /// caller whose answer may be long in coming (a parked module call) learns it is out.
+    pub async fn unary_then<Q, R>(
+        &self,
+        path: &str,
+        request: &Q,
+        sent: impl FnOnce() + Send,
+    ) -> Result<R, Status>
+    where
+        Q: prost::Message,
+        R: prost::Message + Default,
+    {
+        match timeout(self.request_timeout, self.exchange(path, request, sent)).await {
             Ok(result) => result,
             Err(_) => Err(Status::deadline_exceeded(format!(
                 "{path}: no answer within {:?}",
@@ -80,7 +95,12 @@ impl LeanChannel {
         }
     }
 
-    async fn exchange<Q, R>(&self, path: &str, request: &Q) -> Result<R, Status>
+    async fn exchange<Q, R>(
+        &self,
+        path: &str,
+        request: &Q,
+        sent: impl FnOnce() + Send,
+    ) -> Result<R, Status>
     where
         Q: prost::Message,
         R: prost::Message + Default,
@@ -106,6 +126,7 @@ impl LeanChannel {
         body_out
             .send_data(frame.freeze(), true)
             .map_err(transport)?;
+        sent();
 
         let (parts, mut body) = response.await.map_err(transport)?.into_parts();
         if !parts.status.is_success() {

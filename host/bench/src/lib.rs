@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::bail;
 use clap::{Args, Subcommand};
 
-use args::{CommonArgs, KeyArgs, check_val_size};
+use args::{CommonArgs, KeyArgs, Target, check_val_size};
 use keys::KeySpace;
 use pool::Pool;
 use summary::{RunShape, Summary};
@@ -28,6 +28,7 @@ use workload::Workload;
 use workload::incr::{COUNTERS_MAX, IncrMode, IncrWorkload};
 use workload::keepalive::{self, LEASES_MAX, STREAMS_MAX};
 use workload::lock::{LockWorkload, NAMES_MAX};
+use workload::park::{self, ITEMS_MAX, ParkMode, WAITERS_MAX};
 use workload::put::PutWorkload;
 use workload::range::{Consistency, RangeWorkload};
 use workload::watch::{WATCHERS_MAX, WatchWorkload};
@@ -56,6 +57,10 @@ pub enum WorkloadCmd {
     /// Grant many leases and keep them all alive on a fixed schedule; `--clients` is the
     /// number of LeaseKeepAlive streams, spread over `--conns` connections.
     Keepalive(KeepaliveArgs),
+    /// Many consumers wait on one empty queue (Baton: parked `queue pop` calls; etcd: its
+    /// watch-and-Txn queue recipe); items are pushed one at a time, each timed until a
+    /// consumer has it, with the log entries (and member CPU) each push costs.
+    Park(ParkArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -172,6 +177,65 @@ impl KeepaliveArgs {
     }
 }
 
+#[derive(Args, Debug, Clone)]
+pub struct ParkArgs {
+    /// Consumers waiting on the one queue.
+    #[arg(long, default_value_t = 100)]
+    pub waiters: usize,
+    /// Items pushed, one at a time, each once the previous push's herd has settled.
+    #[arg(long, default_value_t = 20)]
+    pub items: u64,
+    /// invoke: each consumer is a `queue pop` call the member parks (Baton only); recipe:
+    /// etcd's client-side queue recipe, a watch and a Txn race (any etcd).
+    #[arg(long, value_enum, default_value_t = ParkMode::Invoke)]
+    pub mode: ParkMode,
+    /// Connections the consumers share; by default one per 100 consumers.
+    #[arg(long)]
+    pub conns: Option<usize>,
+    /// The log counts as settled once its index has not moved for this long.
+    #[arg(long, value_parser = args::parse_duration, default_value = "500ms")]
+    pub settle: Duration,
+    /// Bound on each phase: all consumers waiting, one item delivered, the log settling.
+    #[arg(long, value_parser = args::parse_duration, default_value = "120s")]
+    pub timeout: Duration,
+    /// The member's process id (same machine): adds its RSS, idle CPU and CPU per push.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Print one JSON object instead of the table and summary line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl ParkArgs {
+    fn shape(&self) -> anyhow::Result<park::Shape> {
+        if !(1..=WAITERS_MAX).contains(&self.waiters) {
+            bail!("--waiters must be between 1 and {WAITERS_MAX}");
+        }
+        if !(1..=ITEMS_MAX).contains(&self.items) {
+            bail!("--items must be between 1 and {ITEMS_MAX}");
+        }
+        let conns = self.conns.unwrap_or(park::default_conns(self.waiters));
+        if !(1..=args::CONNS_MAX.min(self.waiters)).contains(&conns) {
+            bail!(
+                "--conns must be between 1 and {} (and at most --waiters)",
+                args::CONNS_MAX
+            );
+        }
+        if self.settle.is_zero() || self.timeout <= self.settle {
+            bail!("--settle must be above zero and below --timeout");
+        }
+        Ok(park::Shape {
+            mode: self.mode,
+            waiters: self.waiters,
+            items: self.items,
+            conns,
+            settle: self.settle,
+            timeout: self.timeout,
+            server_pid: self.server_pid,
+        })
+    }
+}
+
 impl LockArgs {
     fn validate(&self) -> anyhow::Result<()> {
         if !(1..=NAMES_MAX).contains(&self.names) {
@@ -191,21 +255,23 @@ impl WatchArgs {
 }
 
 impl BenchArgs {
-    pub fn common(&self) -> &CommonArgs {
+    /// Whether to print JSON instead of the table and summary line.
+    pub fn json(&self) -> bool {
         match &self.workload {
-            WorkloadCmd::Put(a) => &a.common,
-            WorkloadCmd::Range(a) => &a.common,
-            WorkloadCmd::Lock(a) => &a.common,
-            WorkloadCmd::Watch(a) => &a.common,
-            WorkloadCmd::Incr(a) => &a.common,
-            WorkloadCmd::Keepalive(a) => &a.common,
+            WorkloadCmd::Put(a) => a.common.json,
+            WorkloadCmd::Range(a) => a.common.json,
+            WorkloadCmd::Lock(a) => a.common.json,
+            WorkloadCmd::Watch(a) => a.common.json,
+            WorkloadCmd::Incr(a) => a.common.json,
+            WorkloadCmd::Keepalive(a) => a.common.json,
+            WorkloadCmd::Park(a) => a.json,
         }
     }
 }
 
 /// Runs one workload against `endpoints` and prints its report to stdout.
 pub async fn run(endpoints: Vec<String>, args: BenchArgs) -> anyhow::Result<()> {
-    let json = args.common().json;
+    let json = args.json();
     let summary = measure(endpoints, args).await?;
     if json {
         println!("{}", summary.json()?);
@@ -250,7 +316,31 @@ pub async fn measure(endpoints: Vec<String>, args: BenchArgs) -> anyhow::Result<
             a.validate()?;
             keep_alive(endpoints, &a).await
         }
+        WorkloadCmd::Park(a) => parked(endpoints, &a).await,
     }
+}
+
+/// The park workload pushes on its own schedule, one item per settled herd.
+async fn parked(endpoints: Vec<String>, a: &ParkArgs) -> anyhow::Result<Summary> {
+    let shape = a.shape()?;
+    let (outcome, extra) = park::run(&endpoints, shape).await?;
+    let params = BTreeMap::from([
+        ("mode".to_string(), a.mode.as_str().to_string()),
+        ("waiters".to_string(), a.waiters.to_string()),
+        ("items".to_string(), a.items.to_string()),
+    ]);
+    let used = endpoints.len().min(shape.conns);
+    let shape = RunShape {
+        workload: "park",
+        params,
+        clients: shape.waiters,
+        conns: shape.conns,
+        target: Target::All.as_str(),
+        endpoints: endpoints[..used].to_vec(),
+    };
+    let mut summary = Summary::new(shape, &outcome);
+    summary.extra = extra;
+    Ok(summary)
 }
 
 /// The keepalive workload runs its own open-loop schedule instead of [`driver::drive`].
@@ -315,7 +405,7 @@ mod tests {
 
     use clap::Parser;
 
-    use super::args::{Limits, TOTAL_DEFAULT, Target};
+    use super::args::{Limits, TOTAL_DEFAULT};
     use super::*;
 
     /// Stands in for the top-level CLI, which nests these arguments under `bench`.
@@ -496,6 +586,53 @@ mod tests {
                 .validate()
                 .is_err()
         );
+    }
+
+    #[test]
+    fn park_defaults_and_checks() {
+        let park = |args: &[&str]| {
+            let WorkloadCmd::Park(p) = parse(args).unwrap().workload else {
+                panic!("not park")
+            };
+            p
+        };
+        let p = park(&["park"]);
+        let shape = p.shape().unwrap();
+        assert_eq!(
+            (shape.mode, shape.waiters, shape.items, shape.conns),
+            (ParkMode::Invoke, 100, 20, 1)
+        );
+        assert_eq!(shape.settle, Duration::from_millis(500));
+        // 10 000 waiters spread at 100 per connection.
+        let p = park(&["park", "--waiters", "10000", "--mode", "recipe"]);
+        assert_eq!(p.shape().unwrap().conns, 100);
+        assert_eq!(p.shape().unwrap().mode, ParkMode::Recipe);
+        let p = park(&[
+            "park",
+            "--waiters",
+            "10",
+            "--conns",
+            "3",
+            "--server-pid",
+            "42",
+        ]);
+        assert_eq!(
+            (p.shape().unwrap().conns, p.shape().unwrap().server_pid),
+            (3, Some(42))
+        );
+        for bad in [
+            &["park", "--waiters", "0"][..],
+            &["park", "--items", "0"],
+            &["park", "--waiters", "2", "--conns", "3"],
+            &["park", "--settle", "0s"],
+            &["park", "--settle", "5s", "--timeout", "5s"],
+        ] {
+            assert!(park(bad).shape().is_err(), "{bad:?}");
+        }
+        let too_many = (WAITERS_MAX + 1).to_string();
+        assert!(park(&["park", "--waiters", &too_many]).shape().is_err());
+        assert!(parse(&["park", "--mode", "poll"]).is_err());
+        assert!(park(&["park", "--json"]).json);
     }
 
     #[test]

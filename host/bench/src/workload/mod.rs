@@ -4,6 +4,7 @@
 pub mod incr;
 pub mod keepalive;
 pub mod lock;
+pub mod park;
 pub mod put;
 pub mod range;
 pub mod watch;
