@@ -15,6 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use crate::server::Server;
+use crate::shutdown::Shutdown;
 use crate::server::lease::ends::LeaseEnds;
 use baton_proto::batonpb::ModuleWait;
 use baton_store::storage::schema::LEASES;
@@ -25,6 +26,9 @@ use baton_watch::{Delivery, KeyRange, WatchHub, WatchSpec, WatcherId};
 pub struct Parking {
     hub: Arc<WatchHub>,
     lease_ends: Arc<LeaseEnds>,
+    /// Ends every parked call when the member stops, so a client with no deadline does not
+    /// hold the shutdown; it gets UNAVAILABLE and calls again elsewhere.
+    shutdown: Shutdown,
 }
 
 /// Unregisters a parked call's watchers however the wait ends (including the client going away).
@@ -46,8 +50,12 @@ fn internal(message: &str) -> Status {
 }
 
 impl Parking {
-    pub fn new(hub: Arc<WatchHub>, lease_ends: Arc<LeaseEnds>) -> Self {
-        Self { hub, lease_ends }
+    pub fn new(hub: Arc<WatchHub>, lease_ends: Arc<LeaseEnds>, shutdown: Shutdown) -> Self {
+        Self {
+            hub,
+            lease_ends,
+            shutdown,
+        }
     }
 
     /// Returns once a key in `wait.keys` changed after `revision` (the revision the call's run
@@ -83,8 +91,14 @@ impl Parking {
         if !wait.leases.is_empty() && self.any_lease_gone(server, &wait.leases).await? {
             return Ok(());
         }
+        let mut shutdown = self.shutdown.clone();
         loop {
             tokio::select! {
+                () = shutdown.stopped() => {
+                    return Err(Status::unavailable(
+                        "baton: this member is shutting down; call again on another member",
+                    ));
+                }
                 delivery = changes.next(), if !changes.is_empty() => match delivery {
                     // A compaction past the watcher's start also wakes the call: it re-reads.
                     Some(Delivery::Events(_) | Delivery::Compacted { .. }) => return Ok(()),
