@@ -15,8 +15,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use crate::server::Server;
-use crate::shutdown::Shutdown;
 use crate::server::lease::ends::LeaseEnds;
+use crate::shutdown::Shutdown;
 use baton_proto::batonpb::ModuleWait;
 use baton_store::storage::schema::LEASES;
 use baton_watch::{Delivery, KeyRange, WatchHub, WatchSpec, WatcherId};

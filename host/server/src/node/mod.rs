@@ -346,7 +346,11 @@ impl Services {
         let modules = crate::modules::service::ModulesService::new(
             self.server.clone(),
             self.runtime.clone(),
-            Parking::new(self.hub.clone(), self.lease_ends.clone(), trigger.subscribe()),
+            Parking::new(
+                self.hub.clone(),
+                self.lease_ends.clone(),
+                trigger.subscribe(),
+            ),
         );
         let (health, health_service) = liveness::Health::start().await;
         let (leader_monitor, leader_loss) = server::leader_loss::spawn_monitor(
