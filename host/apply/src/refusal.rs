@@ -34,7 +34,7 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    pub fn new(code: Code, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: Code, message: impl Into<String>) -> Self {
         Refusal {
             code,
             message: message.into(),

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 /// The state machine's side: marks an apply that answers early, and its commit.
 #[derive(Debug)]
-pub struct Settling {
+pub(crate) struct Settling {
     /// How many applies have started answering early.
     answering: Arc<AtomicU64>,
     /// How many of those have committed.
@@ -43,7 +43,7 @@ impl Default for Settling {
 impl Settling {
     /// Replies are about to leave ahead of the state database. Called by the one applying task,
     /// before the first such reply of an apply.
-    pub fn unsettle(&self) {
+    pub(crate) fn unsettle(&self) {
         let committed = *self.committed.borrow();
         // Once per apply: later entries of the same apply are covered by the same commit.
         if self.answering.load(Ordering::SeqCst) == committed {
@@ -52,7 +52,7 @@ impl Settling {
     }
 
     /// Everything answered so far is committed (and published to watchers).
-    pub fn settle(&self) {
+    pub(crate) fn settle(&self) {
         let answering = self.answering.load(Ordering::SeqCst);
         self.committed.send_if_modified(|committed| {
             let behind = *committed < answering;
@@ -61,7 +61,7 @@ impl Settling {
         });
     }
 
-    pub fn readers(&self) -> Settled {
+    pub(crate) fn readers(&self) -> Settled {
         Settled {
             answering: self.answering.clone(),
             committed: self.committed.subscribe(),

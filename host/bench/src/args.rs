@@ -6,56 +6,56 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 
 /// Operations issued when neither `--total` nor `--duration` is given.
-pub const TOTAL_DEFAULT: u64 = 10_000;
-pub const CLIENTS_MAX: usize = 10_000;
-pub const CONNS_MAX: usize = 1_000;
+pub(crate) const TOTAL_DEFAULT: u64 = 10_000;
+pub(crate) const CLIENTS_MAX: usize = 10_000;
+pub(crate) const CONNS_MAX: usize = 1_000;
 /// etcd refuses requests above 1.5 MiB; one key or value stays well under it.
-pub const KEY_SIZE_MAX: usize = 64 * 1024;
-pub const VAL_SIZE_MAX: usize = 1024 * 1024;
+pub(crate) const KEY_SIZE_MAX: usize = 64 * 1024;
+pub(crate) const VAL_SIZE_MAX: usize = 1024 * 1024;
 /// A duration-bounded run still has to end on a human scale.
-pub const DURATION_MAX: Duration = Duration::from_secs(24 * 60 * 60);
+pub(crate) const DURATION_MAX: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Options every workload takes: concurrency, how long to run, where to send requests.
 #[derive(Args, Debug, Clone)]
-pub struct CommonArgs {
+pub(crate) struct CommonArgs {
     /// Concurrent in-flight requesters.
     #[arg(long, default_value_t = 1)]
-    pub clients: usize,
+    pub(crate) clients: usize,
 
     /// gRPC connections shared by the requesters (requester i uses connection i % conns).
     #[arg(long, default_value_t = 1)]
-    pub conns: usize,
+    pub(crate) conns: usize,
 
     /// Operations to issue (errors included); defaults to 10000 unless --duration is given.
     #[arg(long)]
-    pub total: Option<u64>,
+    pub(crate) total: Option<u64>,
 
     /// Stop after this long, e.g. 500ms, 10s, 2m (whichever of --total/--duration comes first).
     #[arg(long, value_parser = parse_duration)]
-    pub duration: Option<Duration>,
+    pub(crate) duration: Option<Duration>,
 
     /// Give up on one request after this long and count it as an error.
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 
     /// Send to every endpoint given (connection j pinned to endpoint j % n) or only the leader.
     #[arg(long, value_enum, default_value_t = Target::All)]
-    pub target: Target,
+    pub(crate) target: Target,
 
     /// Print one JSON object instead of the table and summary line.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// Which members receive requests.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     All,
     Leader,
 }
 
 impl Target {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Target::All => "all",
             Target::Leader => "leader",
@@ -65,13 +65,13 @@ impl Target {
 
 /// When a run stops: after `total` operations or at `duration`, whichever comes first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    pub total: u64,
-    pub duration: Option<Duration>,
+pub(crate) struct Limits {
+    pub(crate) total: u64,
+    pub(crate) duration: Option<Duration>,
 }
 
 impl CommonArgs {
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
         if !(1..=CLIENTS_MAX).contains(&self.clients) {
             bail!("--clients must be between 1 and {CLIENTS_MAX}");
         }
@@ -102,7 +102,7 @@ impl CommonArgs {
         Ok(())
     }
 
-    pub fn limits(&self) -> Limits {
+    pub(crate) fn limits(&self) -> Limits {
         let total = match (self.total, self.duration) {
             (Some(total), _) => total,
             // The deadline alone bounds the run.
@@ -118,30 +118,30 @@ impl CommonArgs {
 
 /// Which keys a workload touches.
 #[derive(Args, Debug, Clone)]
-pub struct KeyArgs {
+pub(crate) struct KeyArgs {
     /// Bytes per key, prefix included (the rest is the zero-padded key number).
     #[arg(long, default_value_t = 8)]
-    pub key_size: usize,
+    pub(crate) key_size: usize,
 
     /// Distinct keys to choose from.
     #[arg(long, default_value_t = 10_000)]
-    pub key_space_size: u64,
+    pub(crate) key_space_size: u64,
 
     /// Walk the key space in order instead of picking keys at random.
     #[arg(long)]
-    pub sequential_keys: bool,
+    pub(crate) sequential_keys: bool,
 
     /// Prefix of every key, to keep benchmark keys apart from real data.
     #[arg(long, default_value = "")]
-    pub key_prefix: String,
+    pub(crate) key_prefix: String,
 
     /// Seed for random key choice, so runs are repeatable.
     #[arg(long, default_value_t = 1)]
-    pub seed: u64,
+    pub(crate) seed: u64,
 }
 
 /// Value size, checked against [`VAL_SIZE_MAX`].
-pub fn check_val_size(val_size: usize) -> anyhow::Result<()> {
+pub(crate) fn check_val_size(val_size: usize) -> anyhow::Result<()> {
     if val_size > VAL_SIZE_MAX {
         bail!("--val-size must be at most {VAL_SIZE_MAX}");
     }
@@ -149,7 +149,7 @@ pub fn check_val_size(val_size: usize) -> anyhow::Result<()> {
 }
 
 /// Parses `250ms`, `10s`, `2m`, or a bare number of seconds.
-pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
+pub(crate) fn parse_duration(text: &str) -> anyhow::Result<Duration> {
     let text = text.trim();
     let (number, unit_ms) = if let Some(n) = text.strip_suffix("ms") {
         (n, 1)

@@ -14,27 +14,27 @@ use super::pool::Pool;
 use super::workload::Workload;
 
 /// Latencies above this are recorded as this (the request timeout is far below it).
-pub const LATENCY_US_MAX: u64 = 60_000_000;
+pub(crate) const LATENCY_US_MAX: u64 = 60_000_000;
 /// Three significant digits: 0.1% resolution at any latency.
 const LATENCY_SIGFIGS: u8 = 3;
 /// Distinct error messages kept for the report; the count covers the rest.
-pub const ERROR_SAMPLES_MAX: usize = 5;
+pub(crate) const ERROR_SAMPLES_MAX: usize = 5;
 /// A requester pauses this long after a failed request, so an unreachable member is not
 /// hammered in a tight loop while the run's budget drains.
 const ERROR_PAUSE: Duration = Duration::from_millis(10);
 
 /// What a run measured.
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// Latency of every successful operation, in microseconds.
-    pub latency_us: Histogram<u64>,
-    pub ok: u64,
-    pub errors: u64,
-    pub elapsed: Duration,
-    pub error_samples: Vec<String>,
+    pub(crate) latency_us: Histogram<u64>,
+    pub(crate) ok: u64,
+    pub(crate) errors: u64,
+    pub(crate) elapsed: Duration,
+    pub(crate) error_samples: Vec<String>,
 }
 
 impl Outcome {
-    pub fn empty() -> anyhow::Result<Self> {
+    pub(crate) fn empty() -> anyhow::Result<Self> {
         Ok(Self {
             latency_us: new_histogram()?,
             ok: 0,
@@ -44,7 +44,7 @@ impl Outcome {
         })
     }
 
-    pub fn merge(&mut self, other: Outcome) -> anyhow::Result<()> {
+    pub(crate) fn merge(&mut self, other: Outcome) -> anyhow::Result<()> {
         self.latency_us
             .add(&other.latency_us)
             .context("merging latency histograms")?;
@@ -57,12 +57,12 @@ impl Outcome {
     }
 
     /// Keeps `message` as a sample if it is new and there is room.
-    pub fn note_error(&mut self, message: String) {
+    pub(crate) fn note_error(&mut self, message: String) {
         note_error(&mut self.error_samples, message);
     }
 }
 
-pub fn new_histogram() -> anyhow::Result<Histogram<u64>> {
+pub(crate) fn new_histogram() -> anyhow::Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, LATENCY_US_MAX, LATENCY_SIGFIGS)
         .context("creating latency histogram")
 }
@@ -91,7 +91,7 @@ impl Budget {
     }
 }
 
-pub async fn drive<W: Workload>(
+pub(crate) async fn drive<W: Workload>(
     workload: Arc<W>,
     pool: &Pool,
     limits: Limits,

@@ -5,7 +5,7 @@ use thiserror::Error;
 use super::args::{KEY_SIZE_MAX, KeyArgs};
 
 #[derive(Debug, Error, PartialEq, Eq)]
-pub enum KeySpaceError {
+pub(crate) enum KeySpaceError {
     #[error("--key-space-size must be at least 1")]
     Empty,
     #[error("--key-size must be between 1 and {KEY_SIZE_MAX}")]
@@ -22,7 +22,7 @@ pub enum KeySpaceError {
 
 /// Keys are `prefix` followed by the key number, zero-padded so every key has the same size.
 #[derive(Debug, Clone)]
-pub struct KeySpace {
+pub(crate) struct KeySpace {
     prefix: String,
     digits: usize,
     size: u64,
@@ -30,7 +30,7 @@ pub struct KeySpace {
 }
 
 impl KeySpace {
-    pub fn new(args: &KeyArgs) -> Result<Self, KeySpaceError> {
+    pub(crate) fn new(args: &KeyArgs) -> Result<Self, KeySpaceError> {
         if args.key_space_size == 0 {
             return Err(KeySpaceError::Empty);
         }
@@ -54,20 +54,20 @@ impl KeySpace {
         })
     }
 
-    pub fn size(&self) -> u64 {
+    pub(crate) fn size(&self) -> u64 {
         self.size
     }
 
-    pub fn is_sequential(&self) -> bool {
+    pub(crate) fn is_sequential(&self) -> bool {
         self.sequential
     }
 
-    pub fn set_sequential(&mut self, sequential: bool) {
+    pub(crate) fn set_sequential(&mut self, sequential: bool) {
         self.sequential = sequential;
     }
 
     /// The key number for the `seq`-th operation of a run.
-    pub fn pick(&self, seq: u64, rng: &mut SplitMix64) -> u64 {
+    pub(crate) fn pick(&self, seq: u64, rng: &mut SplitMix64) -> u64 {
         if self.sequential {
             seq % self.size
         } else {
@@ -75,29 +75,29 @@ impl KeySpace {
         }
     }
 
-    pub fn key(&self, number: u64) -> Vec<u8> {
+    pub(crate) fn key(&self, number: u64) -> Vec<u8> {
         format!("{}{:0width$}", self.prefix, number, width = self.digits).into_bytes()
     }
 }
 
 /// SplitMix64: a tiny, seedable generator; key choice needs spread, not cryptographic strength.
 #[derive(Debug, Clone)]
-pub struct SplitMix64 {
+pub(crate) struct SplitMix64 {
     state: u64,
 }
 
 impl SplitMix64 {
-    pub fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Self { state: seed }
     }
 
     /// A generator for one requester, so requesters do not all draw the same keys.
-    pub fn for_requester(seed: u64, index: usize) -> Self {
+    pub(crate) fn for_requester(seed: u64, index: usize) -> Self {
         let mut mixer = Self::new(seed ^ (index as u64).wrapping_mul(0xA24B_AED4_963E_E407));
         Self::new(mixer.next_u64())
     }
 
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.state;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -106,7 +106,7 @@ impl SplitMix64 {
     }
 
     /// A number in `0..bound` (multiply-shift; the bias is below 2^-64 per value).
-    pub fn below(&mut self, bound: u64) -> u64 {
+    pub(crate) fn below(&mut self, bound: u64) -> u64 {
         ((u128::from(self.next_u64()) * u128::from(bound)) >> 64) as u64
     }
 }

@@ -21,7 +21,7 @@ const FRAME_HEADER_BYTES: usize = 5;
 
 /// One HTTP/2 connection to one member; clones share it (each call is its own stream).
 #[derive(Clone)]
-pub struct LeanChannel {
+pub(crate) struct LeanChannel {
     send: SendRequest<Bytes>,
     /// `http://host:port`, the prefix of every request's URI.
     origin: String,
@@ -32,7 +32,7 @@ pub struct LeanChannel {
 
 impl LeanChannel {
     /// Connects to `endpoint` (`host:port`, with or without `http://`).
-    pub async fn connect(
+    pub(crate) async fn connect(
         endpoint: &str,
         connect_timeout: Duration,
         request_timeout: Duration,
@@ -66,7 +66,7 @@ impl LeanChannel {
     }
 
     /// Calls the unary method `path` (e.g. `/etcdserverpb.KV/Range`).
-    pub async fn unary<Q, R>(&self, path: &str, request: &Q) -> Result<R, Status>
+    pub(crate) async fn unary<Q, R>(&self, path: &str, request: &Q) -> Result<R, Status>
     where
         Q: prost::Message,
         R: prost::Message + Default,
@@ -76,7 +76,7 @@ impl LeanChannel {
 
     /// As [`Self::unary`], calling `sent` once the request is handed to the connection: a
     /// caller whose answer may be long in coming (a parked module call) learns it is out.
-    pub async fn unary_then<Q, R>(
+    pub(crate) async fn unary_then<Q, R>(
         &self,
         path: &str,
         request: &Q,

@@ -3,15 +3,15 @@
 //! Each workload is one file under `workload/`; adding one means a file, a variant of
 //! [`WorkloadCmd`] and an arm in [`run`]. Nothing here asserts on timing: it only measures.
 
-pub mod args;
-pub mod driver;
+mod args;
+mod driver;
 #[cfg(test)]
 mod etcd_tests;
-pub mod keys;
-pub mod lean_grpc;
-pub mod pool;
-pub mod summary;
-pub mod workload;
+mod keys;
+mod lean_grpc;
+mod pool;
+mod summary;
+mod workload;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -37,11 +37,11 @@ use workload::watch::{WATCHERS_MAX, WatchWorkload};
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
     #[command(subcommand)]
-    pub workload: WorkloadCmd,
+    pub(crate) workload: WorkloadCmd,
 }
 
 #[derive(Subcommand, Debug, Clone)]
-pub enum WorkloadCmd {
+pub(crate) enum WorkloadCmd {
     /// Write values to keys from a key space.
     Put(PutArgs),
     /// Read single keys (written beforehand) from a key space.
@@ -64,60 +64,60 @@ pub enum WorkloadCmd {
 }
 
 #[derive(Args, Debug, Clone)]
-pub struct PutArgs {
+pub(crate) struct PutArgs {
     #[command(flatten)]
-    pub common: CommonArgs,
+    pub(crate) common: CommonArgs,
     #[command(flatten)]
-    pub keys: KeyArgs,
+    pub(crate) keys: KeyArgs,
     /// Bytes per value.
     #[arg(long, default_value_t = 256)]
-    pub val_size: usize,
+    pub(crate) val_size: usize,
 }
 
 #[derive(Args, Debug, Clone)]
-pub struct RangeArgs {
+pub(crate) struct RangeArgs {
     #[command(flatten)]
-    pub common: CommonArgs,
+    pub(crate) common: CommonArgs,
     #[command(flatten)]
-    pub keys: KeyArgs,
+    pub(crate) keys: KeyArgs,
     /// Bytes per value written before the reads.
     #[arg(long, default_value_t = 256)]
-    pub val_size: usize,
+    pub(crate) val_size: usize,
     /// l: linearizable reads; s: serializable (member-local) reads.
     #[arg(long, value_enum, default_value_t = Consistency::Linearizable)]
-    pub consistency: Consistency,
+    pub(crate) consistency: Consistency,
 }
 
 #[derive(Args, Debug, Clone)]
-pub struct LockArgs {
+pub(crate) struct LockArgs {
     #[command(flatten)]
-    pub common: CommonArgs,
+    pub(crate) common: CommonArgs,
     /// Distinct lock names; operation n locks name n % names.
     #[arg(long, default_value_t = 8)]
-    pub names: u64,
+    pub(crate) names: u64,
 }
 
 #[derive(Args, Debug, Clone)]
-pub struct WatchArgs {
+pub(crate) struct WatchArgs {
     #[command(flatten)]
-    pub common: CommonArgs,
+    pub(crate) common: CommonArgs,
     /// Watch streams on the prefix (each its own connection); an operation completes when
     /// all of them have delivered its event.
     #[arg(long, default_value_t = 1)]
-    pub watchers: usize,
+    pub(crate) watchers: usize,
 }
 
 #[derive(Args, Debug, Clone)]
-pub struct IncrArgs {
+pub(crate) struct IncrArgs {
     #[command(flatten)]
-    pub common: CommonArgs,
+    pub(crate) common: CommonArgs,
     /// Shared counters; operation n increments counter n % counters.
     #[arg(long, default_value_t = 8)]
-    pub counters: u64,
+    pub(crate) counters: u64,
     /// cas: get + compare-mod_revision Txn, retried (any etcd); invoke: the built-in counter
     /// module (Baton only).
     #[arg(long, value_enum, default_value_t = IncrMode::Cas)]
-    pub mode: IncrMode,
+    pub(crate) mode: IncrMode,
 }
 
 impl IncrArgs {
@@ -130,18 +130,18 @@ impl IncrArgs {
 }
 
 #[derive(Args, Debug, Clone)]
-pub struct KeepaliveArgs {
+pub(crate) struct KeepaliveArgs {
     #[command(flatten)]
-    pub common: CommonArgs,
+    pub(crate) common: CommonArgs,
     /// Leases granted before the clock starts and kept alive during the run.
     #[arg(long, default_value_t = 10_000)]
-    pub leases: u64,
+    pub(crate) leases: u64,
     /// TTL of each lease, in seconds.
     #[arg(long, default_value_t = 10)]
-    pub ttl: i64,
+    pub(crate) ttl: i64,
     /// How often each lease is renewed, e.g. 3s.
     #[arg(long, value_parser = args::parse_duration, default_value = "3s")]
-    pub interval: Duration,
+    pub(crate) interval: Duration,
 }
 
 impl KeepaliveArgs {
@@ -178,32 +178,32 @@ impl KeepaliveArgs {
 }
 
 #[derive(Args, Debug, Clone)]
-pub struct ParkArgs {
+pub(crate) struct ParkArgs {
     /// Consumers waiting on the one queue.
     #[arg(long, default_value_t = 100)]
-    pub waiters: usize,
+    pub(crate) waiters: usize,
     /// Items pushed, one at a time, each once the previous push's herd has settled.
     #[arg(long, default_value_t = 20)]
-    pub items: u64,
+    pub(crate) items: u64,
     /// invoke: each consumer is a `queue pop` call the member parks (Baton only); recipe:
     /// etcd's client-side queue recipe, a watch and a Txn race (any etcd).
     #[arg(long, value_enum, default_value_t = ParkMode::Invoke)]
-    pub mode: ParkMode,
+    pub(crate) mode: ParkMode,
     /// Connections the consumers share; by default one per 100 consumers.
     #[arg(long)]
-    pub conns: Option<usize>,
+    pub(crate) conns: Option<usize>,
     /// The log counts as settled once its index has not moved for this long.
     #[arg(long, value_parser = args::parse_duration, default_value = "500ms")]
-    pub settle: Duration,
+    pub(crate) settle: Duration,
     /// Bound on each phase: all consumers waiting, one item delivered, the log settling.
     #[arg(long, value_parser = args::parse_duration, default_value = "120s")]
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// The member's process id (same machine): adds its RSS, idle CPU and CPU per push.
     #[arg(long)]
-    pub server_pid: Option<u32>,
+    pub(crate) server_pid: Option<u32>,
     /// Print one JSON object instead of the table and summary line.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 impl ParkArgs {
@@ -256,7 +256,7 @@ impl WatchArgs {
 
 impl BenchArgs {
     /// Whether to print JSON instead of the table and summary line.
-    pub fn json(&self) -> bool {
+    pub(crate) fn json(&self) -> bool {
         match &self.workload {
             WorkloadCmd::Put(a) => a.common.json,
             WorkloadCmd::Range(a) => a.common.json,
@@ -286,7 +286,7 @@ pub async fn run(endpoints: Vec<String>, args: BenchArgs) -> anyhow::Result<()> 
 }
 
 /// Runs one workload against `endpoints` and returns what it measured.
-pub async fn measure(endpoints: Vec<String>, args: BenchArgs) -> anyhow::Result<Summary> {
+pub(crate) async fn measure(endpoints: Vec<String>, args: BenchArgs) -> anyhow::Result<Summary> {
     match args.workload {
         WorkloadCmd::Put(a) => {
             check_val_size(a.val_size)?;

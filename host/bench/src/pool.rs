@@ -9,24 +9,24 @@ use tokio::time::timeout;
 use super::args::Target;
 
 /// How long to wait for a member to accept a connection and answer the warm-up request.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Read once per connection before the clock starts, so handshakes are not measured.
 const WARMUP_KEY: &[u8] = b"baton-bench-warmup";
 
 /// `conns` clients, each with its own HTTP/2 connection to one member.
 #[derive(Clone)]
-pub struct Pool {
-    pub conns: Vec<Client>,
+pub(crate) struct Pool {
+    pub(crate) conns: Vec<Client>,
     /// The members actually receiving requests.
-    pub endpoints: Vec<String>,
-    pub clients: usize,
-    pub request_timeout: Duration,
+    pub(crate) endpoints: Vec<String>,
+    pub(crate) clients: usize,
+    pub(crate) request_timeout: Duration,
 }
 
 impl Pool {
     /// Connects `conns` clients; connection j talks only to `endpoints[j % len]`, so the load
     /// spreads evenly over members instead of following the client library's balancer.
-    pub async fn connect(
+    pub(crate) async fn connect(
         endpoints: Vec<String>,
         conns: usize,
         clients: usize,
@@ -55,14 +55,14 @@ impl Pool {
     }
 
     /// The connection requester `index` uses.
-    pub fn conn_for(&self, index: usize) -> Client {
+    pub(crate) fn conn_for(&self, index: usize) -> Client {
         self.conns[index % self.conns.len()].clone()
     }
 }
 
 /// A connection for long-lived streams (watches, lease keep-alives): no per-request timeout,
 /// which would otherwise travel as a gRPC deadline and end the stream.
-pub async fn connect_streaming(endpoint: &str) -> anyhow::Result<Client> {
+pub(crate) async fn connect_streaming(endpoint: &str) -> anyhow::Result<Client> {
     let options = ConnectOptions::new().with_connect_timeout(CONNECT_TIMEOUT);
     let connecting = Client::connect([endpoint], Some(options));
     timeout(CONNECT_TIMEOUT, connecting)
@@ -83,7 +83,10 @@ async fn connect_one(endpoint: &str, request_timeout: Duration) -> anyhow::Resul
 }
 
 /// The endpoints to send to: all of them, or the one whose member reports being the leader.
-pub async fn select_endpoints(endpoints: &[String], target: Target) -> anyhow::Result<Vec<String>> {
+pub(crate) async fn select_endpoints(
+    endpoints: &[String],
+    target: Target,
+) -> anyhow::Result<Vec<String>> {
     if endpoints.is_empty() {
         bail!("no endpoints given");
     }

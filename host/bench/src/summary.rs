@@ -10,17 +10,17 @@ use super::driver::Outcome;
 
 /// Latency percentiles of successful operations, in milliseconds.
 #[derive(Serialize, Debug, Clone, PartialEq)]
-pub struct LatencyMs {
-    pub mean: f64,
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
-    pub p999: f64,
-    pub max: f64,
+pub(crate) struct LatencyMs {
+    pub(crate) mean: f64,
+    pub(crate) p50: f64,
+    pub(crate) p90: f64,
+    pub(crate) p99: f64,
+    pub(crate) p999: f64,
+    pub(crate) max: f64,
 }
 
 impl LatencyMs {
-    pub fn from_histogram(latency_us: &Histogram<u64>) -> Self {
+    pub(crate) fn from_histogram(latency_us: &Histogram<u64>) -> Self {
         let ms = |us: u64| us as f64 / 1_000.0;
         if latency_us.is_empty() {
             return Self {
@@ -44,37 +44,37 @@ impl LatencyMs {
 }
 
 #[derive(Serialize, Debug, Clone, PartialEq)]
-pub struct Summary {
-    pub workload: String,
-    pub params: BTreeMap<String, String>,
-    pub clients: usize,
-    pub conns: usize,
+pub(crate) struct Summary {
+    pub(crate) workload: String,
+    pub(crate) params: BTreeMap<String, String>,
+    pub(crate) clients: usize,
+    pub(crate) conns: usize,
     /// `all` or `leader`.
-    pub target: String,
-    pub endpoints: Vec<String>,
+    pub(crate) target: String,
+    pub(crate) endpoints: Vec<String>,
     /// Successful operations.
-    pub ops: u64,
-    pub errors: u64,
-    pub elapsed_s: f64,
-    pub ops_per_s: f64,
-    pub latency_ms: LatencyMs,
-    pub error_samples: Vec<String>,
+    pub(crate) ops: u64,
+    pub(crate) errors: u64,
+    pub(crate) elapsed_s: f64,
+    pub(crate) ops_per_s: f64,
+    pub(crate) latency_ms: LatencyMs,
+    pub(crate) error_samples: Vec<String>,
     /// Workload-specific figures from after the run (e.g. retries per increment).
-    pub extra: BTreeMap<String, String>,
+    pub(crate) extra: BTreeMap<String, String>,
 }
 
 /// Who ran: the parts of a summary that do not come from the measurements.
-pub struct RunShape {
-    pub workload: &'static str,
-    pub params: BTreeMap<String, String>,
-    pub clients: usize,
-    pub conns: usize,
-    pub target: &'static str,
-    pub endpoints: Vec<String>,
+pub(crate) struct RunShape {
+    pub(crate) workload: &'static str,
+    pub(crate) params: BTreeMap<String, String>,
+    pub(crate) clients: usize,
+    pub(crate) conns: usize,
+    pub(crate) target: &'static str,
+    pub(crate) endpoints: Vec<String>,
 }
 
 impl Summary {
-    pub fn new(shape: RunShape, outcome: &Outcome) -> Self {
+    pub(crate) fn new(shape: RunShape, outcome: &Outcome) -> Self {
         let elapsed_s = outcome.elapsed.as_secs_f64();
         let ops_per_s = if elapsed_s > 0.0 {
             outcome.ok as f64 / elapsed_s
@@ -99,7 +99,7 @@ impl Summary {
     }
 
     /// One line of space-separated `key=value` fields, after the workload name.
-    pub fn line(&self) -> String {
+    pub(crate) fn line(&self) -> String {
         let mut line = self.workload.clone();
         for (key, value) in &self.params {
             let _ = write!(line, " {key}={value}");
@@ -130,7 +130,7 @@ impl Summary {
     }
 
     /// A few aligned lines for a person.
-    pub fn table(&self) -> String {
+    pub(crate) fn table(&self) -> String {
         let params: Vec<String> = self
             .params
             .iter()
@@ -175,7 +175,7 @@ impl Summary {
         out
     }
 
-    pub fn json(&self) -> serde_json::Result<String> {
+    pub(crate) fn json(&self) -> serde_json::Result<String> {
         serde_json::to_string(self)
     }
 }

@@ -17,7 +17,7 @@ pub const PEER_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 pub const REPLICATION_BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Largest log entry a proposal can make: a full batch plus the one command that overflows it
 /// (each command is at most a request plus gRPC framing), with room for the entry's framing.
-pub const LOG_ENTRY_BYTES_MAX: usize =
+pub(crate) const LOG_ENTRY_BYTES_MAX: usize =
     PROPOSAL_BATCH_BYTES_MAX + REQUEST_BYTES_MAX + GRPC_OVERHEAD_BYTES + 64 * 1024;
 /// Most commands the leader puts in one batched log entry.
 pub const PROPOSAL_BATCH_COMMANDS_MAX: usize = 256;
@@ -62,9 +62,6 @@ pub const WATCH_CATCH_UP_BATCH_EVENTS: usize = 1_000;
 pub const WATCH_CATCH_UP_WATCHERS_MAX: usize = 512;
 /// How soon the catch-up task retries watchers whose buffers were full.
 pub const WATCH_CATCH_UP_RETRY_MS: u64 = 20;
-/// Default period of progress notifications to watchers that asked for them (etcd
-/// `--experimental-watch-progress-notify-interval`, 10 minutes).
-pub const WATCH_PROGRESS_NOTIFY_INTERVAL_MS: u64 = 600_000;
 /// Responses queued between a watch stream's task and gRPC.
 pub const WATCH_STREAM_OUT_RESPONSES: usize = 16;
 
@@ -116,7 +113,7 @@ const _: () = assert!(REPLICATION_BATCH_BYTES_MAX + LOG_ENTRY_BYTES_MAX < PEER_M
 const _: () = assert!(LEADER_POLL_MS < REQUEST_TIMEOUT_MS);
 /// Largest reply to a forwarded write that carries no keys or values (a header, ids, and at
 /// most `TXN_OPS_MAX` empty op responses: a few KiB); only such writes share a `ForwardBatch`.
-pub const FORWARDED_REPLY_BATCHED_BYTES_MAX: usize = 64 * 1024;
+pub(crate) const FORWARDED_REPLY_BATCHED_BYTES_MAX: usize = 64 * 1024;
 // Peer clients decode up to `PEER_MESSAGE_BYTES_MAX` (`raft::channels::peer_client`). The
 // largest reply a forwarding member gets back must fit: a full batch of small replies, a put's
 // `prev_kv` (a value within the request limit), or a module call's output. A DeleteRange's

@@ -35,12 +35,12 @@
 //! - [`raft`]: the peer transport (gRPC, snapshot streaming), proposal batching and forwarding.
 //! - [`shutdown`]: the signal every task receives when the member stops; used at every layer.
 
-pub mod api;
+mod api;
 pub mod cli;
-pub mod maintenance;
-pub mod modules;
+mod maintenance;
+mod modules;
 pub mod node;
-pub mod raft;
-pub mod recipe;
-pub mod server;
-pub mod shutdown;
+mod raft;
+mod recipe;
+mod server;
+mod shutdown;

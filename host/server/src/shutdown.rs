@@ -13,26 +13,26 @@
 use tokio::sync::watch;
 
 /// The node's side: stops every [`Shutdown`] made from it.
-pub struct Trigger {
+pub(crate) struct Trigger {
     stopping: watch::Sender<bool>,
 }
 
 impl Trigger {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             stopping: watch::Sender::new(false),
         }
     }
 
     /// A receiver for one more task.
-    pub fn subscribe(&self) -> Shutdown {
+    pub(crate) fn subscribe(&self) -> Shutdown {
         Shutdown {
             stopping: self.stopping.subscribe(),
         }
     }
 
     /// Tells every receiver the member is stopping; later calls change nothing.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.stopping.send_replace(true);
     }
 }
@@ -45,19 +45,19 @@ impl Default for Trigger {
 
 /// A task's side: cheap to clone, one per task.
 #[derive(Clone)]
-pub struct Shutdown {
+pub(crate) struct Shutdown {
     stopping: watch::Receiver<bool>,
 }
 
 impl Shutdown {
     /// Resolves once the member is stopping (at once if it already is).
-    pub async fn stopped(&mut self) {
+    pub(crate) async fn stopped(&mut self) {
         // An error means the trigger is gone, which counts as a stop.
         let _ = self.stopping.wait_for(|stopping| *stopping).await;
     }
 
     /// Whether the member has started to stop.
-    pub fn is_stopping(&self) -> bool {
+    pub(crate) fn is_stopping(&self) -> bool {
         *self.stopping.borrow() || self.stopping.has_changed().is_err()
     }
 }

@@ -31,24 +31,24 @@ pub(crate) enum HostStop {
 /// it a cheap loop of `range` calls could hold the apply path for as long as it likes. Charged
 /// from the same budget as the guest's own instructions.
 pub(crate) struct HostFuel {
-    pub budget: u64,
-    pub used: u64,
+    pub(crate) budget: u64,
+    pub(crate) used: u64,
 }
 
 /// Everything one call's store holds.
 pub(crate) struct CallState {
-    pub store: Box<dyn GuestStore>,
-    pub context: CallContext,
-    pub limiter: MemoryCap,
-    pub host_fuel: HostFuel,
+    pub(crate) store: Box<dyn GuestStore>,
+    pub(crate) context: CallContext,
+    pub(crate) limiter: MemoryCap,
+    pub(crate) host_fuel: HostFuel,
     /// Set when a host function trapped the guest on purpose.
-    pub stop: Option<HostStop>,
+    pub(crate) stop: Option<HostStop>,
 }
 
 /// Caps linear memory per instance and records whether the cap was what stopped a guest.
 pub(crate) struct MemoryCap {
-    pub bytes_max: usize,
-    pub hit: bool,
+    pub(crate) bytes_max: usize,
+    pub(crate) hit: bool,
 }
 
 impl ResourceLimiter for MemoryCap {

@@ -9,7 +9,7 @@
 
 pub mod builtin;
 mod cache;
-pub mod engine;
+mod engine;
 mod host;
 mod outcome;
 mod runtime;

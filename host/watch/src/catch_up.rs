@@ -22,7 +22,7 @@ use baton_store::mvcc::error::StorageError;
 
 /// What one round achieved.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Round {
+pub(crate) enum Round {
     /// No watcher is unsynced.
     Idle,
     /// Some watcher moved forward; go again at once.
@@ -57,7 +57,7 @@ impl WatchHub {
     }
 
     /// One catch-up round (the task's body; tests drive it directly).
-    pub async fn catch_up_round(&self, store: &Store) -> Result<Round, StorageError> {
+    pub(crate) async fn catch_up_round(&self, store: &Store) -> Result<Round, StorageError> {
         let (plan, hub_revision) = {
             let mut registry = self.registry();
             if !registry.has_unsynced() {

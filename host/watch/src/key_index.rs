@@ -122,7 +122,7 @@ pub(crate) struct KeyIndex {
 }
 
 impl KeyIndex {
-    pub fn insert(&mut self, id: WatcherId, range: &KeyRange) {
+    pub(crate) fn insert(&mut self, id: WatcherId, range: &KeyRange) {
         let (start, end) = match range {
             KeyRange::Single(key) => {
                 self.points.entry(key.clone()).or_default().push(id);
@@ -144,7 +144,7 @@ impl KeyIndex {
         self.ranges = merge(merge(l, Some(node)), r);
     }
 
-    pub fn remove(&mut self, id: WatcherId, range: &KeyRange) {
+    pub(crate) fn remove(&mut self, id: WatcherId, range: &KeyRange) {
         let start = match range {
             KeyRange::Single(key) => {
                 if let Some(ids) = self.points.get_mut(key) {
@@ -163,7 +163,7 @@ impl KeyIndex {
     }
 
     /// Appends the id of every watcher whose range holds `key`.
-    pub fn matches(&self, key: &[u8], out: &mut Vec<WatcherId>) {
+    pub(crate) fn matches(&self, key: &[u8], out: &mut Vec<WatcherId>) {
         if let Some(ids) = self.points.get(key) {
             out.extend_from_slice(ids);
         }
@@ -171,7 +171,7 @@ impl KeyIndex {
     }
 
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         fn count(link: &Link) -> usize {
             link.as_ref()
                 .map_or(0, |n| 1 + count(&n.left) + count(&n.right))

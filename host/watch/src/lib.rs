@@ -21,7 +21,7 @@
 //! notices and compaction notice reach its stream in order. The gRPC layer
 //! ([`crate::api::watch`]) owns watch ids, `created`/`canceled` responses and fragmenting.
 
-pub mod catch_up;
+mod catch_up;
 mod key_index;
 mod registry;
 #[cfg(any(test, feature = "testing"))]
@@ -57,7 +57,7 @@ pub struct WatchSpec {
 
 impl WatchSpec {
     /// Whether `event` is for this watcher: its key is in range and no filter drops it.
-    pub fn wants(&self, event: &Event) -> bool {
+    pub(crate) fn wants(&self, event: &Event) -> bool {
         let Some(kv) = &event.kv else {
             return false;
         };
@@ -80,7 +80,8 @@ pub struct EventBatch {
 }
 
 impl EventBatch {
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.picks.len()
     }
 
@@ -131,11 +132,11 @@ pub struct Registration {
 #[derive(Clone, Copy, Debug)]
 pub struct HubLimits {
     /// Deliveries a watcher may have waiting before it is moved to unsynced.
-    pub buffer_responses: usize,
+    pub(crate) buffer_responses: usize,
     /// Events read from history per catch-up round (whole revisions, so possibly a few more).
-    pub catch_up_batch_events: usize,
+    pub(crate) catch_up_batch_events: usize,
     /// Unsynced watchers served per catch-up round.
-    pub catch_up_watchers: usize,
+    pub(crate) catch_up_watchers: usize,
 }
 
 impl Default for HubLimits {
@@ -161,7 +162,7 @@ impl WatchHub {
         Self::with_limits(revision, HubLimits::default())
     }
 
-    pub fn with_limits(revision: i64, limits: HubLimits) -> Arc<Self> {
+    pub(crate) fn with_limits(revision: i64, limits: HubLimits) -> Arc<Self> {
         Arc::new(Self {
             registry: Mutex::new(Registry::new(revision)),
             unsynced: Notify::new(),

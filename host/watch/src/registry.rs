@@ -24,9 +24,9 @@ struct Watcher {
 /// An unsynced watcher as the catch-up task saw it when planning a round.
 #[derive(Clone, Debug)]
 pub(crate) struct Planned {
-    pub id: WatcherId,
-    pub min_rev: i64,
-    pub spec: Arc<WatchSpec>,
+    pub(crate) id: WatcherId,
+    pub(crate) min_rev: i64,
+    pub(crate) spec: Arc<WatchSpec>,
 }
 
 /// What a catch-up round found for one planned watcher.
@@ -45,9 +45,9 @@ pub(crate) enum Found {
 /// A catch-up round's read: the revision it read up to (its responses' header revision), the
 /// events read, and each watcher's share.
 pub(crate) struct CatchUpRead {
-    pub revision: i64,
-    pub source: Arc<Vec<Event>>,
-    pub found: Vec<(Planned, Found)>,
+    pub(crate) revision: i64,
+    pub(crate) source: Arc<Vec<Event>>,
+    pub(crate) found: Vec<(Planned, Found)>,
 }
 
 fn event_rev(event: &Event) -> i64 {
@@ -67,7 +67,7 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    pub fn new(revision: i64) -> Self {
+    pub(crate) fn new(revision: i64) -> Self {
         Registry {
             revision,
             next_id: 1,
@@ -80,16 +80,16 @@ impl Registry {
         }
     }
 
-    pub fn revision(&self) -> i64 {
+    pub(crate) fn revision(&self) -> i64 {
         self.revision
     }
 
-    pub fn counts(&self) -> (usize, usize) {
+    pub(crate) fn counts(&self) -> (usize, usize) {
         (self.watchers.len(), self.unsynced.len())
     }
 
     /// Returns (id, hub revision, whether the watcher starts unsynced).
-    pub fn register(
+    pub(crate) fn register(
         &mut self,
         spec: WatchSpec,
         start_revision: i64,
@@ -122,14 +122,14 @@ impl Registry {
         (id, self.revision, !synced)
     }
 
-    pub fn unregister(&mut self, id: WatcherId) {
+    pub(crate) fn unregister(&mut self, id: WatcherId) {
         if let Some(w) = self.watchers.remove(&id) {
             self.index.remove(id, &w.spec.range);
             self.unsynced.remove(&id);
         }
     }
 
-    pub fn request_progress(&mut self, id: WatcherId) {
+    pub(crate) fn request_progress(&mut self, id: WatcherId) {
         let revision = self.revision;
         if let Some(w) = self.watchers.get(&id)
             && w.synced
@@ -148,7 +148,7 @@ impl Registry {
     }
 
     /// Returns whether any watcher became unsynced (the catch-up task has work).
-    pub fn publish(&mut self, revision: i64, events: Vec<Event>) -> bool {
+    pub(crate) fn publish(&mut self, revision: i64, events: Vec<Event>) -> bool {
         let continues = match events.first() {
             Some(first) => event_rev(first) == self.revision + 1,
             None => revision == self.revision,
@@ -248,7 +248,7 @@ impl Registry {
     }
 
     /// Up to `max` unsynced watchers with room in their buffers, taking turns across rounds.
-    pub fn plan(&mut self, max: usize) -> Vec<Planned> {
+    pub(crate) fn plan(&mut self, max: usize) -> Vec<Planned> {
         let after = self.unsynced.range(self.plan_cursor..);
         let before = self.unsynced.range(..self.plan_cursor);
         let mut plan = Vec::new();
@@ -274,13 +274,13 @@ impl Registry {
         plan
     }
 
-    pub fn has_unsynced(&self) -> bool {
+    pub(crate) fn has_unsynced(&self) -> bool {
         !self.unsynced.is_empty()
     }
 
     /// Delivers a catch-up read to the watchers that are still where the plan found them.
     /// Returns whether any watcher moved forward.
-    pub fn apply_catch_up(&mut self, read: CatchUpRead) -> bool {
+    pub(crate) fn apply_catch_up(&mut self, read: CatchUpRead) -> bool {
         let mut progressed = false;
         for (planned, found) in read.found {
             let Some(w) = self.watchers.get_mut(&planned.id) else {

@@ -66,16 +66,16 @@ impl Command {
         }
     }
 
-    pub fn get(&self) -> &LogCommand {
+    pub(crate) fn get(&self) -> &LogCommand {
         &self.command
     }
 
-    pub fn early_replies(&self) -> Option<&dyn EarlyReplies> {
+    pub(crate) fn early_replies(&self) -> Option<&dyn EarlyReplies> {
         self.early.as_deref()
     }
 
     /// The length of the protobuf encoding (made on first use).
-    pub fn encoded_len(&self) -> usize {
+    pub(crate) fn encoded_len(&self) -> usize {
         self.encoded().len()
     }
 

@@ -1,7 +1,7 @@
 //! openraft's storage traits: the log store over the WAL, the state machine over the state
 //! database, and the snapshot files they exchange.
 
-pub mod log_store;
+mod log_store;
 pub mod snapshot_file;
 pub mod state_machine;
 

@@ -50,7 +50,7 @@ pub struct SnapshotStore {
 impl SnapshotStore {
     /// Opens the store at `path`, converting a snapshot kept in the format of earlier versions
     /// (one postcard `(meta, bytes)` value) and removing snapshots half-received before a crash.
-    pub fn open(path: PathBuf) -> io::Result<Self> {
+    pub(crate) fn open(path: PathBuf) -> io::Result<Self> {
         remove_incoming_leftovers(&path)?;
         let store = Self {
             path,
@@ -68,7 +68,7 @@ impl SnapshotStore {
     }
 
     /// The kept snapshot, if any.
-    pub fn current(&self) -> io::Result<Option<(SnapshotMeta, SnapshotFile)>> {
+    pub(crate) fn current(&self) -> io::Result<Option<(SnapshotMeta, SnapshotFile)>> {
         let file = match File::open(&self.path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -102,7 +102,7 @@ impl SnapshotStore {
 
     /// Builds the kept snapshot: `write_data` writes the state stream after the header. Blocks
     /// on file I/O and fsyncs; call it off the async workers.
-    pub fn build(
+    pub(crate) fn build(
         &self,
         meta: &SnapshotMeta,
         write_data: impl FnOnce(&mut dyn Write) -> io::Result<()>,
@@ -140,7 +140,7 @@ impl SnapshotStore {
 
     /// Makes `snapshot` (built or received, described by `meta`) the kept one, unless the kept
     /// one is already newer; returns what is kept afterwards.
-    pub fn keep(
+    pub(crate) fn keep(
         &self,
         mut snapshot: SnapshotFile,
         meta: &SnapshotMeta,
@@ -213,7 +213,7 @@ impl SnapshotFile {
     }
 
     /// The file, and where its state stream starts and how long it is.
-    pub fn data(&self) -> (&File, u64, u64) {
+    pub(crate) fn data(&self) -> (&File, u64, u64) {
         (&self.file, self.data_offset, self.data_len)
     }
 

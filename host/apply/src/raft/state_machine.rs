@@ -48,7 +48,7 @@ pub trait EventSink: Send + Sync {
 }
 
 /// A sink for state machines nobody watches (tests, tools).
-pub struct IgnoreEvents;
+pub(crate) struct IgnoreEvents;
 
 impl EventSink for IgnoreEvents {
     fn publish(&self, _: i64, _: Vec<Event>) {}
@@ -116,10 +116,6 @@ impl StateMachine {
     /// Where this member keeps and receives snapshots.
     pub fn snapshots(&self) -> &SnapshotStore {
         &self.snapshots
-    }
-
-    pub fn db(&self) -> &Arc<Database> {
-        &self.db
     }
 
     /// Rebuilds the key index from the store as it is now (after a snapshot install).

@@ -23,10 +23,10 @@ use baton_wasm::Runtime;
 
 /// The outcome of applying one command: the proposer's reply, the events watchers will see, and
 /// the lease changes the leader's deadline tracker must follow.
-pub struct CommandOutcome {
-    pub reply: LogReply,
-    pub events: Vec<mvccpb::Event>,
-    pub lease_changes: Vec<LeaseChange>,
+pub(crate) struct CommandOutcome {
+    pub(crate) reply: LogReply,
+    pub(crate) events: Vec<mvccpb::Event>,
+    pub(crate) lease_changes: Vec<LeaseChange>,
 }
 
 /// A failure that is not a property of the command: the node must stop and replay after restart
@@ -41,7 +41,7 @@ pub struct ApplyFatal(pub String);
 /// store view outlives any borrow the engine could hold. `index` is the key index of `txn`'s
 /// database; it takes the command's changes at once, before `txn` commits. A batch's commands
 /// that only change keys are also answered through `early` as soon as each is applied.
-pub fn apply_command(
+pub(crate) fn apply_command(
     txn: &Arc<WriteTransaction>,
     index: &Arc<KeyIndex>,
     cmd: &LogCommand,

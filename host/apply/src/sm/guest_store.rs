@@ -25,13 +25,13 @@ type Change = Option<(Vec<u8>, i64)>;
 
 /// Writes of one call, in key order; the last change per key wins.
 #[derive(Debug, Default)]
-pub struct BufferedWrites {
+pub(crate) struct BufferedWrites {
     changes: BTreeMap<Vec<u8>, Change>,
 }
 
 impl BufferedWrites {
     /// Applies the buffered changes as ONE revision (one event per changed key, in key order).
-    pub fn commit(self, w: &mut WriteCtx<'_>) -> Result<(), StorageError> {
+    pub(crate) fn commit(self, w: &mut WriteCtx<'_>) -> Result<(), StorageError> {
         for (key, change) in self.changes {
             match change {
                 Some((value, lease)) => w.put(&key, value, lease)?,
@@ -45,7 +45,7 @@ impl BufferedWrites {
 }
 
 /// [`GuestStore`] over a write transaction plus the call's buffered writes.
-pub struct TxnGuestStore {
+pub(crate) struct TxnGuestStore {
     txn: Arc<WriteTransaction>,
     /// The entry's open KV tables: the transaction's own must not be opened again meanwhile.
     kv: SharedWriteCtx,
@@ -59,7 +59,7 @@ fn fatal(e: impl std::fmt::Display) -> StoreFailure {
 }
 
 impl TxnGuestStore {
-    pub fn new(
+    pub(crate) fn new(
         txn: Arc<WriteTransaction>,
         kv: SharedWriteCtx,
         writes: Rc<RefCell<BufferedWrites>>,
@@ -89,7 +89,7 @@ impl TxnGuestStore {
 
 /// Live keys of `span` in `table`, merged with the buffered `writes` (which get `write_rev`), in
 /// key order (reversed when `reverse`), at most `limit`.
-pub fn merged(
+pub(crate) fn merged(
     table: &impl ReadableTable<&'static [u8], &'static [u8]>,
     writes: &BufferedWrites,
     write_rev: i64,
@@ -259,7 +259,7 @@ impl GuestStore for TxnGuestStore {
 }
 
 /// What a read-only call's guest is told when it tries to write.
-pub const READ_ONLY_WRITE: &str =
+pub(crate) const READ_ONLY_WRITE: &str =
     "a read-only call cannot write; call it without read-only to go through the log";
 
 /// [`GuestStore`] over a read transaction, for calls served without a log entry: reads see the

@@ -29,14 +29,14 @@ use baton_wasm::{
 };
 
 /// What applying a module command needs besides the transaction.
-pub struct ModuleEnv<'a> {
-    pub runtime: &'a Runtime,
-    pub log_index: u64,
-    pub leader_time_ms: u64,
+pub(crate) struct ModuleEnv<'a> {
+    pub(crate) runtime: &'a Runtime,
+    pub(crate) log_index: u64,
+    pub(crate) leader_time_ms: u64,
 }
 
 /// A module command's result: a reply with the events it caused, or a deterministic refusal.
-pub enum ModuleApplied {
+pub(crate) enum ModuleApplied {
     Reply(log_reply::Result, Vec<Event>),
     Refused(Refusal),
 }
@@ -62,7 +62,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-pub fn deploy(
+pub(crate) fn deploy(
     txn: &WriteTransaction,
     env: &ModuleEnv<'_>,
     d: &ModuleDeploy,
@@ -127,7 +127,10 @@ pub fn deploy(
     ))
 }
 
-pub fn delete(txn: &WriteTransaction, d: &ModuleDelete) -> Result<ModuleApplied, ApplyFatal> {
+pub(crate) fn delete(
+    txn: &WriteTransaction,
+    d: &ModuleDelete,
+) -> Result<ModuleApplied, ApplyFatal> {
     let mut names = txn.open_table(MODULES).map_err(fatal)?;
     let Some(record) = names.remove(d.name.as_str()).map_err(fatal)? else {
         let message = format!("module not found: {}", d.name);
@@ -150,10 +153,10 @@ pub fn delete(txn: &WriteTransaction, d: &ModuleDelete) -> Result<ModuleApplied,
 /// deletes change that, and they must [`clear`](Self::clear) it; the calls of a batch then read
 /// the module tables once per module rather than once each.
 #[derive(Debug, Default)]
-pub struct ResolvedModules(HashMap<(String, Vec<u8>), Option<ModuleHash>>);
+pub(crate) struct ResolvedModules(HashMap<(String, Vec<u8>), Option<ModuleHash>>);
 
 impl ResolvedModules {
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.0.clear();
     }
 }
@@ -245,7 +248,7 @@ pub fn finished(outcome: Outcome) -> Result<Finished, CallRefused> {
 
 /// Runs `call`. `kv` holds the KV tables and META open for the entry's calls: nothing here may
 /// open those through `txn`.
-pub fn invoke(
+pub(crate) fn invoke(
     txn: &Arc<WriteTransaction>,
     kv: &SharedWriteCtx,
     env: &ModuleEnv<'_>,

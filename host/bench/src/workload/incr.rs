@@ -36,10 +36,10 @@ use baton_proto::etcdserverpb::{
 use baton_proto::mvccpb::KeyValue;
 
 /// Every run's counters sit under `<this><run id>/`, apart from real data and earlier runs.
-pub const INCR_PREFIX: &str = "bench/incr/";
-pub const COUNTERS_MAX: u64 = 10_000;
+pub(crate) const INCR_PREFIX: &str = "bench/incr/";
+pub(crate) const COUNTERS_MAX: u64 = 10_000;
 /// A CAS increment that loses this many races in a row gives up and counts as an error.
-pub const CAS_ATTEMPTS_MAX: u64 = 10_000;
+pub(crate) const CAS_ATTEMPTS_MAX: u64 = 10_000;
 const COUNTER_MODULE: &str = "counter";
 const KV_RANGE: &str = "/etcdserverpb.KV/Range";
 const KV_TXN: &str = "/etcdserverpb.KV/Txn";
@@ -47,7 +47,7 @@ const MODULES_INVOKE: &str = "/baton.v1.Modules/Invoke";
 const MODULES_DESCRIBE: &str = "/baton.v1.Modules/Describe";
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IncrMode {
+pub(crate) enum IncrMode {
     /// Get, then Txn compare-mod_revision-and-put, retried on a lost race (any etcd server).
     Cas,
     /// One Invoke of the built-in `counter` module per increment (Baton only).
@@ -59,7 +59,7 @@ pub enum IncrMode {
 }
 
 impl IncrMode {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             IncrMode::Cas => "cas",
             IncrMode::Invoke => "invoke",
@@ -79,7 +79,7 @@ impl IncrMode {
     }
 }
 
-pub struct IncrWorkload {
+pub(crate) struct IncrWorkload {
     mode: IncrMode,
     counters: u64,
     /// This run's own prefix, ending in `/`.
@@ -90,16 +90,16 @@ pub struct IncrWorkload {
     channels: Mutex<Vec<LeanChannel>>,
 }
 
-pub struct IncrRequester {
+pub(crate) struct IncrRequester {
     channel: Option<LeanChannel>,
 }
 
 impl IncrWorkload {
-    pub fn new(mode: IncrMode, counters: u64) -> Self {
+    pub(crate) fn new(mode: IncrMode, counters: u64) -> Self {
         Self::with_prefix(mode, counters, format!("{INCR_PREFIX}{}/", run_id()))
     }
 
-    pub fn with_prefix(mode: IncrMode, counters: u64, prefix: String) -> Self {
+    pub(crate) fn with_prefix(mode: IncrMode, counters: u64, prefix: String) -> Self {
         Self {
             mode,
             counters,
@@ -109,7 +109,8 @@ impl IncrWorkload {
         }
     }
 
-    pub fn prefix(&self) -> &str {
+    #[cfg(test)]
+    fn prefix(&self) -> &str {
         &self.prefix
     }
 

@@ -23,8 +23,8 @@ use crate::pool::CONNECT_TIMEOUT;
 use baton_proto::etcdserverpb::lease_client::LeaseClient;
 use baton_proto::etcdserverpb::{LeaseGrantRequest, LeaseKeepAliveRequest};
 
-pub const LEASES_MAX: u64 = 1_000_000;
-pub const STREAMS_MAX: usize = 10_000;
+pub(crate) const LEASES_MAX: u64 = 1_000_000;
+pub(crate) const STREAMS_MAX: usize = 10_000;
 /// Grants in flight at once while preparing.
 const GRANTS_IN_FLIGHT: usize = 64;
 /// Requests a stream may have sent and not yet had answered.
@@ -32,18 +32,18 @@ const STREAM_WINDOW: usize = 1_024;
 
 /// What to keep alive and how often.
 #[derive(Debug, Clone, Copy)]
-pub struct Shape {
-    pub leases: u64,
-    pub ttl_s: i64,
-    pub interval: Duration,
-    pub streams: usize,
+pub(crate) struct Shape {
+    pub(crate) leases: u64,
+    pub(crate) ttl_s: i64,
+    pub(crate) interval: Duration,
+    pub(crate) streams: usize,
     /// Bound on waiting for an owed answer.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 /// Connections to the endpoints, round robin; without a request deadline, which would end a
 /// long-lived stream.
-pub async fn connect(endpoints: &[String], conns: usize) -> anyhow::Result<Vec<Channel>> {
+pub(crate) async fn connect(endpoints: &[String], conns: usize) -> anyhow::Result<Vec<Channel>> {
     let mut channels = Vec::with_capacity(conns);
     for j in 0..conns {
         let url = &endpoints[j % endpoints.len()];
@@ -60,7 +60,7 @@ pub async fn connect(endpoints: &[String], conns: usize) -> anyhow::Result<Vec<C
 }
 
 /// Grants `shape.leases` leases (unmeasured), spread over the connections.
-pub async fn grant(
+pub(crate) async fn grant(
     channels: &[Channel],
     shape: Shape,
     timeout: Duration,
@@ -92,7 +92,7 @@ pub async fn grant(
 }
 
 /// Renews `ids` on schedule until `limits` end the run.
-pub async fn renew(
+pub(crate) async fn renew(
     channels: &[Channel],
     ids: Vec<i64>,
     shape: Shape,

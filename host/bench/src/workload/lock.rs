@@ -16,21 +16,21 @@ use super::Workload;
 use crate::pool::{Pool, connect_streaming};
 
 /// Lock names are `bench/lock/<n>`, apart from real data.
-pub const LOCK_NAME_PREFIX: &str = "bench/lock/";
+pub(crate) const LOCK_NAME_PREFIX: &str = "bench/lock/";
 /// Lease TTL of each requester; kept alive every third of it, so a crashed run's lock keys
 /// disappear soon after.
-pub const LEASE_TTL_S: i64 = 30;
+pub(crate) const LEASE_TTL_S: i64 = 30;
 const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(LEASE_TTL_S as u64 / 3);
-pub const NAMES_MAX: u64 = 1_000_000;
+pub(crate) const NAMES_MAX: u64 = 1_000_000;
 
-pub struct LockWorkload {
+pub(crate) struct LockWorkload {
     names: u64,
     /// Lease id of requester i, granted in `prepare`.
     leases: Mutex<Vec<i64>>,
     keep_alives: Mutex<Vec<AbortHandle>>,
 }
 
-pub struct LockRequester {
+pub(crate) struct LockRequester {
     lock: LockClient,
     lease: Option<i64>,
     /// A key this requester still holds because an operation was cut off (timeout) between
@@ -39,7 +39,7 @@ pub struct LockRequester {
 }
 
 impl LockWorkload {
-    pub fn new(names: u64) -> Self {
+    pub(crate) fn new(names: u64) -> Self {
         Self {
             names,
             leases: Mutex::new(Vec::new()),

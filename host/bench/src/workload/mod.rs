@@ -19,7 +19,7 @@ use super::pool::Pool;
 
 /// One kind of request stream. A requester is the per-task state (its connection, its random
 /// generator, and for streaming workloads its open stream); `op` performs one measured request.
-pub trait Workload: Send + Sync + 'static {
+pub(crate) trait Workload: Send + Sync + 'static {
     type Requester: Send + 'static;
 
     /// The name at the head of the summary line, e.g. `put`.

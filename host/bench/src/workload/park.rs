@@ -40,13 +40,13 @@ use baton_proto::etcdserverpb::{
 };
 
 /// Every run's queue is `<this><run id>`, apart from real data and earlier runs.
-pub const PARK_PREFIX: &str = "bench/park/";
-pub const WAITERS_MAX: usize = 100_000;
-pub const ITEMS_MAX: u64 = 100_000;
+pub(crate) const PARK_PREFIX: &str = "bench/park/";
+pub(crate) const WAITERS_MAX: usize = 100_000;
+pub(crate) const ITEMS_MAX: u64 = 100_000;
 /// Waiters per HTTP/2 connection unless `--conns` says otherwise. Neither server caps streams
 /// per connection (tonic sets no limit, etcd 3.4 allows 2^32-1); spreading them keeps one
 /// connection's task from carrying a whole herd.
-pub const WAITERS_PER_CONN: usize = 100;
+pub(crate) const WAITERS_PER_CONN: usize = 100;
 /// How often the log index is read while waiting for it to settle.
 const SETTLE_POLL: Duration = Duration::from_millis(25);
 /// How long the member's CPU is sampled while every waiter waits and nothing else happens.
@@ -72,7 +72,7 @@ const MODULES_INVOKE: &str = "/baton.v1.Modules/Invoke";
 const MODULES_DESCRIBE: &str = "/baton.v1.Modules/Describe";
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ParkMode {
+pub(crate) enum ParkMode {
     /// Each waiter is a `queue pop` call the member parks (Baton only).
     Invoke,
     /// Each waiter runs etcd's client-side queue recipe: watch, then race a Txn (any etcd).
@@ -80,7 +80,7 @@ pub enum ParkMode {
 }
 
 impl ParkMode {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ParkMode::Invoke => "invoke",
             ParkMode::Recipe => "recipe",
@@ -90,20 +90,20 @@ impl ParkMode {
 
 /// What to run.
 #[derive(Debug, Clone, Copy)]
-pub struct Shape {
-    pub mode: ParkMode,
-    pub waiters: usize,
-    pub items: u64,
-    pub conns: usize,
+pub(crate) struct Shape {
+    pub(crate) mode: ParkMode,
+    pub(crate) waiters: usize,
+    pub(crate) items: u64,
+    pub(crate) conns: usize,
     /// The log counts as settled once its index has not moved for this long.
-    pub settle: Duration,
+    pub(crate) settle: Duration,
     /// Bound on each phase: all waiters waiting, one item delivered, the log settling.
-    pub timeout: Duration,
-    pub server_pid: Option<u32>,
+    pub(crate) timeout: Duration,
+    pub(crate) server_pid: Option<u32>,
 }
 
 /// Connections for `waiters` unless the caller chose: one per [`WAITERS_PER_CONN`].
-pub fn default_conns(waiters: usize) -> usize {
+pub(crate) fn default_conns(waiters: usize) -> usize {
     waiters.div_ceil(WAITERS_PER_CONN).max(1)
 }
 
@@ -575,7 +575,7 @@ async fn all_waiting(control: &LeanChannel, shared: &Shared, shape: &Shape) -> a
 
 /// Runs the workload against `endpoints` (waiters round robin; pushes and Status to the
 /// first) and returns what it measured and the figures for the summary's `extra`.
-pub async fn run(
+pub(crate) async fn run(
     endpoints: &[String],
     shape: Shape,
 ) -> anyhow::Result<(Outcome, BTreeMap<String, String>)> {

@@ -9,19 +9,19 @@ use etcd_client::{Client, KvClient};
 use super::Workload;
 use crate::keys::{KeySpace, SplitMix64};
 
-pub struct PutWorkload {
+pub(crate) struct PutWorkload {
     keys: KeySpace,
     value: Vec<u8>,
     seed: u64,
 }
 
-pub struct PutRequester {
+pub(crate) struct PutRequester {
     kv: KvClient,
     rng: SplitMix64,
 }
 
 impl PutWorkload {
-    pub fn new(keys: KeySpace, val_size: usize, seed: u64) -> Self {
+    pub(crate) fn new(keys: KeySpace, val_size: usize, seed: u64) -> Self {
         // Printable filler, so a person inspecting the store sees what wrote it.
         Self {
             keys,

@@ -16,7 +16,7 @@ use crate::keys::{KeySpace, SplitMix64};
 use crate::pool::Pool;
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Consistency {
+pub(crate) enum Consistency {
     /// Linearizable: the member confirms it is current with the leader before answering.
     #[value(name = "l", alias = "linearizable")]
     Linearizable,
@@ -25,20 +25,25 @@ pub enum Consistency {
     Serializable,
 }
 
-pub struct RangeWorkload {
+pub(crate) struct RangeWorkload {
     keys: KeySpace,
     val_size: usize,
     consistency: Consistency,
     seed: u64,
 }
 
-pub struct RangeRequester {
+pub(crate) struct RangeRequester {
     kv: KvClient,
     rng: SplitMix64,
 }
 
 impl RangeWorkload {
-    pub fn new(keys: KeySpace, val_size: usize, consistency: Consistency, seed: u64) -> Self {
+    pub(crate) fn new(
+        keys: KeySpace,
+        val_size: usize,
+        consistency: Consistency,
+        seed: u64,
+    ) -> Self {
         Self {
             keys,
             val_size,

@@ -15,9 +15,9 @@ use super::Workload;
 use crate::pool::{Pool, connect_streaming};
 
 /// Watched keys are `bench/watch/<run>/<seq>`, so concurrent runs do not see each other's puts.
-pub const WATCH_PREFIX: &str = "bench/watch/";
+pub(crate) const WATCH_PREFIX: &str = "bench/watch/";
 /// Each watcher is a connection of its own: 10 000 fit a default `ulimit -n` of 20 000.
-pub const WATCHERS_MAX: usize = 10_000;
+pub(crate) const WATCHERS_MAX: usize = 10_000;
 /// Printable filler: the payload is not what this workload measures.
 const VALUE: &[u8] = b"w";
 
@@ -29,14 +29,14 @@ struct Waiter {
     done: oneshot::Sender<()>,
 }
 
-pub struct WatchWorkload {
+pub(crate) struct WatchWorkload {
     watchers: usize,
     prefix: String,
     pending: Pending,
     readers: Mutex<Vec<AbortHandle>>,
 }
 
-pub struct WatchRequester {
+pub(crate) struct WatchRequester {
     kv: KvClient,
 }
 
@@ -57,7 +57,7 @@ fn lock(pending: &Pending) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Waiter>
 }
 
 impl WatchWorkload {
-    pub fn new(watchers: usize) -> Self {
+    pub(crate) fn new(watchers: usize) -> Self {
         let run = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos())

@@ -15,17 +15,17 @@ use baton_proto::etcdserverpb::{
     MemberUpdateRequest, MemberUpdateResponse,
 };
 
-pub struct ClusterService {
+pub(crate) struct ClusterService {
     server: Arc<Server>,
 }
 
 impl ClusterService {
-    pub fn new(server: Arc<Server>) -> Self {
+    pub(crate) fn new(server: Arc<Server>) -> Self {
         Self { server }
     }
 
     /// Every member in the current membership, ordered by id.
-    pub fn members(&self) -> Vec<Member> {
+    pub(crate) fn members(&self) -> Vec<Member> {
         let metrics = self.server.raft().metrics().borrow_watched().clone();
         members_of(metrics.membership_config.membership())
     }

@@ -22,12 +22,12 @@ use baton_proto::v3electionpb::{
     ProclaimResponse, ResignRequest, ResignResponse,
 };
 
-pub struct ElectionService {
+pub(crate) struct ElectionService {
     recipes: Arc<Recipes>,
 }
 
 impl ElectionService {
-    pub fn new(recipes: Arc<Recipes>) -> Self {
+    pub(crate) fn new(recipes: Arc<Recipes>) -> Self {
         Self { recipes }
     }
 

@@ -24,12 +24,12 @@ use baton_store::mvcc::checks::{check_delete_range, check_put, check_range, chec
 use baton_store::mvcc::error::KvError;
 use baton_store::ops::txn::{is_txn_read_only, txn_read_only};
 
-pub struct KvService {
+pub(crate) struct KvService {
     server: Arc<Server>,
 }
 
 impl KvService {
-    pub fn new(server: Arc<Server>) -> Self {
+    pub(crate) fn new(server: Arc<Server>) -> Self {
         Self { server }
     }
 }

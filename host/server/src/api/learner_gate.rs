@@ -19,25 +19,25 @@ use tonic::server::NamedService;
 use crate::api::require_leader::{no_leader, requires_leader};
 use crate::server::Server;
 
-pub const NOT_SUPPORTED_FOR_LEARNER: &str = "etcdserver: rpc not supported for learner";
+pub(crate) const NOT_SUPPORTED_FOR_LEARNER: &str = "etcdserver: rpc not supported for learner";
 
 /// Methods a learner answers itself (Range only when serializable).
 const LEARNER_METHODS: [&str; 2] = ["/etcdserverpb.Maintenance/Status", "/etcdserverpb.KV/Range"];
 
-pub fn not_supported_for_learner() -> Status {
+pub(crate) fn not_supported_for_learner() -> Status {
     Status::unavailable(NOT_SUPPORTED_FOR_LEARNER)
 }
 
 /// Wraps one gRPC service so its calls are refused while this member is a learner, and those
 /// that require a leader while it has none.
 #[derive(Clone)]
-pub struct LearnerGate<S> {
+pub(crate) struct LearnerGate<S> {
     inner: S,
     server: Arc<Server>,
 }
 
 impl<S> LearnerGate<S> {
-    pub fn new(inner: S, server: Arc<Server>) -> Self {
+    pub(crate) fn new(inner: S, server: Arc<Server>) -> Self {
         Self { inner, server }
     }
 }

@@ -23,7 +23,7 @@ use baton_proto::etcdserverpb::{
 };
 use baton_store::lease::store;
 
-pub struct LeaseService {
+pub(crate) struct LeaseService {
     server: Arc<Server>,
     lessor: Arc<Lessor>,
     /// Ends keep-alive streams, which would otherwise hold up the member's graceful stop; the
@@ -57,7 +57,7 @@ async fn renew(server: &Server, lessor: &Lessor, id: i64) -> Result<i64, Status>
 }
 
 impl LeaseService {
-    pub fn new(server: Arc<Server>, lessor: Arc<Lessor>, shutdown: Shutdown) -> Self {
+    pub(crate) fn new(server: Arc<Server>, lessor: Arc<Lessor>, shutdown: Shutdown) -> Self {
         Self {
             server,
             lessor,

@@ -18,12 +18,12 @@ use baton_proto::v3lockpb::lock_server::Lock;
 use baton_proto::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockResponse};
 use baton_store::mvcc::error::KvError;
 
-pub struct LockService {
+pub(crate) struct LockService {
     recipes: Arc<Recipes>,
 }
 
 impl LockService {
-    pub fn new(recipes: Arc<Recipes>) -> Self {
+    pub(crate) fn new(recipes: Arc<Recipes>) -> Self {
         Self { recipes }
     }
 }

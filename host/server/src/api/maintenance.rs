@@ -28,15 +28,16 @@ use baton_store::hash::{hash_all, hash_kv};
 use baton_store::ops::alarm::{alarm_text, list_alarms};
 
 /// The etcd API version Baton speaks; clients use it to decide which features to use.
-pub const ETCD_API_VERSION: &str = "3.5.0";
+pub(crate) const ETCD_API_VERSION: &str = "3.5.0";
 /// etcd's `ErrGRPCNotLeader` (FAILED_PRECONDITION): MoveLeader must be sent to the leader.
-pub const NOT_LEADER: &str = "etcdserver: not leader";
+pub(crate) const NOT_LEADER: &str = "etcdserver: not leader";
 /// etcd's `ErrGRPCBadLeaderTransferee` (FAILED_PRECONDITION): not a voting member.
-pub const BAD_TRANSFEREE: &str = "etcdserver: bad leader transferee";
+pub(crate) const BAD_TRANSFEREE: &str = "etcdserver: bad leader transferee";
 /// etcd's `ErrTimeoutLeaderTransfer` (no gRPC mapping upstream, so UNKNOWN).
-pub const TRANSFER_TIMED_OUT: &str = "etcdserver: request timed out, leader transfer took too long";
+pub(crate) const TRANSFER_TIMED_OUT: &str =
+    "etcdserver: request timed out, leader transfer took too long";
 
-pub struct MaintenanceService {
+pub(crate) struct MaintenanceService {
     server: Arc<Server>,
     db_path: PathBuf,
     /// The space quota in bytes; 0 when disabled.
@@ -44,7 +45,7 @@ pub struct MaintenanceService {
 }
 
 impl MaintenanceService {
-    pub fn new(server: Arc<Server>, db_path: PathBuf, quota_bytes: u64) -> Self {
+    pub(crate) fn new(server: Arc<Server>, db_path: PathBuf, quota_bytes: u64) -> Self {
         Self {
             server,
             db_path,

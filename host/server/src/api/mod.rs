@@ -8,6 +8,6 @@ pub mod learner_gate;
 pub mod lease;
 pub mod lock;
 pub mod maintenance;
-pub mod require_leader;
+mod require_leader;
 pub mod status;
 pub mod watch;

@@ -17,14 +17,14 @@ const REQUIRE_LEADER_VALUE: &[u8] = b"true";
 
 /// Whether the call asked to be refused when this member has no leader. Like etcd, only the
 /// first value of the key counts.
-pub fn requires_leader(headers: &HeaderMap) -> bool {
+pub(crate) fn requires_leader(headers: &HeaderMap) -> bool {
     headers
         .get(REQUIRE_LEADER_KEY)
         .is_some_and(|value| value.as_bytes() == REQUIRE_LEADER_VALUE)
 }
 
 /// etcd's `rpctypes.ErrGRPCNoLeader`.
-pub fn no_leader() -> Status {
+pub(crate) fn no_leader() -> Status {
     Status::unavailable(NO_LEADER)
 }
 

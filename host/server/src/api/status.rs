@@ -7,25 +7,20 @@ use baton_proto::batonpb::ApplyRefusal;
 use tonic::{Code, Status};
 
 use crate::recipe::error::RecipeError;
-use baton_store::lease::LeaseError;
 use baton_store::mvcc::error::KvError;
 
 /// A deterministic refusal (decided at apply, or by the same checks before proposing), as
 /// clients see it. The codes and messages themselves are `baton_apply::refusal`'s.
-pub fn refusal_status(refusal: Refusal) -> Status {
+pub(crate) fn refusal_status(refusal: Refusal) -> Status {
     Status::new(Code::from(refusal.code as i32), refusal.message)
 }
 
 /// A refusal carried in a log reply: the code number and message the applying member wrote.
-pub fn applied_refusal(refusal: ApplyRefusal) -> Status {
+pub(crate) fn applied_refusal(refusal: ApplyRefusal) -> Status {
     Status::new(Code::from(refusal.code), refusal.message)
 }
 
-pub fn kv_status(e: KvError) -> Status {
-    refusal_status(e.into())
-}
-
-pub fn lease_status(e: LeaseError) -> Status {
+pub(crate) fn kv_status(e: KvError) -> Status {
     refusal_status(e.into())
 }
 
@@ -39,13 +34,18 @@ impl From<RecipeError> for Status {
 /// Any refusal of a Lock or Election call, as etcd 3.4 sends it: its recipe servers run their
 /// KV operations through an embedded client, which turns every error into a plain one, so
 /// clients get the message with code Unknown (`etcdserver: requested lease not found` too).
-pub fn recipe_status(status: Status) -> Status {
+pub(crate) fn recipe_status(status: Status) -> Status {
     Status::new(Code::Unknown, status.message())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use baton_store::lease::LeaseError;
+
+    fn lease_status(e: LeaseError) -> Status {
+        refusal_status(e.into())
+    }
 
     #[test]
     fn refusals_keep_their_code_and_message() {

@@ -38,8 +38,8 @@ use baton_watch::{Delivery, KeyRange, WatchHub, WatchSpec, WatcherId};
 mod tests;
 
 /// etcd's reasons for refusing a create (`mvcc/watcher.go`), sent as `cancel_reason`.
-pub const EMPTY_RANGE: &str = "mvcc: watcher range is empty";
-pub const DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
+pub(crate) const EMPTY_RANGE: &str = "mvcc: watcher range is empty";
+pub(crate) const DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
 /// The watch id a client sends to let the server choose, and the one on responses that
 /// belong to no watch (refused creates, answers to progress requests).
 const AUTO_WATCH_ID: i64 = 0;
@@ -50,7 +50,7 @@ const FRAGMENT_BYTES: usize = REQUEST_BYTES_MAX + GRPC_OVERHEAD_BYTES;
 const EVENTS_FIELD: u32 = 11;
 
 /// Who fills in response headers (cluster, member, term); the server in production.
-pub trait Headers: Send + Sync + 'static {
+pub(crate) trait Headers: Send + Sync + 'static {
     fn header(&self, revision: i64) -> ResponseHeader;
 }
 
@@ -60,7 +60,7 @@ impl Headers for Server {
     }
 }
 
-pub struct WatchService {
+pub(crate) struct WatchService {
     hub: Arc<WatchHub>,
     headers: Arc<dyn Headers>,
     /// Watches start once every write this member acknowledged is published, so "from now"
@@ -77,7 +77,11 @@ pub struct WatchService {
 impl WatchService {
     /// `progress_interval`: how often watches that asked for progress notifications get one
     /// (etcd adds up to a tenth of random delay per stream, and so does this).
-    pub fn new(hub: Arc<WatchHub>, headers: Arc<dyn Headers>, progress_interval: Duration) -> Self {
+    pub(crate) fn new(
+        hub: Arc<WatchHub>,
+        headers: Arc<dyn Headers>,
+        progress_interval: Duration,
+    ) -> Self {
         Self {
             hub,
             headers,
@@ -89,26 +93,26 @@ impl WatchService {
     }
 
     /// Waits for `settled` before registering each watch (see the field).
-    pub fn with_settled(mut self, settled: Settled) -> Self {
+    pub(crate) fn with_settled(mut self, settled: Settled) -> Self {
         self.settled = settled;
         self
     }
 
     /// Ends every stream once `stop` fires.
-    pub fn with_stop(mut self, stop: Shutdown) -> Self {
+    pub(crate) fn with_stop(mut self, stop: Shutdown) -> Self {
         self.stop = Some(stop);
         self
     }
 
     /// Ends the streams that require a leader when `loss` says so.
-    pub fn with_leader_loss(mut self, loss: LeaderLoss) -> Self {
+    pub(crate) fn with_leader_loss(mut self, loss: LeaderLoss) -> Self {
         self.leader_loss = loss;
         self
     }
 
     /// Serves one stream of requests; its responses come out of the returned stream. It ends
     /// with `etcdserver: no leader` on `leader_loss`, if given.
-    pub fn open_stream<S>(
+    pub(crate) fn open_stream<S>(
         &self,
         inbound: S,
         leader_loss: Option<LeaderLoss>,
@@ -162,14 +166,14 @@ fn jittered(interval: Duration) -> Duration {
 }
 
 /// etcd's reading of a create request's key and range_end (`v3rpc/watch.go`).
-pub fn key_range(key: Vec<u8>, range_end: Vec<u8>) -> Result<KeyRange, &'static str> {
+pub(crate) fn key_range(key: Vec<u8>, range_end: Vec<u8>) -> Result<KeyRange, &'static str> {
     KeyRange::from_etcd(key, range_end).ok_or(EMPTY_RANGE)
 }
 
 /// etcd's `sendFragments`: a response at or over `limit` bytes with several events is split
 /// into parts of as many events as fit (at least one each); all parts but the last carry
 /// `fragment = true`.
-pub fn fragments(response: WatchResponse, limit: usize) -> Vec<WatchResponse> {
+pub(crate) fn fragments(response: WatchResponse, limit: usize) -> Vec<WatchResponse> {
     if response.encoded_len() < limit || response.events.len() < 2 {
         return vec![response];
     }

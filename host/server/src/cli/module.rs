@@ -12,7 +12,7 @@ use baton_proto::baton::v1 as pb;
 use baton_proto::baton::v1::modules_client::ModulesClient;
 
 #[derive(Subcommand, Debug)]
-pub enum ModuleCommand {
+pub(crate) enum ModuleCommand {
     /// Deploy FILE (a WebAssembly component) as the next version of NAME.
     Deploy { name: String, file: PathBuf },
     /// List every module and its latest version.
@@ -24,27 +24,27 @@ pub enum ModuleCommand {
 }
 
 #[derive(Args, Debug)]
-pub struct CallArgs {
+pub(crate) struct CallArgs {
     /// Module name, or a version's hash (64 hex digits).
-    pub module: String,
-    pub function: String,
+    pub(crate) module: String,
+    pub(crate) function: String,
     /// Input bytes, passed as given (JSON for the built-in modules).
     #[arg(default_value = "")]
-    pub input: String,
+    pub(crate) input: String,
     /// Fuel budget; 0 for the server's default.
     #[arg(long, default_value_t = 0)]
-    pub fuel: u64,
+    pub(crate) fuel: u64,
     /// Lease the call may attach keys to (hex id, as etcdctl prints it); 0 for none.
     #[arg(long, default_value = "0")]
-    pub lease: String,
+    pub(crate) lease: String,
     /// Give up after this many seconds (a call may wait server-side, e.g. a pop on an empty
     /// queue); 0 waits as long as the module does.
     #[arg(long, default_value_t = 0)]
-    pub timeout_s: u64,
+    pub(crate) timeout_s: u64,
     /// Run on the member contacted, after a linearizable read and without a log entry; the
     /// module may only read (a write fails the call).
     #[arg(long)]
-    pub read_only: bool,
+    pub(crate) read_only: bool,
 }
 
 /// A client on the first endpoint that accepts a connection.
@@ -89,7 +89,7 @@ fn code_name(code: tonic::Code) -> String {
     name
 }
 
-pub async fn run_module(endpoints: Vec<String>, command: ModuleCommand) -> Result<()> {
+pub(crate) async fn run_module(endpoints: Vec<String>, command: ModuleCommand) -> Result<()> {
     let mut client = connect(&endpoints).await?;
     match command {
         ModuleCommand::Deploy { name, file } => {
@@ -150,7 +150,7 @@ fn is_hash(text: &str) -> bool {
     text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-pub async fn run_call(endpoints: Vec<String>, args: CallArgs) -> Result<()> {
+pub(crate) async fn run_call(endpoints: Vec<String>, args: CallArgs) -> Result<()> {
     let lease = i64::from_str_radix(&args.lease, 16)
         .with_context(|| format!("lease must be a hex id: {}", args.lease))?;
     let (name, hash) = if is_hash(&args.module) {

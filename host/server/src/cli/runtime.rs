@@ -14,7 +14,7 @@
 ///
 /// `workers`: how many worker threads; None for tokio's default (one per core, or
 /// `TOKIO_WORKER_THREADS`).
-pub fn build(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+pub(crate) fn build(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     if let Some(workers) = workers {
@@ -38,6 +38,6 @@ fn workers_from_env() -> Option<usize> {
 /// shares the machine with the servers it measures; one worker drives hundreds of requests at a
 /// time and spares the cores the wake-ups a second one costs (on `bench incr`, 2 cores: client
 /// CPU per call -20 %, calls/s +3 %).
-pub fn bench_workers() -> usize {
+pub(crate) fn bench_workers() -> usize {
     workers_from_env().unwrap_or(1)
 }

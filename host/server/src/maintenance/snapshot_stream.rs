@@ -24,7 +24,7 @@ use tonic::Status;
 use baton_limits::{SNAPSHOT_STREAM_CHUNK_BYTES, SNAPSHOT_STREAM_QUEUE_CHUNKS};
 
 /// The content's length is a multiple of this (etcdctl's "sector size" for its checksum test).
-pub const SNAPSHOT_STREAM_ALIGN_BYTES: u64 = 512;
+pub(crate) const SNAPSHOT_STREAM_ALIGN_BYTES: u64 = 512;
 use baton_proto::etcdserverpb::SnapshotResponse;
 use baton_store::storage::snapshot::write_snapshot;
 
@@ -32,7 +32,7 @@ type Item = Result<SnapshotResponse, Status>;
 
 /// Streams the snapshot of `txn`'s view. The work runs on a blocking thread and stops when the
 /// receiver goes away.
-pub fn snapshot_stream(txn: ReadTransaction) -> impl Stream<Item = Item> + Send + 'static {
+pub(crate) fn snapshot_stream(txn: ReadTransaction) -> impl Stream<Item = Item> + Send + 'static {
     let (tx, rx) = mpsc::channel(SNAPSHOT_STREAM_QUEUE_CHUNKS);
     tokio::task::spawn_blocking(move || {
         if let Err(e) = send_snapshot(&txn, &tx) {

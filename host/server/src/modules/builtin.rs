@@ -10,7 +10,7 @@ use baton_limits::{BUILTIN_DEPLOY_ATTEMPTS, BUILTIN_DEPLOY_RETRY_MS};
 use baton_proto::batonpb::{ModuleDeploy, log_command, log_reply};
 use baton_wasm::builtin::BUILTIN_MODULES;
 
-pub async fn deploy_builtins(server: Arc<Server>) {
+pub(crate) async fn deploy_builtins(server: Arc<Server>) {
     for (name, component) in BUILTIN_MODULES {
         for attempt in 1..=BUILTIN_DEPLOY_ATTEMPTS {
             let op = log_command::Op::ModuleDeploy(ModuleDeploy {

@@ -14,5 +14,5 @@
 
 pub mod builtin;
 pub mod park;
-pub mod read_only;
+mod read_only;
 pub mod service;

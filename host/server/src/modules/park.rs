@@ -23,7 +23,7 @@ use baton_watch::{Delivery, KeyRange, WatchHub, WatchSpec, WatcherId};
 
 /// What parked calls listen to on this member.
 #[derive(Clone)]
-pub struct Parking {
+pub(crate) struct Parking {
     hub: Arc<WatchHub>,
     lease_ends: Arc<LeaseEnds>,
     /// Ends every parked call when the member stops, so a client with no deadline does not
@@ -50,7 +50,7 @@ fn internal(message: &str) -> Status {
 }
 
 impl Parking {
-    pub fn new(hub: Arc<WatchHub>, lease_ends: Arc<LeaseEnds>, shutdown: Shutdown) -> Self {
+    pub(crate) fn new(hub: Arc<WatchHub>, lease_ends: Arc<LeaseEnds>, shutdown: Shutdown) -> Self {
         Self {
             hub,
             lease_ends,
@@ -60,7 +60,7 @@ impl Parking {
 
     /// Returns once a key in `wait.keys` changed after `revision` (the revision the call's run
     /// left the store at), or a lease in `wait.leases` ended.
-    pub async fn until(
+    pub(crate) async fn until(
         &self,
         server: &Server,
         wait: &ModuleWait,

@@ -14,14 +14,14 @@ use baton_store::storage::schema::{MODULE_CODE, MODULES};
 use baton_wasm::{CallContext, CallRequest, Runtime};
 
 /// A read-only run's result: what the guest returned and the revision it read at.
-pub struct ReadRun {
-    pub finished: Finished,
-    pub revision: i64,
+pub(crate) struct ReadRun {
+    pub(crate) finished: Finished,
+    pub(crate) revision: i64,
 }
 
 /// Why a read-only run produced no result.
 #[derive(Debug)]
-pub enum ReadRunError {
+pub(crate) enum ReadRunError {
     /// The call itself failed (unknown module, trap, fuel, a write attempt...).
     Refused(CallRefused),
     /// This member could not run it (storage, compilation); another member may.
@@ -34,7 +34,7 @@ fn local(e: impl std::fmt::Display) -> ReadRunError {
 
 /// Runs `call` against `view`, whose state is at least `applied_index`. Blocking: runs the
 /// guest to completion on this thread.
-pub fn run(
+pub(crate) fn run(
     runtime: &Runtime,
     view: &ReadTransaction,
     call: &ModuleInvoke,

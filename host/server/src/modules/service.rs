@@ -21,7 +21,7 @@ use baton_proto::batonpb::{self, log_command};
 use baton_wasm::{Runtime, hash_hex};
 
 #[derive(Clone)]
-pub struct ModulesService {
+pub(crate) struct ModulesService {
     server: Arc<Server>,
     runtime: Runtime,
     parking: Parking,
@@ -30,7 +30,7 @@ pub struct ModulesService {
 }
 
 impl ModulesService {
-    pub fn new(server: Arc<Server>, runtime: Runtime, parking: Parking) -> Self {
+    pub(crate) fn new(server: Arc<Server>, runtime: Runtime, parking: Parking) -> Self {
         Self {
             server,
             runtime,

@@ -32,20 +32,20 @@ struct Pending {
 /// Proposes commands through this member (which must lead), batching concurrent ones. Cheap to
 /// clone: clones share one collector.
 #[derive(Clone)]
-pub struct Proposer {
+pub(crate) struct Proposer {
     queue: mpsc::Sender<Pending>,
 }
 
 impl Proposer {
     /// Starts the collector task; it ends when every clone of the returned handle is dropped.
-    pub fn start(raft: Raft) -> Self {
+    pub(crate) fn start(raft: Raft) -> Self {
         let (queue, commands) = mpsc::channel(PROPOSALS_QUEUED_MAX);
         tokio::spawn(collect(raft, commands));
         Self { queue }
     }
 
     /// Proposes `cmd` and waits until it is applied, like [`propose_as_leader`].
-    pub async fn propose(&self, cmd: LogCommand) -> Outcome {
+    pub(crate) async fn propose(&self, cmd: LogCommand) -> Outcome {
         let (done, outcome) = oneshot::channel();
         let bytes = cmd.encoded_len();
         let pending = Pending { cmd, bytes, done };

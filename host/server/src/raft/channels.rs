@@ -14,21 +14,21 @@ use baton_proto::batonpb::raft_peer_client::RaftPeerClient;
 /// A peer client over `channel` that takes messages as large as a peer's server sends
 /// (`PEER_MESSAGE_BYTES_MAX`) rather than tonic's 4 MiB default, which would turn a committed
 /// write with a large reply into a failure on the member that forwarded it.
-pub fn peer_client(channel: Channel) -> RaftPeerClient<Channel> {
+pub(crate) fn peer_client(channel: Channel) -> RaftPeerClient<Channel> {
     RaftPeerClient::new(channel)
         .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX)
 }
 
 #[derive(Clone, Default)]
-pub struct PeerChannels {
+pub(crate) struct PeerChannels {
     by_url: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
 impl PeerChannels {
     /// The channel to `url`, created on first use. Connecting is lazy: an unreachable peer shows
     /// up as an error on the RPC, not here.
-    pub fn get(&self, url: &str) -> Result<Channel, tonic::transport::Error> {
+    pub(crate) fn get(&self, url: &str) -> Result<Channel, tonic::transport::Error> {
         let mut map = self.by_url.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(ch) = map.get(url) {
             return Ok(ch.clone());

@@ -39,20 +39,24 @@ struct Pending {
 /// Hands writes to the leader, batching concurrent ones. Cheap to clone: clones share one
 /// collector.
 #[derive(Clone)]
-pub struct Forwarder {
+pub(crate) struct Forwarder {
     queue: mpsc::Sender<Pending>,
 }
 
 impl Forwarder {
     /// Starts the collector task; it ends when every clone of the returned handle is dropped.
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let (queue, pending) = mpsc::channel(PROPOSALS_QUEUED_MAX);
         tokio::spawn(collect(pending));
         Self { queue }
     }
 
     /// Forwards `cmd` to `leader` and returns its outcome, like the `Forward` RPC.
-    pub async fn forward(&self, leader: RaftPeerClient<Channel>, cmd: LogCommand) -> Outcome {
+    pub(crate) async fn forward(
+        &self,
+        leader: RaftPeerClient<Channel>,
+        cmd: LogCommand,
+    ) -> Outcome {
         let (done, outcome) = oneshot::channel();
         let bytes = cmd.encoded_len();
         let alone = reply_may_be_large(&cmd);

@@ -32,12 +32,12 @@ type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>;
 
 /// Builds one [`PeerLink`] per target member, sharing cached channels.
 #[derive(Clone)]
-pub struct PeerNetwork {
+pub(crate) struct PeerNetwork {
     channels: PeerChannels,
 }
 
 impl PeerNetwork {
-    pub fn new(channels: PeerChannels) -> Self {
+    pub(crate) fn new(channels: PeerChannels) -> Self {
         Self { channels }
     }
 }
@@ -57,7 +57,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
 }
 
 /// The connection to one peer.
-pub struct PeerLink {
+pub(crate) struct PeerLink {
     client: Result<RaftPeerClient<Channel>, String>,
 }
 

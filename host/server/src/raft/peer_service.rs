@@ -34,7 +34,7 @@ type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
 /// The leader's lease deadlines, as the peer service needs them: a member that does not lead
 /// answers `NOT_LEADER` (failed precondition) so the asker retries with the leader.
 #[tonic::async_trait]
-pub trait LeaseLeader: Send + Sync {
+pub(crate) trait LeaseLeader: Send + Sync {
     /// Renews lease `id`; its TTL, or 0 if it does not exist.
     async fn keep_alive(&self, id: i64) -> Result<i64, Status>;
     /// The lease's remaining TTL (-1 if it does not exist); the header is left empty.
@@ -47,7 +47,7 @@ pub trait LeaseLeader: Send + Sync {
 /// Membership as the peer service needs it: any member describes the cluster; changes are
 /// made by the leader only (others answer `NOT_LEADER`). Responses carry no header.
 #[tonic::async_trait]
-pub trait MembershipLeader: Send + Sync {
+pub(crate) trait MembershipLeader: Send + Sync {
     fn describe(&self) -> MembershipResponse;
     async fn add(&self, req: MemberAddRequest) -> Result<MemberAddResponse, Status>;
     async fn remove(&self, req: MemberRemoveRequest) -> Result<MemberRemoveResponse, Status>;
@@ -55,7 +55,7 @@ pub trait MembershipLeader: Send + Sync {
     async fn promote(&self, req: MemberPromoteRequest) -> Result<MemberPromoteResponse, Status>;
 }
 
-pub struct PeerService {
+pub(crate) struct PeerService {
     raft: Raft,
     /// Forwarded writes join this member's proposal batches.
     proposer: Proposer,
@@ -69,7 +69,7 @@ pub struct PeerService {
 }
 
 impl PeerService {
-    pub fn new(
+    pub(crate) fn new(
         raft: Raft,
         proposer: Proposer,
         leases: Arc<dyn LeaseLeader>,

@@ -13,13 +13,13 @@ use baton_proto::batonpb::{LogCommand, LogReply};
 
 /// What a member answers when asked to act as leader while it is not; the asker retries with the
 /// member it now believes leads.
-pub const NOT_LEADER: &str = "baton: not the leader";
+pub(crate) const NOT_LEADER: &str = "baton: not the leader";
 /// etcd's message for a proposal lost to a leader change (outcome unknown).
-pub const LEADER_CHANGED: &str = "etcdserver: leader changed";
+pub(crate) const LEADER_CHANGED: &str = "etcdserver: leader changed";
 
 /// Why the leader path could not be taken.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum LeaderError {
+pub(crate) enum LeaderError {
     /// This member is not the leader; `leader` is who it believes leads, if anyone.
     #[error("not the leader")]
     NotLeader { leader: Option<(MemberId, Member)> },
@@ -33,7 +33,7 @@ pub enum LeaderError {
 
 /// Tells whoever asked (a local client or a forwarding member) why the leader path failed, in a
 /// form it can act on: `NOT_LEADER` means "ask the leader you now know of".
-pub fn leader_error_status(e: LeaderError) -> tonic::Status {
+pub(crate) fn leader_error_status(e: LeaderError) -> tonic::Status {
     match e {
         LeaderError::NotLeader { .. } => tonic::Status::failed_precondition(NOT_LEADER),
         LeaderError::Discarded => tonic::Status::unavailable(LEADER_CHANGED),
@@ -43,20 +43,23 @@ pub fn leader_error_status(e: LeaderError) -> tonic::Status {
 
 /// The leader's clock in Unix milliseconds: stamped into commands so that time reaches the state
 /// machine only through the log.
-pub fn leader_time_ms() -> u64 {
+pub(crate) fn leader_time_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Proposes `cmd` through this member, which must be the leader, and waits until it is applied.
-pub async fn propose_as_leader(raft: &Raft, mut cmd: LogCommand) -> Result<LogReply, LeaderError> {
+pub(crate) async fn propose_as_leader(
+    raft: &Raft,
+    mut cmd: LogCommand,
+) -> Result<LogReply, LeaderError> {
     cmd.leader_time_ms = leader_time_ms();
     propose_command(raft, Command::new(cmd)).await
 }
 
 /// Proposes `cmd`, already stamped with the leader's time, and waits until it is applied.
-pub async fn propose_command(raft: &Raft, cmd: Command) -> Result<LogReply, LeaderError> {
+pub(crate) async fn propose_command(raft: &Raft, cmd: Command) -> Result<LogReply, LeaderError> {
     match raft.client_write(cmd).await {
         Ok(response) => Ok(LogReply {
             log_index: response.log_id.index,
@@ -80,7 +83,7 @@ pub async fn propose_command(raft: &Raft, cmd: Command) -> Result<LogReply, Lead
 /// A round that got no quorum of heartbeat answers within the leader lease is started again
 /// until the request deadline, as etcd does: followers that have just started, or run on a busy
 /// machine, answer late, and a read has no side effect to repeat.
-pub async fn read_index_as_leader(raft: &Raft) -> Result<u64, LeaderError> {
+pub(crate) async fn read_index_as_leader(raft: &Raft) -> Result<u64, LeaderError> {
     let deadline = Instant::now() + Duration::from_millis(REQUEST_TIMEOUT_MS);
     loop {
         match raft.get_read_linearizer(ReadPolicy::ReadIndex).await {
@@ -102,7 +105,7 @@ pub async fn read_index_as_leader(raft: &Raft) -> Result<u64, LeaderError> {
 }
 
 /// Records member `id`'s name and `client_urls` in the replicated membership. Leader only.
-pub async fn publish_as_leader(
+pub(crate) async fn publish_as_leader(
     raft: &Raft,
     id: MemberId,
     name: String,

@@ -2,7 +2,7 @@
 //! as plain errors, which gRPC reports with code Unknown); see `api::status` for the codes.
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum RecipeError {
+pub(crate) enum RecipeError {
     /// A Lock waiter's key vanished (its lease expired or was revoked) before its turn came.
     #[error("mutex: session is expired")]
     LockSessionExpired,

@@ -13,14 +13,14 @@ use baton_proto::etcdserverpb::{
 };
 
 /// `<name>/`: every participant's key starts with it.
-pub fn prefix(name: &[u8]) -> Vec<u8> {
+pub(crate) fn prefix(name: &[u8]) -> Vec<u8> {
     let mut p = name.to_vec();
     p.push(b'/');
     p
 }
 
 /// `<name>/<lease hex>`, formatted as Go's `%x` formats a signed lease id.
-pub fn participant_key(name: &[u8], lease: i64) -> Vec<u8> {
+pub(crate) fn participant_key(name: &[u8], lease: i64) -> Vec<u8> {
     let hex = if lease < 0 {
         format!("-{:x}", lease.unsigned_abs())
     } else {
@@ -32,7 +32,7 @@ pub fn participant_key(name: &[u8], lease: i64) -> Vec<u8> {
 }
 
 /// The end of the range of keys starting with `prefix` (etcd's `WithPrefix`).
-pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {
@@ -45,7 +45,7 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 }
 
 /// The key under `prefix` with the lowest create_revision: the holder.
-pub fn first_created(prefix: &[u8]) -> RangeRequest {
+pub(crate) fn first_created(prefix: &[u8]) -> RangeRequest {
     RangeRequest {
         key: prefix.to_vec(),
         range_end: prefix_end(prefix),
@@ -57,7 +57,7 @@ pub fn first_created(prefix: &[u8]) -> RangeRequest {
 }
 
 /// The key under `prefix` created last before `create_revision`: the one to wait for.
-pub fn created_just_before(prefix: &[u8], create_revision: i64) -> RangeRequest {
+pub(crate) fn created_just_before(prefix: &[u8], create_revision: i64) -> RangeRequest {
     RangeRequest {
         key: prefix.to_vec(),
         range_end: prefix_end(prefix),
@@ -69,7 +69,7 @@ pub fn created_just_before(prefix: &[u8], create_revision: i64) -> RangeRequest 
     }
 }
 
-pub fn get(key: &[u8]) -> RangeRequest {
+pub(crate) fn get(key: &[u8]) -> RangeRequest {
     RangeRequest {
         key: key.to_vec(),
         ..Default::default()
@@ -103,7 +103,7 @@ fn put(key: &[u8], value: &[u8], lease: i64) -> Op {
 
 /// Creates the participant's key if absent (else reads it back, so a lease that already
 /// queued reuses its place), and in the same revision reads the holder.
-pub fn join(prefix: &[u8], key: &[u8], value: &[u8], lease: i64) -> TxnRequest {
+pub(crate) fn join(prefix: &[u8], key: &[u8], value: &[u8], lease: i64) -> TxnRequest {
     TxnRequest {
         compare: vec![created_at(key, 0)],
         success: vec![
@@ -118,7 +118,12 @@ pub fn join(prefix: &[u8], key: &[u8], value: &[u8], lease: i64) -> TxnRequest {
 }
 
 /// Replaces the value of `key` only while it is the incarnation created at `create_revision`.
-pub fn put_if_created_at(key: &[u8], create_revision: i64, value: &[u8], lease: i64) -> TxnRequest {
+pub(crate) fn put_if_created_at(
+    key: &[u8],
+    create_revision: i64,
+    value: &[u8],
+    lease: i64,
+) -> TxnRequest {
     TxnRequest {
         compare: vec![created_at(key, create_revision)],
         success: vec![op(put(key, value, lease))],
@@ -128,7 +133,7 @@ pub fn put_if_created_at(key: &[u8], create_revision: i64, value: &[u8], lease: 
 
 /// Deletes `key` only while it is the incarnation created at `create_revision`, so a stale
 /// holder can never delete a newer participant's key.
-pub fn delete_if_created_at(key: &[u8], create_revision: i64) -> TxnRequest {
+pub(crate) fn delete_if_created_at(key: &[u8], create_revision: i64) -> TxnRequest {
     TxnRequest {
         compare: vec![created_at(key, create_revision)],
         success: vec![op(Op::RequestDeleteRange(DeleteRangeRequest {

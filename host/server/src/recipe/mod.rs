@@ -41,13 +41,13 @@ use baton_proto::etcdserverpb::{
 };
 use baton_proto::mvccpb::KeyValue;
 use baton_watch::WatchHub;
-pub use turn::Turn;
+pub(crate) use turn::Turn;
 
 /// TTL of the lease granted for a request that names none (etcd's default session TTL).
-pub const SESSION_TTL_S: i64 = 60;
+pub(crate) const SESSION_TTL_S: i64 = 60;
 
 /// What the lock and election services run on. Cheap to share.
-pub struct Recipes {
+pub(crate) struct Recipes {
     server: Arc<Server>,
     hub: Arc<WatchHub>,
     lessor: Arc<Lessor>,
@@ -55,19 +55,19 @@ pub struct Recipes {
 }
 
 /// A participant right after joining.
-pub struct Joined {
-    pub key: Vec<u8>,
-    pub create_revision: i64,
+pub(crate) struct Joined {
+    pub(crate) key: Vec<u8>,
+    pub(crate) create_revision: i64,
     /// The key's value before the join if it already existed; None if the join created it.
-    pub existing_value: Option<Vec<u8>>,
+    pub(crate) existing_value: Option<Vec<u8>>,
     /// Whether its key was the earliest created under the prefix at the join's revision.
-    pub holds: bool,
-    pub header: ResponseHeader,
+    pub(crate) holds: bool,
+    pub(crate) header: ResponseHeader,
 }
 
 impl Recipes {
     /// `shutdown` ends every wait.
-    pub fn new(
+    pub(crate) fn new(
         server: Arc<Server>,
         hub: Arc<WatchHub>,
         lessor: Arc<Lessor>,
@@ -81,16 +81,16 @@ impl Recipes {
         }
     }
 
-    pub fn server(&self) -> &Arc<Server> {
+    pub(crate) fn server(&self) -> &Arc<Server> {
         &self.server
     }
 
     /// Proposes a txn; the reply's header is complete.
-    pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, Status> {
+    pub(crate) async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, Status> {
         self.server.write(log_command::Op::Txn(req)).await
     }
 
-    pub async fn delete(&self, key: Vec<u8>) -> Result<DeleteRangeResponse, Status> {
+    pub(crate) async fn delete(&self, key: Vec<u8>) -> Result<DeleteRangeResponse, Status> {
         let req = DeleteRangeRequest {
             key,
             ..Default::default()
@@ -100,7 +100,7 @@ impl Recipes {
 
     /// The lease a request's keys are attached to: its own, or (when it names none) a new one
     /// that nobody renews, as etcd's server-side recipes do.
-    pub async fn session_lease(&self, lease: i64) -> Result<i64, Status> {
+    pub(crate) async fn session_lease(&self, lease: i64) -> Result<i64, Status> {
         if lease != 0 {
             return Ok(lease);
         }
@@ -117,7 +117,12 @@ impl Recipes {
     }
 
     /// Joins the queue of `name` with `lease`'s key (see [`keys::join`]).
-    pub async fn join(&self, name: &[u8], lease: i64, value: &[u8]) -> Result<Joined, Status> {
+    pub(crate) async fn join(
+        &self,
+        name: &[u8],
+        lease: i64,
+        value: &[u8],
+    ) -> Result<Joined, Status> {
         let prefix = keys::prefix(name);
         let key = keys::participant_key(name, lease);
         let resp = self.txn(keys::join(&prefix, &key, value, lease)).await?;
@@ -152,7 +157,10 @@ impl Recipes {
     }
 
     /// The earliest-created key under `prefix` after a read barrier, with the read's revision.
-    pub async fn first_created(&self, prefix: &[u8]) -> Result<(i64, Option<KeyValue>), Status> {
+    pub(crate) async fn first_created(
+        &self,
+        prefix: &[u8],
+    ) -> Result<(i64, Option<KeyValue>), Status> {
         self.server.linearize().await?;
         let view = self.server.read_view().await?;
         let resp =
@@ -163,14 +171,10 @@ impl Recipes {
 
     /// Deletes the participant's key (that incarnation only) if the returned guard is dropped
     /// before [`Withdrawal::keep`]: a waiter whose client went away leaves the queue.
-    pub fn withdraw_unless_kept(&self, key: &[u8], create_revision: i64) -> Withdrawal {
+    pub(crate) fn withdraw_unless_kept(&self, key: &[u8], create_revision: i64) -> Withdrawal {
         Withdrawal {
             armed: Some((self.server.clone(), key.to_vec(), create_revision)),
         }
-    }
-
-    pub fn finish_header(&self, header: Option<ResponseHeader>) -> ResponseHeader {
-        self.server.header(header.map_or(0, |h| h.revision))
     }
 
     /// Resolves once the server is shutting down.
@@ -180,12 +184,12 @@ impl Recipes {
 }
 
 /// See [`Recipes::withdraw_unless_kept`].
-pub struct Withdrawal {
+pub(crate) struct Withdrawal {
     armed: Option<(Arc<Server>, Vec<u8>, i64)>,
 }
 
 impl Withdrawal {
-    pub fn keep(mut self) {
+    pub(crate) fn keep(mut self) {
         self.armed = None;
     }
 }

@@ -23,7 +23,7 @@ impl Recipes {
     /// or a read fails (that error is the stream's last item). Like etcd: the leader's kv
     /// first, then every put to that key, and after its delete the next leader's kv. Values
     /// overwritten between two reads may be skipped; the latest is always delivered.
-    pub async fn observe(&self, prefix: Vec<u8>, out: Out) {
+    pub(crate) async fn observe(&self, prefix: Vec<u8>, out: Out) {
         let ended = tokio::select! {
             result = self.observe_until_gone(&prefix, &out) => result,
             () = out.closed() => Ok(()),

@@ -11,7 +11,7 @@ use baton_watch::{Delivery, EventBatch, KeyRange, WatchHub, WatchSpec, WatcherId
 
 /// How a wait for a turn ended.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Turn {
+pub(crate) enum Turn {
     /// The participant holds: confirmed by a linearizable read at `revision`.
     Mine { revision: i64 },
     /// Its key is gone or was re-created (its lease ended): it will never hold.
@@ -68,7 +68,7 @@ impl Drop for HubWatch<'_> {
 impl Recipes {
     /// Waits until the participant whose key under `prefix` is `key`, created at
     /// `create_revision`, is the earliest created under the prefix (see the module doc).
-    pub async fn wait_for_turn(
+    pub(crate) async fn wait_for_turn(
         &self,
         prefix: &[u8],
         key: &[u8],

@@ -17,12 +17,12 @@ use baton_proto::etcdserverpb::{AlarmRequest, AlarmType};
 use baton_store::ops::alarm::list_alarms;
 
 /// Size of the state database file in bytes (0 if it cannot be read).
-pub fn db_size_bytes(path: &std::path::Path) -> u64 {
+pub(crate) fn db_size_bytes(path: &std::path::Path) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.len())
 }
 
 /// Checks the database size every `QUOTA_CHECK_INTERVAL_MS` until aborted.
-pub fn spawn_quota_watch(
+pub(crate) fn spawn_quota_watch(
     server: Arc<Server>,
     db_path: PathBuf,
     quota_bytes: u64,

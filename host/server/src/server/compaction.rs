@@ -36,7 +36,7 @@ pub enum AutoCompaction {
 }
 
 /// Starts the task for `policy`, or nothing when it is `Off`.
-pub fn spawn_auto_compaction(
+pub(crate) fn spawn_auto_compaction(
     server: Arc<Server>,
     policy: AutoCompaction,
 ) -> Option<JoinHandle<()>> {

@@ -17,14 +17,14 @@ use baton_limits::NO_LEADER_STREAM_END_ELECTIONS;
 
 /// Tells streams when to end for want of a leader; cloned into each stream.
 #[derive(Clone)]
-pub struct LeaderLoss {
+pub(crate) struct LeaderLoss {
     /// Bumped at every look that ends streams.
     ends: watch::Receiver<u64>,
 }
 
 impl LeaderLoss {
     /// A loss that never comes (for tests and services built without a monitor).
-    pub fn never() -> Self {
+    pub(crate) fn never() -> Self {
         let (tx, ends) = watch::channel(0);
         // Dropping the sender makes `ended` wait forever, not return.
         drop(tx);
@@ -38,7 +38,7 @@ impl LeaderLoss {
     }
 
     /// Resolves at the first look that ends streams after this future is first polled.
-    pub async fn ended(mut self) {
+    pub(crate) async fn ended(mut self) {
         self.ends.mark_unchanged();
         if self.ends.changed().await.is_err() {
             std::future::pending::<()>().await;
@@ -47,7 +47,7 @@ impl LeaderLoss {
 }
 
 /// Starts looking for a leader every `election_timeout`.
-pub fn spawn_monitor(
+pub(crate) fn spawn_monitor(
     server: Arc<Server>,
     election_timeout: Duration,
 ) -> (JoinHandle<()>, LeaderLoss) {

@@ -25,7 +25,7 @@ fn leading_term(m: &Metrics, member_id: u64) -> Option<u64> {
 }
 
 /// Runs until the member stops.
-pub async fn run(lessor: Arc<Lessor>, mut shutdown: Shutdown) {
+pub(crate) async fn run(lessor: Arc<Lessor>, mut shutdown: Shutdown) {
     let metrics = lessor.raft().metrics();
     // Only role, vote and membership changes wake the wait: the full metrics change with every
     // append and apply, and waking this task for each cost a follower task switches per entry.

@@ -33,23 +33,23 @@ use baton_limits::{LEARNER_READY_PERCENT, LEARNERS_MAX};
 use baton_proto::batonpb::MembershipResponse;
 use baton_proto::etcdserverpb as pb;
 
-pub const MEMBER_EXIST: &str = "etcdserver: member ID already exist";
-pub const PEER_URL_EXIST: &str = "etcdserver: Peer URLs already exists";
-pub const NOT_ENOUGH_STARTED: &str =
+pub(crate) const MEMBER_EXIST: &str = "etcdserver: member ID already exist";
+pub(crate) const PEER_URL_EXIST: &str = "etcdserver: Peer URLs already exists";
+pub(crate) const NOT_ENOUGH_STARTED: &str =
     "etcdserver: re-configuration failed due to not enough started members";
-pub const UNHEALTHY: &str = "etcdserver: unhealthy cluster";
-pub const BAD_URLS: &str = "etcdserver: given member URLs are invalid";
-pub const MEMBER_NOT_FOUND: &str = "etcdserver: member not found";
-pub const NOT_LEARNER: &str = "etcdserver: can only promote a learner member";
-pub const LEARNER_NOT_READY: &str =
+pub(crate) const UNHEALTHY: &str = "etcdserver: unhealthy cluster";
+pub(crate) const BAD_URLS: &str = "etcdserver: given member URLs are invalid";
+pub(crate) const MEMBER_NOT_FOUND: &str = "etcdserver: member not found";
+pub(crate) const NOT_LEARNER: &str = "etcdserver: can only promote a learner member";
+pub(crate) const LEARNER_NOT_READY: &str =
     "etcdserver: can only promote a learner member which is in sync with leader";
-pub const TOO_MANY_LEARNERS: &str = "etcdserver: too many learner members in cluster";
+pub(crate) const TOO_MANY_LEARNERS: &str = "etcdserver: too many learner members in cluster";
 
 type Metrics = openraft::RaftMetrics<TypeConfig>;
 type Membership = openraft::Membership<MemberId, Member>;
 
 /// Every member of `membership` in etcd's form, ordered by id as etcd lists them.
-pub fn members_of(membership: &Membership) -> Vec<pb::Member> {
+pub(crate) fn members_of(membership: &Membership) -> Vec<pb::Member> {
     let voters: BTreeSet<MemberId> = membership.voter_ids().collect();
     let mut members: Vec<pb::Member> = membership
         .nodes()
@@ -66,13 +66,13 @@ pub fn members_of(membership: &Membership) -> Vec<pb::Member> {
 }
 
 /// The leader side of membership changes; on any other member they answer `NOT_LEADER`.
-pub struct LeaderMembership {
+pub(crate) struct LeaderMembership {
     raft: Raft,
     cluster_id: u64,
 }
 
 impl LeaderMembership {
-    pub fn new(raft: Raft, cluster_id: u64) -> Self {
+    pub(crate) fn new(raft: Raft, cluster_id: u64) -> Self {
         Self { raft, cluster_id }
     }
 
@@ -382,7 +382,7 @@ impl Server {
         LeaderMembership::new(self.raft.clone(), self.cluster_id)
     }
 
-    pub async fn member_add(
+    pub(crate) async fn member_add(
         &self,
         req: pb::MemberAddRequest,
     ) -> Result<pb::MemberAddResponse, Status> {
@@ -397,7 +397,7 @@ impl Server {
         .await
     }
 
-    pub async fn member_remove(
+    pub(crate) async fn member_remove(
         &self,
         req: pb::MemberRemoveRequest,
     ) -> Result<pb::MemberRemoveResponse, Status> {
@@ -409,7 +409,7 @@ impl Server {
         .await
     }
 
-    pub async fn member_update(
+    pub(crate) async fn member_update(
         &self,
         req: pb::MemberUpdateRequest,
     ) -> Result<pb::MemberUpdateResponse, Status> {
@@ -424,7 +424,7 @@ impl Server {
         .await
     }
 
-    pub async fn member_promote(
+    pub(crate) async fn member_promote(
         &self,
         req: pb::MemberPromoteRequest,
     ) -> Result<pb::MemberPromoteResponse, Status> {

@@ -42,11 +42,11 @@ use baton_proto::batonpb::{LogCommand, LogReply, PublishRequest, ReadIndexReques
 use baton_proto::etcdserverpb::ResponseHeader;
 use baton_store::mvcc::ReadView;
 
-pub const NO_LEADER: &str = "etcdserver: no leader";
-pub const TIMED_OUT: &str = "etcdserver: request timed out";
+pub(crate) const NO_LEADER: &str = "etcdserver: no leader";
+pub(crate) const TIMED_OUT: &str = "etcdserver: request timed out";
 
 /// The member's view of the cluster, shared by every API service.
-pub struct Server {
+pub(crate) struct Server {
     raft: Raft,
     proposer: Proposer,
     /// Hands writes to the leader while this member follows.
@@ -67,7 +67,7 @@ enum Route {
 }
 
 impl Server {
-    pub fn new(
+    pub(crate) fn new(
         raft: Raft,
         proposer: Proposer,
         member_id: MemberId,
@@ -89,20 +89,16 @@ impl Server {
         }
     }
 
-    pub fn raft(&self) -> &Raft {
+    pub(crate) fn raft(&self) -> &Raft {
         &self.raft
     }
 
-    pub fn member_id(&self) -> MemberId {
+    pub(crate) fn member_id(&self) -> MemberId {
         self.member_id
     }
 
-    pub fn cluster_id(&self) -> u64 {
-        self.cluster_id
-    }
-
     /// The response header etcd puts on every reply.
-    pub fn header(&self, revision: i64) -> ResponseHeader {
+    pub(crate) fn header(&self, revision: i64) -> ResponseHeader {
         let term = self.raft.metrics().borrow_watched().current_term;
         ResponseHeader {
             cluster_id: self.cluster_id,
@@ -113,38 +109,38 @@ impl Server {
     }
 
     /// The last log index this member has applied.
-    pub fn applied_index(&self) -> u64 {
+    pub(crate) fn applied_index(&self) -> u64 {
         *self.applied.borrow()
     }
 
     /// A consistent view of this member's applied state, holding every write it has
     /// acknowledged (which may mean waiting for the end of the apply under way).
-    pub async fn read_view(&self) -> Result<ReadView, Status> {
+    pub(crate) async fn read_view(&self) -> Result<ReadView, Status> {
         self.store.settled.wait().await;
         self.read_committed()
     }
 
     /// A view of the state as committed now, possibly behind a reply this member has just sent:
     /// for response headers and the member's own housekeeping, never for data a client reads.
-    pub fn read_committed(&self) -> Result<ReadView, Status> {
+    pub(crate) fn read_committed(&self) -> Result<ReadView, Status> {
         self.store
             .read()
             .map_err(|e| Status::internal(format!("cannot read the state database: {e}")))
     }
 
     /// Tells when every write this member has acknowledged is visible to its readers.
-    pub fn settled(&self) -> &Settled {
+    pub(crate) fn settled(&self) -> &Settled {
         &self.store.settled
     }
 
     /// Opens a read view of the state database, for maintenance (size, snapshots).
-    pub fn db(&self) -> &Arc<Database> {
+    pub(crate) fn db(&self) -> &Arc<Database> {
         &self.store.db
     }
 
     /// Whether this member is in the membership as a learner (not a voter), as etcd decides
     /// which calls it may serve.
-    pub fn is_learner(&self) -> bool {
+    pub(crate) fn is_learner(&self) -> bool {
         let metrics = self.raft.metrics();
         let m = metrics.borrow_watched();
         let membership = m.membership_config.membership();
@@ -152,7 +148,7 @@ impl Server {
             && !membership.voter_ids().any(|id| id == self.member_id)
     }
 
-    pub fn leader(&self) -> Option<MemberId> {
+    pub(crate) fn leader(&self) -> Option<MemberId> {
         self.raft.metrics().borrow_watched().current_leader
     }
 
@@ -160,7 +156,7 @@ impl Server {
     /// when that is this member, a quorum heard from within the last election timeout. etcd's
     /// leader steps down when cut off from its followers (CheckQuorum); openraft's stays leader
     /// but can commit nothing, so it must not count as one here.
-    pub fn sees_leader(&self) -> bool {
+    pub(crate) fn sees_leader(&self) -> bool {
         let metrics = self.raft.metrics();
         let m = metrics.borrow_watched();
         match m.current_leader {
@@ -202,7 +198,7 @@ impl Server {
     /// A forwarded write is answered once this member has applied it too, as etcd's followers
     /// do: its client may read this member's state next (a serializable read, a watch from now,
     /// a header revision) and must find its write there.
-    pub async fn propose(&self, op: log_command::Op) -> Result<LogReply, Status> {
+    pub(crate) async fn propose(&self, op: log_command::Op) -> Result<LogReply, Status> {
         let deadline = Instant::now() + Duration::from_millis(REQUEST_TIMEOUT_MS);
         let cmd = LogCommand {
             leader_time_ms: 0,
@@ -250,7 +246,7 @@ impl Server {
     /// Runs leader-only work that is not a log entry (lease renewals and TTL queries): `local`
     /// when this member leads, `remote` against the leader otherwise. Retries while there is no
     /// leader or the one asked no longer leads (`NOT_LEADER`), until the request deadline.
-    pub async fn at_leader<T, L, LF, R, RF>(&self, local: L, remote: R) -> Result<T, Status>
+    pub(crate) async fn at_leader<T, L, LF, R, RF>(&self, local: L, remote: R) -> Result<T, Status>
     where
         L: Fn() -> LF,
         LF: Future<Output = Result<T, Status>>,
@@ -289,7 +285,7 @@ impl Server {
     /// future-revision error. So does it, with the view at hand, when the round fails (no
     /// leader): a serializable read must not need one. etcd refuses at once instead, which
     /// makes a client that hops members see errors for revisions it was just given.
-    pub async fn read_view_at(&self, revision: i64) -> Result<ReadView, Status> {
+    pub(crate) async fn read_view_at(&self, revision: i64) -> Result<ReadView, Status> {
         let view = self.read_view().await?;
         if revision <= baton_store::mvcc::current_revision(&view).map_err(kv_status)? {
             return Ok(view);
@@ -306,7 +302,7 @@ impl Server {
     /// Waits until this member has applied everything committed before the call, so a read from
     /// its state is linearizable (etcd's default). Uses ReadIndex through the leader, shared
     /// between concurrent readers.
-    pub async fn linearize(&self) -> Result<(), Status> {
+    pub(crate) async fn linearize(&self) -> Result<(), Status> {
         let deadline = Instant::now() + Duration::from_millis(REQUEST_TIMEOUT_MS);
         let read_index = self.reads.read_index(|| self.read_index()).await?;
         let mut applied = self.applied.clone();
@@ -319,7 +315,7 @@ impl Server {
     }
 
     /// Completes a header that the state machine filled with only the revision.
-    pub fn finish_header(&self, header: Option<ResponseHeader>) -> Option<ResponseHeader> {
+    pub(crate) fn finish_header(&self, header: Option<ResponseHeader>) -> Option<ResponseHeader> {
         Some(self.header(header.map_or(0, |h| h.revision)))
     }
 
@@ -344,7 +340,7 @@ impl Server {
     /// Makes sure the replicated membership lists this member's name and client URLs, retrying
     /// until it does (the leader may not be elected yet when a member starts, and a member added
     /// at run time is not known by name until it publishes).
-    pub async fn publish_until_done(&self, name: String, client_urls: Vec<String>) {
+    pub(crate) async fn publish_until_done(&self, name: String, client_urls: Vec<String>) {
         loop {
             let listed = self
                 .member(self.member_id)

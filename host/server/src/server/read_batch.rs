@@ -13,7 +13,7 @@ use tonic::Status;
 
 type RoundResult = Result<u64, (tonic::Code, String)>;
 
-pub struct ReadBatcher {
+pub(crate) struct ReadBatcher {
     /// Id of the most recently started round; only changed while holding `running`.
     started: AtomicU64,
     running: Mutex<()>,
@@ -54,7 +54,7 @@ impl Drop for Running<'_> {
 impl ReadBatcher {
     /// Returns the read index of a round that began after this call did, running `round` itself
     /// if no such round is under way.
-    pub async fn read_index<F, Fut>(&self, round: F) -> Result<u64, Status>
+    pub(crate) async fn read_index<F, Fut>(&self, round: F) -> Result<u64, Status>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<u64, Status>>,

@@ -14,7 +14,7 @@ use crate::api::status::applied_refusal;
 
 /// A reply a write can produce: which variant of the log reply carries it, and what the
 /// serving member completes before a client sees it.
-pub trait WriteReply: Sized {
+pub(crate) trait WriteReply: Sized {
     fn take(result: log_reply::Result) -> Option<Self>;
 
     /// The state machine fills a header's revision only; the member and cluster ids and the
@@ -62,7 +62,7 @@ write_replies!(
 
 impl Server {
     /// Proposes a write and returns its typed, complete reply (see the module doc).
-    pub async fn write<R: WriteReply>(&self, op: log_command::Op) -> Result<R, Status> {
+    pub(crate) async fn write<R: WriteReply>(&self, op: log_command::Op) -> Result<R, Status> {
         let mut reply = R::take(self.write_result(op).await?).ok_or_else(unexpected_reply)?;
         reply.complete(self);
         Ok(reply)
@@ -83,6 +83,6 @@ impl Server {
 
 /// What a service answers when the state machine replied with a different kind of result than
 /// the request it proposed: a bug, never a client error.
-pub fn unexpected_reply() -> Status {
+pub(crate) fn unexpected_reply() -> Status {
     Status::internal("the state machine replied with the wrong kind of response")
 }

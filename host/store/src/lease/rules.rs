@@ -8,7 +8,7 @@ const MS_PER_S: u64 = 1_000;
 
 /// Shortest TTL the apply path stores, in seconds, whatever a proposer sent; proposers raise
 /// TTLs to the (longer) [`min_ttl_s`] first.
-pub const TTL_S_FLOOR: i64 = 1;
+pub(crate) const TTL_S_FLOOR: i64 = 1;
 
 /// etcd's minimum TTL: one and a half election timeouts, rounded up to whole seconds (2 s with
 /// the default 1000 ms election timeout). Shorter requested TTLs are raised to it.
@@ -19,7 +19,11 @@ pub fn min_ttl_s(election_timeout_ms: u64) -> i64 {
 
 /// etcd's grant checks in etcd's order (no id, then too large) and the TTL actually granted.
 /// The existence check needs the table and is the caller's.
-pub fn granted_ttl_s(id: i64, requested_ttl_s: i64, min_ttl_s: i64) -> Result<i64, LeaseError> {
+pub(crate) fn granted_ttl_s(
+    id: i64,
+    requested_ttl_s: i64,
+    min_ttl_s: i64,
+) -> Result<i64, LeaseError> {
     if id == 0 {
         return Err(LeaseError::NotFound);
     }
@@ -30,25 +34,25 @@ pub fn granted_ttl_s(id: i64, requested_ttl_s: i64, min_ttl_s: i64) -> Result<i6
 }
 
 /// A TTL in seconds as milliseconds; non-positive TTLs (never granted) count as zero.
-pub fn ttl_ms(ttl_s: i64) -> u64 {
+pub(crate) fn ttl_ms(ttl_s: i64) -> u64 {
     u64::try_from(ttl_s).unwrap_or(0).saturating_mul(MS_PER_S)
 }
 
 /// Whole seconds left, rounded down, as etcd reports TimeToLive.
-pub fn reported_ttl_s(remaining_ms: u64) -> i64 {
+pub(crate) fn reported_ttl_s(remaining_ms: u64) -> i64 {
     i64::try_from(remaining_ms / MS_PER_S).unwrap_or(i64::MAX)
 }
 
 /// Whole seconds left, rounded up (at least 1), as recorded by a checkpoint: a recorded
 /// remaining TTL may only err towards keeping the lease longer.
-pub fn checkpointed_ttl_s(remaining_ms: u64) -> i64 {
+pub(crate) fn checkpointed_ttl_s(remaining_ms: u64) -> i64 {
     i64::try_from(remaining_ms.div_ceil(MS_PER_S).max(1)).unwrap_or(i64::MAX)
 }
 
 /// How long a lease may go unrenewed after its remaining TTL was last recorded before it is
 /// recorded again: half its TTL, at most [`LEASE_CHECKPOINT_STALENESS_MS_MAX`]. Clients that
 /// renew every TTL / 3 (etcd's clients) therefore never cause a checkpoint.
-pub fn checkpoint_staleness_ms(ttl_s: i64) -> u64 {
+pub(crate) fn checkpoint_staleness_ms(ttl_s: i64) -> u64 {
     (ttl_ms(ttl_s) / 2).min(LEASE_CHECKPOINT_STALENESS_MS_MAX)
 }
 

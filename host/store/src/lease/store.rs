@@ -47,7 +47,7 @@ pub fn exists(txn: &WriteTransaction, id: i64) -> Result<bool, StorageError> {
 }
 
 /// The keys attached to lease `id`, in byte order (the order etcd deletes them in).
-pub fn keys_of(
+pub(crate) fn keys_of(
     table: &impl ReadableTable<(i64, &'static [u8]), ()>,
     id: i64,
 ) -> Result<Vec<Vec<u8>>, StorageError> {

@@ -7,7 +7,7 @@ use crate::mvcc::write::WriteCtx;
 /// etcd's checks (`rev <= compacted` -> Compacted, `rev > current` -> FutureRevision), then
 /// records `rev` as compacted and deletes history it made unreachable: every change at or
 /// below `rev` except, per key, the latest one if that is a put. The key index names them.
-pub fn compact(w: &mut WriteCtx<'_>, rev: i64) -> Result<(), ApplyError> {
+pub(crate) fn compact(w: &mut WriteCtx<'_>, rev: i64) -> Result<(), ApplyError> {
     if rev <= w.compact {
         return Err(KvError::Compacted.into());
     }

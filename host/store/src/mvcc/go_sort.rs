@@ -6,7 +6,7 @@
 //! comparisons and swaps step for step rather than using Rust's sort.
 
 /// Sorts `data` in place exactly as Go's `sort.Sort` would with `Less(i, j) = less(&data[i], &data[j])`.
-pub fn go_sort<T>(data: &mut [T], less: impl Fn(&T, &T) -> bool) {
+pub(crate) fn go_sort<T>(data: &mut [T], less: impl Fn(&T, &T) -> bool) {
     let n = data.len();
     if n <= 1 {
         return;

@@ -8,7 +8,8 @@ use baton_proto::mvccpb::{Event, KeyValue, event::EventType};
 
 /// Up to `max_events` events with revision >= `start_rev`, in revision order, without prev_kv.
 /// Events at or below the compacted revision may be missing; callers check that first.
-pub fn events_from(
+#[cfg(test)]
+pub(crate) fn events_from(
     history: &impl HistoryTable,
     start_rev: i64,
     max_events: usize,
@@ -31,7 +32,7 @@ pub fn events_from(
 /// Events of whole revisions from `start_rev` on: reading stops at the first revision boundary
 /// once `max_events` events are in hand, so one revision is never split. The flag says whether
 /// the log holds more events after the returned ones.
-pub fn revisions_from(
+pub(crate) fn revisions_from(
     history: &impl HistoryTable,
     start_rev: i64,
     max_events: usize,

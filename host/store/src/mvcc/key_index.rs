@@ -47,7 +47,7 @@ struct State {
 
 /// A key and its changes as (main, sub, tombstone), as [`KeyIndex::dump`] lists them.
 #[cfg(test)]
-pub type KeyChanges = (Vec<u8>, Vec<(i64, i64, bool)>);
+pub(crate) type KeyChanges = (Vec<u8>, Vec<(i64, i64, bool)>);
 
 /// A read asked for a revision a compaction has dropped since the reader's snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -76,7 +76,11 @@ impl Default for KeyIndex {
 impl KeyIndex {
     /// Replaces the whole index with the changes in `history`, of a store compacted at
     /// `compacted`.
-    pub fn rebuild(&self, history: &impl HistoryTable, compacted: i64) -> Result<(), StorageError> {
+    pub(crate) fn rebuild(
+        &self,
+        history: &impl HistoryTable,
+        compacted: i64,
+    ) -> Result<(), StorageError> {
         let mut keys: BTreeMap<Vec<u8>, Vec<Change>> = BTreeMap::new();
         for entry in history.iter().map_err(redb::Error::from)? {
             let (rev, record) = entry.map_err(redb::Error::from)?;
@@ -106,7 +110,7 @@ impl KeyIndex {
     }
 
     /// Records a change the current apply makes at (main, sub).
-    pub fn record(&self, key: &[u8], main: i64, sub: i64, tombstone: bool) {
+    pub(crate) fn record(&self, key: &[u8], main: i64, sub: i64, tombstone: bool) {
         let change = Change {
             main,
             sub,
@@ -129,7 +133,7 @@ impl KeyIndex {
     }
 
     /// (main, sub) of the put that makes `key` live at `rev`, or `None` if it was absent then.
-    pub fn put_at(&self, key: &[u8], rev: i64) -> Result<Option<(i64, i64)>, IndexError> {
+    pub(crate) fn put_at(&self, key: &[u8], rev: i64) -> Result<Option<(i64, i64)>, IndexError> {
         let state = self.read();
         check_not_compacted(&state, rev)?;
         Ok(state
@@ -139,7 +143,11 @@ impl KeyIndex {
     }
 
     /// (main, sub) of the put behind every key of `span` live at `rev`, in key order.
-    pub fn live_in(&self, span: KeySpan<'_>, rev: i64) -> Result<Vec<(i64, i64)>, IndexError> {
+    pub(crate) fn live_in(
+        &self,
+        span: KeySpan<'_>,
+        rev: i64,
+    ) -> Result<Vec<(i64, i64)>, IndexError> {
         let state = self.read();
         check_not_compacted(&state, rev)?;
         if span.is_empty() {
@@ -156,7 +164,7 @@ impl KeyIndex {
     /// Compacts the index at `rev`: drops every change at or below it except, per key, the last
     /// one at or below it when that is a put. Returns the dropped (main, sub) revisions, in no
     /// particular order, for the caller to remove from history.
-    pub fn compact(&self, rev: i64) -> Vec<(i64, i64)> {
+    pub(crate) fn compact(&self, rev: i64) -> Vec<(i64, i64)> {
         let mut state = self.write();
         state.compacted = state.compacted.max(rev);
         let mut dropped = Vec::new();
@@ -173,13 +181,13 @@ impl KeyIndex {
 
     /// How many changes the index holds.
     #[cfg(test)]
-    pub fn changes(&self) -> usize {
+    pub(crate) fn changes(&self) -> usize {
         self.read().keys.values().map(Vec::len).sum()
     }
 
     /// Every key's changes as (main, sub, tombstone), for comparing two indexes.
     #[cfg(test)]
-    pub fn dump(&self) -> Vec<KeyChanges> {
+    pub(crate) fn dump(&self) -> Vec<KeyChanges> {
         let state = self.read();
         state
             .keys

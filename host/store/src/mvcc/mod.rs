@@ -51,7 +51,7 @@ mod codec;
 pub mod compaction;
 pub mod error;
 mod go_sort;
-pub mod history;
+mod history;
 pub mod key_index;
 pub mod key_range;
 pub mod range;
@@ -72,12 +72,13 @@ use redb::{ReadOnlyTable, ReadTransaction};
 
 use crate::storage::schema::{KV_HISTORY, KV_LATEST, META};
 use baton_proto::etcdserverpb::{RangeRequest, RangeResponse};
+#[cfg(test)]
 use baton_proto::mvccpb::Event;
 use error::{KvError, StorageError};
 use key_index::KeyIndex;
 use tables::{KvTables, Revisions};
 
-pub type ReadTables =
+pub(crate) type ReadTables =
     KvTables<ReadOnlyTable<&'static [u8], &'static [u8]>, ReadOnlyTable<(i64, i64), &'static [u8]>>;
 
 pub use history::HistoryView;
@@ -151,7 +152,8 @@ pub fn compact_revision(txn: &ReadTransaction) -> Result<i64, KvError> {
 
 /// Up to `max_events` events with revision >= `start_rev`, in order, without prev_kv.
 /// Check `start_rev` against [`compact_revision`] first: older events may be gone.
-pub fn events_since(
+#[cfg(test)]
+pub(crate) fn events_since(
     txn: &ReadTransaction,
     start_rev: i64,
     max_events: usize,

@@ -22,10 +22,10 @@ struct Change {
 }
 
 #[derive(Clone, Debug)]
-pub struct Model {
+pub(crate) struct Model {
     changes: BTreeMap<Vec<u8>, Vec<Change>>,
-    pub rev: i64,
-    pub compact: i64,
+    pub(crate) rev: i64,
+    pub(crate) compact: i64,
 }
 
 fn in_span(k: &[u8], key: &[u8], end: &[u8]) -> bool {
@@ -133,7 +133,7 @@ impl Pending {
 }
 
 impl Model {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Model {
             changes: BTreeMap::new(),
             rev: 1,
@@ -158,7 +158,7 @@ impl Model {
     }
 
     /// Range against a view whose newest revision is `view`.
-    pub fn range(&self, view: i64, r: &RangeRequest) -> Result<RangeResponse, KvError> {
+    pub(crate) fn range(&self, view: i64, r: &RangeRequest) -> Result<RangeResponse, KvError> {
         if r.revision > view {
             return Err(KvError::FutureRevision);
         }
@@ -204,7 +204,7 @@ impl Model {
         })
     }
 
-    pub fn apply(&mut self, req: &KvRequest) -> Result<(KvResponse, Vec<Event>), KvError> {
+    pub(crate) fn apply(&mut self, req: &KvRequest) -> Result<(KvResponse, Vec<Event>), KvError> {
         let mut p = Pending {
             m: self.clone(),
             begin: self.rev,

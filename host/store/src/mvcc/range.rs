@@ -10,7 +10,7 @@ use baton_proto::mvccpb::KeyValue;
 use range_request::{SortOrder, SortTarget};
 
 /// Answers `req` from a view whose newest revision is `current`, compacted at `compact`.
-pub fn range_at<L: LatestTable, H: HistoryTable>(
+pub(crate) fn range_at<L: LatestTable, H: HistoryTable>(
     tables: &KvTables<L, H>,
     current: i64,
     compact: i64,

@@ -13,26 +13,26 @@ use crate::storage::schema::{META_COMPACT_REVISION, META_REVISION};
 use baton_proto::mvccpb::KeyValue;
 
 /// Revision of an empty store.
-pub const REVISION_INITIAL: i64 = 1;
+pub(crate) const REVISION_INITIAL: i64 = 1;
 /// Compacted revision of a store never compacted (etcd's initial `compactMainRev`).
-pub const COMPACT_REVISION_NONE: i64 = -1;
+pub(crate) const COMPACT_REVISION_NONE: i64 = -1;
 
 pub trait LatestTable: ReadableTable<&'static [u8], &'static [u8]> {}
 impl<T: ReadableTable<&'static [u8], &'static [u8]>> LatestTable for T {}
 pub trait HistoryTable: ReadableTable<(i64, i64), &'static [u8]> {}
 impl<T: ReadableTable<(i64, i64), &'static [u8]>> HistoryTable for T {}
-pub trait MetaTable: ReadableTable<&'static str, &'static [u8]> {}
+pub(crate) trait MetaTable: ReadableTable<&'static str, &'static [u8]> {}
 impl<T: ReadableTable<&'static str, &'static [u8]>> MetaTable for T {}
 
 /// The store's current and compacted revisions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Revisions {
-    pub current: i64,
-    pub compact: i64,
+pub(crate) struct Revisions {
+    pub(crate) current: i64,
+    pub(crate) compact: i64,
 }
 
 impl Revisions {
-    pub fn load(meta: &impl MetaTable) -> Result<Self, StorageError> {
+    pub(crate) fn load(meta: &impl MetaTable) -> Result<Self, StorageError> {
         let read = |name: &str, default: i64| -> Result<i64, StorageError> {
             match meta.get(name).map_err(redb::Error::from)? {
                 Some(v) => decode_i64(v.value()),
@@ -66,7 +66,7 @@ impl<'a> KeySpan<'a> {
         }
     }
 
-    pub fn contains(&self, k: &[u8]) -> bool {
+    pub(crate) fn contains(&self, k: &[u8]) -> bool {
         match *self {
             KeySpan::Single(key) => k == key,
             KeySpan::From(key) => k >= key,
@@ -91,21 +91,21 @@ impl<'a> KeySpan<'a> {
 
 /// What a range scan found: the first `fetch_max` KeyValues and the count of all keys.
 #[derive(Debug, Default)]
-pub struct Found {
-    pub kvs: Vec<KeyValue>,
-    pub count: i64,
+pub(crate) struct Found {
+    pub(crate) kvs: Vec<KeyValue>,
+    pub(crate) count: i64,
 }
 
 /// The two KV tables, opened in one transaction, and the member's in-memory key index.
 pub struct KvTables<L, H> {
     pub latest: L,
-    pub index: Arc<KeyIndex>,
-    pub history: H,
+    pub(crate) index: Arc<KeyIndex>,
+    pub(crate) history: H,
 }
 
 impl<L: LatestTable, H: HistoryTable> KvTables<L, H> {
     /// The live KeyValue of `key` at the current revision.
-    pub fn latest_get(&self, key: &[u8]) -> Result<Option<KeyValue>, StorageError> {
+    pub(crate) fn latest_get(&self, key: &[u8]) -> Result<Option<KeyValue>, StorageError> {
         match self.latest.get(key).map_err(redb::Error::from)? {
             Some(v) => Ok(Some(decode_kv(v.value())?)),
             None => Ok(None),
@@ -114,7 +114,7 @@ impl<L: LatestTable, H: HistoryTable> KvTables<L, H> {
 
     /// Keys of `span` live at `rev`; `current` is the view's newest revision. Decodes at most
     /// `fetch_max` values (`None`: all; `Some(0)`: count only), counts every key.
-    pub fn scan(
+    pub(crate) fn scan(
         &self,
         span: KeySpan<'_>,
         rev: i64,
@@ -174,12 +174,12 @@ impl<L: LatestTable, H: HistoryTable> KvTables<L, H> {
     }
 
     /// (main, sub) of the put that makes `key` live at `rev`, or None if absent then.
-    pub fn put_at(&self, key: &[u8], rev: i64) -> Result<Option<(i64, i64)>, StorageError> {
+    pub(crate) fn put_at(&self, key: &[u8], rev: i64) -> Result<Option<(i64, i64)>, StorageError> {
         Ok(self.index.put_at(key, rev)?)
     }
 
     /// The KeyValue written at (main, sub).
-    pub fn history_kv(&self, main: i64, sub: i64) -> Result<KeyValue, StorageError> {
+    pub(crate) fn history_kv(&self, main: i64, sub: i64) -> Result<KeyValue, StorageError> {
         let record = self
             .history
             .get((main, sub))

@@ -15,7 +15,7 @@ use crate::storage::schema::{
 };
 use baton_proto::mvccpb::{Event, KeyValue, event::EventType};
 
-pub type WriteTables<'t> =
+pub(crate) type WriteTables<'t> =
     KvTables<Table<'t, &'static [u8], &'static [u8]>, Table<'t, (i64, i64), &'static [u8]>>;
 
 /// The tables of one write transaction plus the revision bookkeeping of one request.
@@ -24,7 +24,7 @@ pub struct WriteCtx<'t> {
     meta: Table<'t, &'static str, &'static [u8]>,
     /// Store revision before this request.
     pub begin: i64,
-    pub compact: i64,
+    pub(crate) compact: i64,
     /// The transaction the tables belong to, for lookups in other tables (leases).
     txn: &'t WriteTransaction,
     /// Changes made so far; also the sub revision of the next one.
@@ -35,7 +35,10 @@ pub struct WriteCtx<'t> {
 impl<'t> WriteCtx<'t> {
     /// Opens the KV tables of `txn`; changes are recorded in `index` too, which must be the
     /// index of this transaction's database.
-    pub fn open(txn: &'t WriteTransaction, index: &Arc<KeyIndex>) -> Result<Self, StorageError> {
+    pub(crate) fn open(
+        txn: &'t WriteTransaction,
+        index: &Arc<KeyIndex>,
+    ) -> Result<Self, StorageError> {
         let meta = txn.open_table(META)?;
         let revs = Revisions::load(&meta)?;
         if revs.compact > revs.current {
@@ -60,12 +63,12 @@ impl<'t> WriteCtx<'t> {
     }
 
     /// The write transaction; it must not be used to open a table this context holds open.
-    pub fn txn(&self) -> &'t WriteTransaction {
+    pub(crate) fn txn(&self) -> &'t WriteTransaction {
         self.txn
     }
 
     /// The revision this request's changes get.
-    pub fn write_rev(&self) -> i64 {
+    pub(crate) fn write_rev(&self) -> i64 {
         self.begin + 1
     }
 
@@ -78,10 +81,6 @@ impl<'t> WriteCtx<'t> {
         }
     }
 
-    pub fn has_changes(&self) -> bool {
-        self.changes > 0
-    }
-
     /// Writes `key` = `value`: 1 read, 2 inserts and a key index entry. The event carries the
     /// previous KeyValue.
     pub fn put(&mut self, key: &[u8], value: Vec<u8>, lease: i64) -> Result<(), StorageError> {
@@ -90,7 +89,7 @@ impl<'t> WriteCtx<'t> {
     }
 
     /// [`Self::put`] for a caller that has just read `prev`, the key's live KeyValue.
-    pub fn put_over(
+    pub(crate) fn put_over(
         &mut self,
         key: &[u8],
         value: Vec<u8>,
@@ -149,7 +148,7 @@ impl<'t> WriteCtx<'t> {
         Ok(doomed)
     }
 
-    pub fn set_compact(&mut self, rev: i64) -> Result<(), StorageError> {
+    pub(crate) fn set_compact(&mut self, rev: i64) -> Result<(), StorageError> {
         self.meta
             .insert(META_COMPACT_REVISION, encode_i64(rev).as_slice())?;
         self.compact = rev;
@@ -157,7 +156,7 @@ impl<'t> WriteCtx<'t> {
     }
 
     /// Records the new store revision if anything changed; returns the events in order.
-    pub fn finish(mut self) -> Result<Vec<Event>, StorageError> {
+    pub(crate) fn finish(mut self) -> Result<Vec<Event>, StorageError> {
         self.finish_request()
     }
 

@@ -40,7 +40,7 @@ pub enum KvOp<'a> {
 }
 
 impl KvRequest {
-    pub fn as_op(&self) -> KvOp<'_> {
+    pub(crate) fn as_op(&self) -> KvOp<'_> {
         match self {
             KvRequest::Put(r) => KvOp::Put(r),
             KvRequest::DeleteRange(r) => KvOp::DeleteRange(r),

@@ -4,4 +4,3 @@ pub mod schema;
 pub mod snapshot;
 
 pub use schema::init_schema;
-pub use snapshot::{SnapshotError, restore_snapshot, write_snapshot};

@@ -20,7 +20,7 @@ fn to_io(e: impl std::fmt::Display) -> io::Error {
 
 /// If `legacy` exists, rebuilds `dir` from it and then deletes it. The old file goes only once
 /// the new log is durable, so a crash part-way leaves the old file and the import starts over.
-pub fn import_redb_log(legacy: &Path, dir: &Path) -> io::Result<()> {
+pub(crate) fn import_redb_log(legacy: &Path, dir: &Path) -> io::Result<()> {
     if !legacy.exists() {
         return Ok(());
     }

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 
 use baton_store::lease::{LeaderTable, LeaseChange, LeaseObserver};
 
-pub struct Deadlines {
+pub(crate) struct Deadlines {
     epoch: Instant,
     table: Mutex<LeaderTable>,
 }
@@ -23,12 +23,12 @@ impl Default for Deadlines {
 
 impl Deadlines {
     /// Milliseconds on this process's monotonic clock; only ever compared with itself.
-    pub fn now_ms(&self) -> u64 {
+    pub(crate) fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// The table, locked. Hold it briefly and never across an await.
-    pub fn lock(&self) -> MutexGuard<'_, LeaderTable> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, LeaderTable> {
         // The table stays consistent between calls, so a panic elsewhere does not spoil it.
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }

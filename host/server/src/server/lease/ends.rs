@@ -8,7 +8,7 @@ use tokio::sync::broadcast;
 use baton_limits::LEASE_ENDS_BUFFERED;
 use baton_store::lease::{LeaseChange, LeaseObserver};
 
-pub struct LeaseEnds {
+pub(crate) struct LeaseEnds {
     ended: broadcast::Sender<i64>,
 }
 
@@ -23,7 +23,7 @@ impl Default for LeaseEnds {
 impl LeaseEnds {
     /// Ids of leases that end from now on. A receiver that falls behind gets `Lagged`: it
     /// must assume any lease it cares about may have ended.
-    pub fn subscribe(&self) -> broadcast::Receiver<i64> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<i64> {
         self.ended.subscribe()
     }
 }
@@ -40,7 +40,7 @@ impl LeaseObserver for LeaseEnds {
 }
 
 /// Several observers, told in order.
-pub struct Observers(pub Vec<Arc<dyn LeaseObserver>>);
+pub(crate) struct Observers(pub Vec<Arc<dyn LeaseObserver>>);
 
 impl LeaseObserver for Observers {
     fn applied(&self, changes: &[LeaseChange]) {

@@ -12,13 +12,13 @@ const SUFFIX_MASK: u64 = (1 << MEMBER_BITS_SHIFT) - 1;
 /// Lease ids are positive int64s.
 const POSITIVE_MASK: u64 = i64::MAX as u64;
 
-pub struct LeaseIds {
+pub(crate) struct LeaseIds {
     prefix: u64,
     suffix: AtomicU64,
 }
 
 impl LeaseIds {
-    pub fn new(member_id: u64, unix_ms: u64) -> Self {
+    pub(crate) fn new(member_id: u64, unix_ms: u64) -> Self {
         let time = unix_ms & ((1 << TIME_BITS) - 1);
         Self {
             prefix: (member_id & MEMBER_MASK) << MEMBER_BITS_SHIFT,
@@ -27,7 +27,7 @@ impl LeaseIds {
     }
 
     /// A fresh positive, non-zero id.
-    pub fn next(&self) -> i64 {
+    pub(crate) fn next(&self) -> i64 {
         loop {
             let suffix = self.suffix.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
             let id = (self.prefix | (suffix & SUFFIX_MASK)) & POSITIVE_MASK;

@@ -14,7 +14,7 @@ use redb::ReadableDatabase;
 use tokio::sync::{Mutex, watch};
 use tonic::Status;
 
-pub use deadlines::Deadlines;
+pub(crate) use deadlines::Deadlines;
 use ids::LeaseIds;
 
 use crate::raft::peer_service::LeaseLeader;
@@ -38,7 +38,7 @@ use baton_store::lease::{Checkpoint, LeaseChange, NotLeading, Renewal, store};
 /// TimeToLive's TTL for a lease that does not exist (etcd's answer, not an error).
 const TTL_S_UNKNOWN_LEASE: i64 = -1;
 
-pub struct Lessor {
+pub(crate) struct Lessor {
     raft: Raft,
     member_id: MemberId,
     store: Store,
@@ -62,7 +62,7 @@ fn storage_status(e: impl std::fmt::Display) -> Status {
 }
 
 impl Lessor {
-    pub fn new(
+    pub(crate) fn new(
         raft: Raft,
         member_id: MemberId,
         store: Store,
@@ -83,17 +83,17 @@ impl Lessor {
         }
     }
 
-    pub fn raft(&self) -> &Raft {
+    pub(crate) fn raft(&self) -> &Raft {
         &self.raft
     }
 
-    pub fn member_id(&self) -> MemberId {
+    pub(crate) fn member_id(&self) -> MemberId {
         self.member_id
     }
 
     /// What a grant proposes: an id chosen here if the client left it 0, and the TTL raised to
     /// this member's minimum (as etcd's lessor does).
-    pub fn prepare_grant(&self, mut req: LeaseGrantRequest) -> LeaseGrantRequest {
+    pub(crate) fn prepare_grant(&self, mut req: LeaseGrantRequest) -> LeaseGrantRequest {
         if req.id == 0 {
             req.id = self.ids.next();
         }
@@ -104,7 +104,7 @@ impl Lessor {
     /// Renews lease `id` on this member, which must lead: its TTL, or 0 if it does not exist or
     /// has expired. Acknowledged only once leadership is confirmed with a quorum (so no later
     /// leader can have started before the renewal) and any recorded remaining TTL is cleared.
-    pub async fn keep_alive(&self, id: i64) -> Result<i64, Status> {
+    pub(crate) async fn keep_alive(&self, id: i64) -> Result<i64, Status> {
         let now_ms = self.deadlines.now_ms();
         let renewal = self
             .deadlines
@@ -127,7 +127,7 @@ impl Lessor {
     /// etcd's TimeToLive on the leader: remaining whole seconds (-1 if the lease does not
     /// exist), granted TTL, and the attached keys if asked for. Like a renewal, answered only
     /// once leadership is confirmed, so a deposed leader never reports its stale view.
-    pub async fn time_to_live(
+    pub(crate) async fn time_to_live(
         &self,
         req: LeaseTimeToLiveRequest,
     ) -> Result<LeaseTimeToLiveResponse, Status> {
@@ -225,7 +225,7 @@ impl Lessor {
     }
 
     /// Records the remaining TTL of every lease that has gone stale (see [`baton_store::lease`]).
-    pub async fn checkpoint_pass(&self) {
+    pub(crate) async fn checkpoint_pass(&self) {
         let _serial = self.checkpointing.lock().await;
         let now_ms = self.deadlines.now_ms();
         let due = self
@@ -246,7 +246,7 @@ impl Lessor {
     }
 
     /// Proposes a revoke for every lease past its deadline (a bounded number per pass).
-    pub async fn expiry_pass(&self) {
+    pub(crate) async fn expiry_pass(&self) {
         let now_ms = self.deadlines.now_ms();
         let expired = self
             .deadlines
@@ -277,7 +277,7 @@ impl Lessor {
 
     /// Takes over as leader: waits until every entry of earlier terms is applied, then starts
     /// every lease's deadline from now (see [`baton_store::lease`]). Returns how many leases it tracks.
-    pub async fn take_over(&self) -> Result<usize, Status> {
+    pub(crate) async fn take_over(&self) -> Result<usize, Status> {
         let index = read_index_as_leader(&self.raft)
             .await
             .map_err(leader_error_status)?;
@@ -298,7 +298,7 @@ impl Lessor {
     }
 
     /// Leadership lost: forget every deadline.
-    pub fn step_down(&self) {
+    pub(crate) fn step_down(&self) {
         self.deadlines.lock().deactivate();
     }
 }

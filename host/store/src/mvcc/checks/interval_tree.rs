@@ -24,14 +24,14 @@ fn affine_cmp(a: &[u8], b: &[u8]) -> Ordering {
 
 /// A half-open interval [begin, end) of affine strings.
 #[derive(Clone, Debug)]
-pub struct Interval {
-    pub begin: Vec<u8>,
-    pub end: Vec<u8>,
+pub(crate) struct Interval {
+    pub(crate) begin: Vec<u8>,
+    pub(crate) end: Vec<u8>,
 }
 
 impl Interval {
     /// The interval holding exactly `key`: [key, key + "\0").
-    pub fn point(key: &[u8]) -> Self {
+    pub(crate) fn point(key: &[u8]) -> Self {
         let mut end = key.to_vec();
         end.push(0);
         Interval {
@@ -70,7 +70,7 @@ struct Node {
 }
 
 /// etcd's `IntervalTree`, insert-only.
-pub struct IntervalTree {
+pub(crate) struct IntervalTree {
     nodes: Vec<Node>,
     root: usize,
 }
@@ -101,7 +101,7 @@ impl IntervalTree {
     }
 
     /// Adds `ivl` (duplicates allowed).
-    pub fn insert(&mut self, ivl: Interval) {
+    pub(crate) fn insert(&mut self, ivl: Interval) {
         let z = self.nodes.len();
         let max = ivl.end.clone();
         self.nodes.push(Node {
@@ -256,7 +256,7 @@ impl IntervalTree {
     }
 
     /// etcd's `Intersects`: a search that follows a single path down the tree.
-    pub fn intersects(&self, iv: &Interval) -> bool {
+    pub(crate) fn intersects(&self, iv: &Interval) -> bool {
         let mut x = self.root;
         while x != NIL && iv.compare(&self.nodes[x].ivl) != 0 {
             let left = self.nodes[x].left;
@@ -293,7 +293,7 @@ impl IntervalTree {
     }
 
     /// etcd's `Union`: inserts every interval of `other` that `Visit(within)` reaches.
-    pub fn union(&mut self, other: &IntervalTree, within: &Interval) {
+    pub(crate) fn union(&mut self, other: &IntervalTree, within: &Interval) {
         let mut found = Vec::new();
         other.visit(other.root, within, &mut found);
         for ivl in found {
