@@ -7,13 +7,13 @@ use clap::{Args, ValueEnum};
 
 /// Operations issued when neither `--total` nor `--duration` is given.
 pub(crate) const TOTAL_DEFAULT: u64 = 10_000;
-pub(crate) const CLIENTS_MAX: usize = 10_000;
+const CLIENTS_MAX: usize = 10_000;
 pub(crate) const CONNS_MAX: usize = 1_000;
 /// etcd refuses requests above 1.5 MiB; one key or value stays well under it.
 pub(crate) const KEY_SIZE_MAX: usize = 64 * 1024;
 pub(crate) const VAL_SIZE_MAX: usize = 1024 * 1024;
 /// A duration-bounded run still has to end on a human scale.
-pub(crate) const DURATION_MAX: Duration = Duration::from_secs(24 * 60 * 60);
+const DURATION_MAX: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Options every workload takes: concurrency, how long to run, where to send requests.
 #[derive(Args, Debug, Clone)]

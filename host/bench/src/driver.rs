@@ -18,7 +18,7 @@ pub(crate) const LATENCY_US_MAX: u64 = 60_000_000;
 /// Three significant digits: 0.1% resolution at any latency.
 const LATENCY_SIGFIGS: u8 = 3;
 /// Distinct error messages kept for the report; the count covers the rest.
-pub(crate) const ERROR_SAMPLES_MAX: usize = 5;
+const ERROR_SAMPLES_MAX: usize = 5;
 /// A requester pauses this long after a failed request, so an unreachable member is not
 /// hammered in a tight loop while the run's budget drains.
 const ERROR_PAUSE: Duration = Duration::from_millis(10);

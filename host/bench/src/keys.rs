@@ -87,7 +87,7 @@ pub(crate) struct SplitMix64 {
 }
 
 impl SplitMix64 {
-    pub(crate) fn new(seed: u64) -> Self {
+    fn new(seed: u64) -> Self {
         Self { state: seed }
     }
 
@@ -97,7 +97,7 @@ impl SplitMix64 {
         Self::new(mixer.next_u64())
     }
 
-    pub(crate) fn next_u64(&mut self) -> u64 {
+    fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.state;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -106,7 +106,7 @@ impl SplitMix64 {
     }
 
     /// A number in `0..bound` (multiply-shift; the bias is below 2^-64 per value).
-    pub(crate) fn below(&mut self, bound: u64) -> u64 {
+    fn below(&mut self, bound: u64) -> u64 {
         ((u128::from(self.next_u64()) * u128::from(bound)) >> 64) as u64
     }
 }

@@ -37,11 +37,11 @@ use workload::watch::{WATCHERS_MAX, WatchWorkload};
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
     #[command(subcommand)]
-    pub(crate) workload: WorkloadCmd,
+    workload: WorkloadCmd,
 }
 
 #[derive(Subcommand, Debug, Clone)]
-pub(crate) enum WorkloadCmd {
+enum WorkloadCmd {
     /// Write values to keys from a key space.
     Put(PutArgs),
     /// Read single keys (written beforehand) from a key space.
@@ -64,60 +64,60 @@ pub(crate) enum WorkloadCmd {
 }
 
 #[derive(Args, Debug, Clone)]
-pub(crate) struct PutArgs {
+struct PutArgs {
     #[command(flatten)]
-    pub(crate) common: CommonArgs,
+    common: CommonArgs,
     #[command(flatten)]
-    pub(crate) keys: KeyArgs,
+    keys: KeyArgs,
     /// Bytes per value.
     #[arg(long, default_value_t = 256)]
-    pub(crate) val_size: usize,
+    val_size: usize,
 }
 
 #[derive(Args, Debug, Clone)]
-pub(crate) struct RangeArgs {
+struct RangeArgs {
     #[command(flatten)]
-    pub(crate) common: CommonArgs,
+    common: CommonArgs,
     #[command(flatten)]
-    pub(crate) keys: KeyArgs,
+    keys: KeyArgs,
     /// Bytes per value written before the reads.
     #[arg(long, default_value_t = 256)]
-    pub(crate) val_size: usize,
+    val_size: usize,
     /// l: linearizable reads; s: serializable (member-local) reads.
     #[arg(long, value_enum, default_value_t = Consistency::Linearizable)]
-    pub(crate) consistency: Consistency,
+    consistency: Consistency,
 }
 
 #[derive(Args, Debug, Clone)]
-pub(crate) struct LockArgs {
+struct LockArgs {
     #[command(flatten)]
-    pub(crate) common: CommonArgs,
+    common: CommonArgs,
     /// Distinct lock names; operation n locks name n % names.
     #[arg(long, default_value_t = 8)]
-    pub(crate) names: u64,
+    names: u64,
 }
 
 #[derive(Args, Debug, Clone)]
-pub(crate) struct WatchArgs {
+struct WatchArgs {
     #[command(flatten)]
-    pub(crate) common: CommonArgs,
+    common: CommonArgs,
     /// Watch streams on the prefix (each its own connection); an operation completes when
     /// all of them have delivered its event.
     #[arg(long, default_value_t = 1)]
-    pub(crate) watchers: usize,
+    watchers: usize,
 }
 
 #[derive(Args, Debug, Clone)]
-pub(crate) struct IncrArgs {
+struct IncrArgs {
     #[command(flatten)]
-    pub(crate) common: CommonArgs,
+    common: CommonArgs,
     /// Shared counters; operation n increments counter n % counters.
     #[arg(long, default_value_t = 8)]
-    pub(crate) counters: u64,
+    counters: u64,
     /// cas: get + compare-mod_revision Txn, retried (any etcd); invoke: the built-in counter
     /// module (Baton only).
     #[arg(long, value_enum, default_value_t = IncrMode::Cas)]
-    pub(crate) mode: IncrMode,
+    mode: IncrMode,
 }
 
 impl IncrArgs {
@@ -130,18 +130,18 @@ impl IncrArgs {
 }
 
 #[derive(Args, Debug, Clone)]
-pub(crate) struct KeepaliveArgs {
+struct KeepaliveArgs {
     #[command(flatten)]
-    pub(crate) common: CommonArgs,
+    common: CommonArgs,
     /// Leases granted before the clock starts and kept alive during the run.
     #[arg(long, default_value_t = 10_000)]
-    pub(crate) leases: u64,
+    leases: u64,
     /// TTL of each lease, in seconds.
     #[arg(long, default_value_t = 10)]
-    pub(crate) ttl: i64,
+    ttl: i64,
     /// How often each lease is renewed, e.g. 3s.
     #[arg(long, value_parser = args::parse_duration, default_value = "3s")]
-    pub(crate) interval: Duration,
+    interval: Duration,
 }
 
 impl KeepaliveArgs {
@@ -178,32 +178,32 @@ impl KeepaliveArgs {
 }
 
 #[derive(Args, Debug, Clone)]
-pub(crate) struct ParkArgs {
+struct ParkArgs {
     /// Consumers waiting on the one queue.
     #[arg(long, default_value_t = 100)]
-    pub(crate) waiters: usize,
+    waiters: usize,
     /// Items pushed, one at a time, each once the previous push's herd has settled.
     #[arg(long, default_value_t = 20)]
-    pub(crate) items: u64,
+    items: u64,
     /// invoke: each consumer is a `queue pop` call the member parks (Baton only); recipe:
     /// etcd's client-side queue recipe, a watch and a Txn race (any etcd).
     #[arg(long, value_enum, default_value_t = ParkMode::Invoke)]
-    pub(crate) mode: ParkMode,
+    mode: ParkMode,
     /// Connections the consumers share; by default one per 100 consumers.
     #[arg(long)]
-    pub(crate) conns: Option<usize>,
+    conns: Option<usize>,
     /// The log counts as settled once its index has not moved for this long.
     #[arg(long, value_parser = args::parse_duration, default_value = "500ms")]
-    pub(crate) settle: Duration,
+    settle: Duration,
     /// Bound on each phase: all consumers waiting, one item delivered, the log settling.
     #[arg(long, value_parser = args::parse_duration, default_value = "120s")]
-    pub(crate) timeout: Duration,
+    timeout: Duration,
     /// The member's process id (same machine): adds its RSS, idle CPU and CPU per push.
     #[arg(long)]
-    pub(crate) server_pid: Option<u32>,
+    server_pid: Option<u32>,
     /// Print one JSON object instead of the table and summary line.
     #[arg(long)]
-    pub(crate) json: bool,
+    json: bool,
 }
 
 impl ParkArgs {
@@ -256,7 +256,7 @@ impl WatchArgs {
 
 impl BenchArgs {
     /// Whether to print JSON instead of the table and summary line.
-    pub(crate) fn json(&self) -> bool {
+    fn json(&self) -> bool {
         match &self.workload {
             WorkloadCmd::Put(a) => a.common.json,
             WorkloadCmd::Range(a) => a.common.json,
@@ -286,7 +286,7 @@ pub async fn run(endpoints: Vec<String>, args: BenchArgs) -> anyhow::Result<()> 
 }
 
 /// Runs one workload against `endpoints` and returns what it measured.
-pub(crate) async fn measure(endpoints: Vec<String>, args: BenchArgs) -> anyhow::Result<Summary> {
+async fn measure(endpoints: Vec<String>, args: BenchArgs) -> anyhow::Result<Summary> {
     match args.workload {
         WorkloadCmd::Put(a) => {
             check_val_size(a.val_size)?;

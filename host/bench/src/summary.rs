@@ -11,16 +11,16 @@ use super::driver::Outcome;
 /// Latency percentiles of successful operations, in milliseconds.
 #[derive(Serialize, Debug, Clone, PartialEq)]
 pub(crate) struct LatencyMs {
-    pub(crate) mean: f64,
+    mean: f64,
     pub(crate) p50: f64,
-    pub(crate) p90: f64,
+    p90: f64,
     pub(crate) p99: f64,
-    pub(crate) p999: f64,
+    p999: f64,
     pub(crate) max: f64,
 }
 
 impl LatencyMs {
-    pub(crate) fn from_histogram(latency_us: &Histogram<u64>) -> Self {
+    fn from_histogram(latency_us: &Histogram<u64>) -> Self {
         let ms = |us: u64| us as f64 / 1_000.0;
         if latency_us.is_empty() {
             return Self {
@@ -45,18 +45,18 @@ impl LatencyMs {
 
 #[derive(Serialize, Debug, Clone, PartialEq)]
 pub(crate) struct Summary {
-    pub(crate) workload: String,
+    workload: String,
     pub(crate) params: BTreeMap<String, String>,
-    pub(crate) clients: usize,
-    pub(crate) conns: usize,
+    clients: usize,
+    conns: usize,
     /// `all` or `leader`.
-    pub(crate) target: String,
+    target: String,
     pub(crate) endpoints: Vec<String>,
     /// Successful operations.
     pub(crate) ops: u64,
     pub(crate) errors: u64,
-    pub(crate) elapsed_s: f64,
-    pub(crate) ops_per_s: f64,
+    elapsed_s: f64,
+    ops_per_s: f64,
     pub(crate) latency_ms: LatencyMs,
     pub(crate) error_samples: Vec<String>,
     /// Workload-specific figures from after the run (e.g. retries per increment).

@@ -17,7 +17,7 @@ pub const PEER_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 pub const REPLICATION_BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Largest log entry a proposal can make: a full batch plus the one command that overflows it
 /// (each command is at most a request plus gRPC framing), with room for the entry's framing.
-pub(crate) const LOG_ENTRY_BYTES_MAX: usize =
+const LOG_ENTRY_BYTES_MAX: usize =
     PROPOSAL_BATCH_BYTES_MAX + REQUEST_BYTES_MAX + GRPC_OVERHEAD_BYTES + 64 * 1024;
 /// Most commands the leader puts in one batched log entry.
 pub const PROPOSAL_BATCH_COMMANDS_MAX: usize = 256;
@@ -113,7 +113,7 @@ const _: () = assert!(REPLICATION_BATCH_BYTES_MAX + LOG_ENTRY_BYTES_MAX < PEER_M
 const _: () = assert!(LEADER_POLL_MS < REQUEST_TIMEOUT_MS);
 /// Largest reply to a forwarded write that carries no keys or values (a header, ids, and at
 /// most `TXN_OPS_MAX` empty op responses: a few KiB); only such writes share a `ForwardBatch`.
-pub(crate) const FORWARDED_REPLY_BATCHED_BYTES_MAX: usize = 64 * 1024;
+const FORWARDED_REPLY_BATCHED_BYTES_MAX: usize = 64 * 1024;
 // Peer clients decode up to `PEER_MESSAGE_BYTES_MAX` (`raft::channels::peer_client`). The
 // largest reply a forwarding member gets back must fit: a full batch of small replies, a put's
 // `prev_kv` (a value within the request limit), or a module call's output. A DeleteRange's

@@ -12,7 +12,7 @@ const CORE_INSTANCES_PER_COMPONENT: u32 = 4;
 /// A table element is one pointer; reset in place like memory when pages can be scanned.
 const GUEST_TABLE_KEEP_RESIDENT_BYTES: usize = GUEST_TABLE_ELEMENTS_MAX * 8;
 
-pub(crate) fn deterministic_config() -> Config {
+fn deterministic_config() -> Config {
     let mut config = Config::new();
     // Fuel, not time, stops a guest: it runs out at the same operator on every replica.
     config.consume_fuel(true);

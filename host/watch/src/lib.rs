@@ -57,7 +57,7 @@ pub struct WatchSpec {
 
 impl WatchSpec {
     /// Whether `event` is for this watcher: its key is in range and no filter drops it.
-    pub(crate) fn wants(&self, event: &Event) -> bool {
+    fn wants(&self, event: &Event) -> bool {
         let Some(kv) = &event.kv else {
             return false;
         };
@@ -81,7 +81,7 @@ pub struct EventBatch {
 
 impl EventBatch {
     #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.picks.len()
     }
 
@@ -132,11 +132,11 @@ pub struct Registration {
 #[derive(Clone, Copy, Debug)]
 pub struct HubLimits {
     /// Deliveries a watcher may have waiting before it is moved to unsynced.
-    pub(crate) buffer_responses: usize,
+    buffer_responses: usize,
     /// Events read from history per catch-up round (whole revisions, so possibly a few more).
-    pub(crate) catch_up_batch_events: usize,
+    catch_up_batch_events: usize,
     /// Unsynced watchers served per catch-up round.
-    pub(crate) catch_up_watchers: usize,
+    catch_up_watchers: usize,
 }
 
 impl Default for HubLimits {
@@ -162,7 +162,7 @@ impl WatchHub {
         Self::with_limits(revision, HubLimits::default())
     }
 
-    pub(crate) fn with_limits(revision: i64, limits: HubLimits) -> Arc<Self> {
+    fn with_limits(revision: i64, limits: HubLimits) -> Arc<Self> {
         Arc::new(Self {
             registry: Mutex::new(Registry::new(revision)),
             unsynced: Notify::new(),

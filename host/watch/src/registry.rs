@@ -24,7 +24,7 @@ struct Watcher {
 /// An unsynced watcher as the catch-up task saw it when planning a round.
 #[derive(Clone, Debug)]
 pub(crate) struct Planned {
-    pub(crate) id: WatcherId,
+    id: WatcherId,
     pub(crate) min_rev: i64,
     pub(crate) spec: Arc<WatchSpec>,
 }

@@ -48,7 +48,7 @@ pub trait EventSink: Send + Sync {
 }
 
 /// A sink for state machines nobody watches (tests, tools).
-pub(crate) struct IgnoreEvents;
+struct IgnoreEvents;
 
 impl EventSink for IgnoreEvents {
     fn publish(&self, _: i64, _: Vec<Event>) {}

@@ -89,7 +89,7 @@ impl TxnGuestStore {
 
 /// Live keys of `span` in `table`, merged with the buffered `writes` (which get `write_rev`), in
 /// key order (reversed when `reverse`), at most `limit`.
-pub(crate) fn merged(
+fn merged(
     table: &impl ReadableTable<&'static [u8], &'static [u8]>,
     writes: &BufferedWrites,
     write_rev: i64,
@@ -259,7 +259,7 @@ impl GuestStore for TxnGuestStore {
 }
 
 /// What a read-only call's guest is told when it tries to write.
-pub(crate) const READ_ONLY_WRITE: &str =
+const READ_ONLY_WRITE: &str =
     "a read-only call cannot write; call it without read-only to go through the log";
 
 /// [`GuestStore`] over a read transaction, for calls served without a log entry: reads see the

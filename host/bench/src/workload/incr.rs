@@ -36,10 +36,10 @@ use baton_proto::etcdserverpb::{
 use baton_proto::mvccpb::KeyValue;
 
 /// Every run's counters sit under `<this><run id>/`, apart from real data and earlier runs.
-pub(crate) const INCR_PREFIX: &str = "bench/incr/";
+const INCR_PREFIX: &str = "bench/incr/";
 pub(crate) const COUNTERS_MAX: u64 = 10_000;
 /// A CAS increment that loses this many races in a row gives up and counts as an error.
-pub(crate) const CAS_ATTEMPTS_MAX: u64 = 10_000;
+const CAS_ATTEMPTS_MAX: u64 = 10_000;
 const COUNTER_MODULE: &str = "counter";
 const KV_RANGE: &str = "/etcdserverpb.KV/Range";
 const KV_TXN: &str = "/etcdserverpb.KV/Txn";
@@ -59,7 +59,7 @@ pub(crate) enum IncrMode {
 }
 
 impl IncrMode {
-    pub(crate) fn as_str(self) -> &'static str {
+    fn as_str(self) -> &'static str {
         match self {
             IncrMode::Cas => "cas",
             IncrMode::Invoke => "invoke",
@@ -99,7 +99,7 @@ impl IncrWorkload {
         Self::with_prefix(mode, counters, format!("{INCR_PREFIX}{}/", run_id()))
     }
 
-    pub(crate) fn with_prefix(mode: IncrMode, counters: u64, prefix: String) -> Self {
+    fn with_prefix(mode: IncrMode, counters: u64, prefix: String) -> Self {
         Self {
             mode,
             counters,

@@ -16,10 +16,10 @@ use super::Workload;
 use crate::pool::{Pool, connect_streaming};
 
 /// Lock names are `bench/lock/<n>`, apart from real data.
-pub(crate) const LOCK_NAME_PREFIX: &str = "bench/lock/";
+const LOCK_NAME_PREFIX: &str = "bench/lock/";
 /// Lease TTL of each requester; kept alive every third of it, so a crashed run's lock keys
 /// disappear soon after.
-pub(crate) const LEASE_TTL_S: i64 = 30;
+const LEASE_TTL_S: i64 = 30;
 const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(LEASE_TTL_S as u64 / 3);
 pub(crate) const NAMES_MAX: u64 = 1_000_000;
 

@@ -40,13 +40,13 @@ use baton_proto::etcdserverpb::{
 };
 
 /// Every run's queue is `<this><run id>`, apart from real data and earlier runs.
-pub(crate) const PARK_PREFIX: &str = "bench/park/";
+const PARK_PREFIX: &str = "bench/park/";
 pub(crate) const WAITERS_MAX: usize = 100_000;
 pub(crate) const ITEMS_MAX: u64 = 100_000;
 /// Waiters per HTTP/2 connection unless `--conns` says otherwise. Neither server caps streams
 /// per connection (tonic sets no limit, etcd 3.4 allows 2^32-1); spreading them keeps one
 /// connection's task from carrying a whole herd.
-pub(crate) const WAITERS_PER_CONN: usize = 100;
+const WAITERS_PER_CONN: usize = 100;
 /// How often the log index is read while waiting for it to settle.
 const SETTLE_POLL: Duration = Duration::from_millis(25);
 /// How long the member's CPU is sampled while every waiter waits and nothing else happens.

@@ -15,7 +15,7 @@ use super::Workload;
 use crate::pool::{Pool, connect_streaming};
 
 /// Watched keys are `bench/watch/<run>/<seq>`, so concurrent runs do not see each other's puts.
-pub(crate) const WATCH_PREFIX: &str = "bench/watch/";
+const WATCH_PREFIX: &str = "bench/watch/";
 /// Each watcher is a connection of its own: 10 000 fit a default `ulimit -n` of 20 000.
 pub(crate) const WATCHERS_MAX: usize = 10_000;
 /// Printable filler: the payload is not what this workload measures.

@@ -25,7 +25,7 @@ impl ClusterService {
     }
 
     /// Every member in the current membership, ordered by id.
-    pub(crate) fn members(&self) -> Vec<Member> {
+    fn members(&self) -> Vec<Member> {
         let metrics = self.server.raft().metrics().borrow_watched().clone();
         members_of(metrics.membership_config.membership())
     }

@@ -19,7 +19,7 @@ use tonic::server::NamedService;
 use crate::api::require_leader::{no_leader, requires_leader};
 use crate::server::Server;
 
-pub(crate) const NOT_SUPPORTED_FOR_LEARNER: &str = "etcdserver: rpc not supported for learner";
+const NOT_SUPPORTED_FOR_LEARNER: &str = "etcdserver: rpc not supported for learner";
 
 /// Methods a learner answers itself (Range only when serializable).
 const LEARNER_METHODS: [&str; 2] = ["/etcdserverpb.Maintenance/Status", "/etcdserverpb.KV/Range"];

@@ -28,14 +28,13 @@ use baton_store::hash::{hash_all, hash_kv};
 use baton_store::ops::alarm::{alarm_text, list_alarms};
 
 /// The etcd API version Baton speaks; clients use it to decide which features to use.
-pub(crate) const ETCD_API_VERSION: &str = "3.5.0";
+const ETCD_API_VERSION: &str = "3.5.0";
 /// etcd's `ErrGRPCNotLeader` (FAILED_PRECONDITION): MoveLeader must be sent to the leader.
-pub(crate) const NOT_LEADER: &str = "etcdserver: not leader";
+const NOT_LEADER: &str = "etcdserver: not leader";
 /// etcd's `ErrGRPCBadLeaderTransferee` (FAILED_PRECONDITION): not a voting member.
-pub(crate) const BAD_TRANSFEREE: &str = "etcdserver: bad leader transferee";
+const BAD_TRANSFEREE: &str = "etcdserver: bad leader transferee";
 /// etcd's `ErrTimeoutLeaderTransfer` (no gRPC mapping upstream, so UNKNOWN).
-pub(crate) const TRANSFER_TIMED_OUT: &str =
-    "etcdserver: request timed out, leader transfer took too long";
+const TRANSFER_TIMED_OUT: &str = "etcdserver: request timed out, leader transfer took too long";
 
 pub(crate) struct MaintenanceService {
     server: Arc<Server>,

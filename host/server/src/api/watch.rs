@@ -38,8 +38,8 @@ use baton_watch::{Delivery, KeyRange, WatchHub, WatchSpec, WatcherId};
 mod tests;
 
 /// etcd's reasons for refusing a create (`mvcc/watcher.go`), sent as `cancel_reason`.
-pub(crate) const EMPTY_RANGE: &str = "mvcc: watcher range is empty";
-pub(crate) const DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
+const EMPTY_RANGE: &str = "mvcc: watcher range is empty";
+const DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
 /// The watch id a client sends to let the server choose, and the one on responses that
 /// belong to no watch (refused creates, answers to progress requests).
 const AUTO_WATCH_ID: i64 = 0;
@@ -112,7 +112,7 @@ impl WatchService {
 
     /// Serves one stream of requests; its responses come out of the returned stream. It ends
     /// with `etcdserver: no leader` on `leader_loss`, if given.
-    pub(crate) fn open_stream<S>(
+    fn open_stream<S>(
         &self,
         inbound: S,
         leader_loss: Option<LeaderLoss>,
@@ -166,14 +166,14 @@ fn jittered(interval: Duration) -> Duration {
 }
 
 /// etcd's reading of a create request's key and range_end (`v3rpc/watch.go`).
-pub(crate) fn key_range(key: Vec<u8>, range_end: Vec<u8>) -> Result<KeyRange, &'static str> {
+fn key_range(key: Vec<u8>, range_end: Vec<u8>) -> Result<KeyRange, &'static str> {
     KeyRange::from_etcd(key, range_end).ok_or(EMPTY_RANGE)
 }
 
 /// etcd's `sendFragments`: a response at or over `limit` bytes with several events is split
 /// into parts of as many events as fit (at least one each); all parts but the last carry
 /// `fragment = true`.
-pub(crate) fn fragments(response: WatchResponse, limit: usize) -> Vec<WatchResponse> {
+fn fragments(response: WatchResponse, limit: usize) -> Vec<WatchResponse> {
     if response.encoded_len() < limit || response.events.len() < 2 {
         return vec![response];
     }

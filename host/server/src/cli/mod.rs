@@ -18,7 +18,7 @@ use baton_limits::FAILED_EXIT_TASKS_WAIT_MS;
     version,
     about = "Baton: a Raft-replicated, etcd v3-compatible coordination service"
 )]
-pub(crate) struct Cli {
+struct Cli {
     /// Client endpoints, comma-separated (client subcommands only).
     #[arg(
         long,
@@ -26,14 +26,14 @@ pub(crate) struct Cli {
         value_delimiter = ',',
         default_value = "http://127.0.0.1:2379"
     )]
-    pub(crate) endpoints: Vec<String>,
+    endpoints: Vec<String>,
 
     #[command(subcommand)]
-    pub(crate) command: Command,
+    command: Command,
 }
 
 #[derive(Subcommand, Debug)]
-pub(crate) enum Command {
+enum Command {
     /// Run a Baton member.
     Serve(serve::ServeArgs),
     /// Drive any etcd-compatible endpoint with load and report throughput and latency.

@@ -26,25 +26,25 @@ pub(crate) enum ModuleCommand {
 #[derive(Args, Debug)]
 pub(crate) struct CallArgs {
     /// Module name, or a version's hash (64 hex digits).
-    pub(crate) module: String,
-    pub(crate) function: String,
+    module: String,
+    function: String,
     /// Input bytes, passed as given (JSON for the built-in modules).
     #[arg(default_value = "")]
-    pub(crate) input: String,
+    input: String,
     /// Fuel budget; 0 for the server's default.
     #[arg(long, default_value_t = 0)]
-    pub(crate) fuel: u64,
+    fuel: u64,
     /// Lease the call may attach keys to (hex id, as etcdctl prints it); 0 for none.
     #[arg(long, default_value = "0")]
-    pub(crate) lease: String,
+    lease: String,
     /// Give up after this many seconds (a call may wait server-side, e.g. a pop on an empty
     /// queue); 0 waits as long as the module does.
     #[arg(long, default_value_t = 0)]
-    pub(crate) timeout_s: u64,
+    timeout_s: u64,
     /// Run on the member contacted, after a linearizable read and without a log entry; the
     /// module may only read (a write fails the call).
     #[arg(long)]
-    pub(crate) read_only: bool,
+    read_only: bool,
 }
 
 /// A client on the first endpoint that accepts a connection.

@@ -14,41 +14,41 @@ use baton_limits::{
 pub(crate) struct ServeArgs {
     /// This member's name; must appear in --initial-cluster.
     #[arg(long, default_value = "default")]
-    pub(crate) name: String,
+    name: String,
     /// Where this member keeps its Raft log, state and snapshots.
     #[arg(long, default_value = "./baton-data")]
-    pub(crate) data_dir: PathBuf,
+    data_dir: PathBuf,
     /// URLs to serve clients on, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
-    pub(crate) listen_client_urls: Vec<String>,
+    listen_client_urls: Vec<String>,
     /// Client URLs announced to the cluster (default: --listen-client-urls).
     #[arg(long, value_delimiter = ',')]
-    pub(crate) advertise_client_urls: Vec<String>,
+    advertise_client_urls: Vec<String>,
     /// URLs to serve peers on, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:2380")]
-    pub(crate) listen_peer_urls: Vec<String>,
+    listen_peer_urls: Vec<String>,
     /// Peer URLs announced to the cluster (default: --listen-peer-urls).
     #[arg(long, value_delimiter = ',')]
-    pub(crate) initial_advertise_peer_urls: Vec<String>,
+    initial_advertise_peer_urls: Vec<String>,
     /// Founding members: name=peerURL,... (default: this member alone).
     #[arg(long)]
-    pub(crate) initial_cluster: Option<String>,
+    initial_cluster: Option<String>,
     /// Distinguishes clusters started from the same member list.
     #[arg(long, default_value = "baton-cluster")]
-    pub(crate) initial_cluster_token: String,
+    initial_cluster_token: String,
     /// `new` to found a cluster, `existing` to join one this member was added to (with
     /// `member add`). A member with an existing data dir always rejoins.
     #[arg(long, default_value = "new", value_parser = ["new", "existing"])]
-    pub(crate) initial_cluster_state: String,
+    initial_cluster_state: String,
     /// Leader heartbeat interval in milliseconds.
     #[arg(long = "heartbeat-interval", default_value_t = 100)]
-    pub(crate) heartbeat_interval_ms: u64,
+    heartbeat_interval_ms: u64,
     /// Election timeout in milliseconds (followers wait between this and twice this).
     #[arg(long = "election-timeout", default_value_t = 1000)]
-    pub(crate) election_timeout_ms: u64,
+    election_timeout_ms: u64,
     /// Applied entries between snapshots; the log behind a snapshot is then purged.
     #[arg(long, default_value_t = SNAPSHOT_LOGS_SINCE_LAST)]
-    pub(crate) snapshot_count: u64,
+    snapshot_count: u64,
     /// Async worker threads (default: `TOKIO_WORKER_THREADS`, else one per core). Fewer pay where
     /// members share cores (several on one machine, or a CPU quota below the core count).
     // A member's hot path is mostly serial (one Raft core task, one apply task, one log-writer
@@ -67,18 +67,18 @@ pub(crate) struct ServeArgs {
         default_value = "10m",
         value_parser = parse_go_duration_ms
     )]
-    pub(crate) watch_progress_notify_interval_ms: u64,
+    watch_progress_notify_interval_ms: u64,
     /// Raise the NOSPACE alarm when the state database reaches this many bytes (0: etcd's
     /// default of 2 GiB; negative: no quota).
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
-    pub(crate) quota_backend_bytes: i64,
+    quota_backend_bytes: i64,
     /// `periodic` (retention is a duration) or `revision` (retention is a revision count).
     #[arg(long, default_value = "periodic")]
-    pub(crate) auto_compaction_mode: String,
+    auto_compaction_mode: String,
     /// History to keep: for periodic, a Go duration or whole hours (`0` disables); for
     /// revision, a number of revisions.
     #[arg(long, default_value = "0")]
-    pub(crate) auto_compaction_retention: String,
+    auto_compaction_retention: String,
     /// How often revision-mode auto-compaction looks at the revision, as a Go duration
     /// (Baton only; etcd always waits 5 minutes).
     #[arg(
@@ -87,7 +87,7 @@ pub(crate) struct ServeArgs {
         default_value = AUTO_COMPACTION_REVISION_CHECK,
         value_parser = parse_go_duration_ms
     )]
-    pub(crate) experimental_auto_compaction_check_interval: u64,
+    experimental_auto_compaction_check_interval: u64,
 }
 
 /// etcd's reading of the auto-compaction flags: a bare integer is hours (periodic) or revisions

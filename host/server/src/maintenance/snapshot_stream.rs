@@ -24,7 +24,7 @@ use tonic::Status;
 use baton_limits::{SNAPSHOT_STREAM_CHUNK_BYTES, SNAPSHOT_STREAM_QUEUE_CHUNKS};
 
 /// The content's length is a multiple of this (etcdctl's "sector size" for its checksum test).
-pub(crate) const SNAPSHOT_STREAM_ALIGN_BYTES: u64 = 512;
+const SNAPSHOT_STREAM_ALIGN_BYTES: u64 = 512;
 use baton_proto::etcdserverpb::SnapshotResponse;
 use baton_store::storage::snapshot::write_snapshot;
 

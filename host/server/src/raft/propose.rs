@@ -15,7 +15,7 @@ use baton_proto::batonpb::{LogCommand, LogReply};
 /// member it now believes leads.
 pub(crate) const NOT_LEADER: &str = "baton: not the leader";
 /// etcd's message for a proposal lost to a leader change (outcome unknown).
-pub(crate) const LEADER_CHANGED: &str = "etcdserver: leader changed";
+const LEADER_CHANGED: &str = "etcdserver: leader changed";
 
 /// Why the leader path could not be taken.
 #[derive(Debug, Clone, thiserror::Error)]

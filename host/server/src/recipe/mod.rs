@@ -44,7 +44,7 @@ use baton_watch::WatchHub;
 pub(crate) use turn::Turn;
 
 /// TTL of the lease granted for a request that names none (etcd's default session TTL).
-pub(crate) const SESSION_TTL_S: i64 = 60;
+const SESSION_TTL_S: i64 = 60;
 
 /// What the lock and election services run on. Cheap to share.
 pub(crate) struct Recipes {

@@ -33,17 +33,17 @@ use baton_limits::{LEARNER_READY_PERCENT, LEARNERS_MAX};
 use baton_proto::batonpb::MembershipResponse;
 use baton_proto::etcdserverpb as pb;
 
-pub(crate) const MEMBER_EXIST: &str = "etcdserver: member ID already exist";
-pub(crate) const PEER_URL_EXIST: &str = "etcdserver: Peer URLs already exists";
-pub(crate) const NOT_ENOUGH_STARTED: &str =
+const MEMBER_EXIST: &str = "etcdserver: member ID already exist";
+const PEER_URL_EXIST: &str = "etcdserver: Peer URLs already exists";
+const NOT_ENOUGH_STARTED: &str =
     "etcdserver: re-configuration failed due to not enough started members";
-pub(crate) const UNHEALTHY: &str = "etcdserver: unhealthy cluster";
-pub(crate) const BAD_URLS: &str = "etcdserver: given member URLs are invalid";
-pub(crate) const MEMBER_NOT_FOUND: &str = "etcdserver: member not found";
-pub(crate) const NOT_LEARNER: &str = "etcdserver: can only promote a learner member";
-pub(crate) const LEARNER_NOT_READY: &str =
+const UNHEALTHY: &str = "etcdserver: unhealthy cluster";
+const BAD_URLS: &str = "etcdserver: given member URLs are invalid";
+const MEMBER_NOT_FOUND: &str = "etcdserver: member not found";
+const NOT_LEARNER: &str = "etcdserver: can only promote a learner member";
+const LEARNER_NOT_READY: &str =
     "etcdserver: can only promote a learner member which is in sync with leader";
-pub(crate) const TOO_MANY_LEARNERS: &str = "etcdserver: too many learner members in cluster";
+const TOO_MANY_LEARNERS: &str = "etcdserver: too many learner members in cluster";
 
 type Metrics = openraft::RaftMetrics<TypeConfig>;
 type Membership = openraft::Membership<MemberId, Member>;

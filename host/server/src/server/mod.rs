@@ -43,7 +43,7 @@ use baton_proto::etcdserverpb::ResponseHeader;
 use baton_store::mvcc::ReadView;
 
 pub(crate) const NO_LEADER: &str = "etcdserver: no leader";
-pub(crate) const TIMED_OUT: &str = "etcdserver: request timed out";
+const TIMED_OUT: &str = "etcdserver: request timed out";
 
 /// The member's view of the cluster, shared by every API service.
 pub(crate) struct Server {

@@ -32,7 +32,7 @@ pub(crate) fn events_from(
 /// Events of whole revisions from `start_rev` on: reading stops at the first revision boundary
 /// once `max_events` events are in hand, so one revision is never split. The flag says whether
 /// the log holds more events after the returned ones.
-pub(crate) fn revisions_from(
+fn revisions_from(
     history: &impl HistoryTable,
     start_rev: i64,
     max_events: usize,

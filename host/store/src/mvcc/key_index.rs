@@ -47,7 +47,7 @@ struct State {
 
 /// A key and its changes as (main, sub, tombstone), as [`KeyIndex::dump`] lists them.
 #[cfg(test)]
-pub(crate) type KeyChanges = (Vec<u8>, Vec<(i64, i64, bool)>);
+type KeyChanges = (Vec<u8>, Vec<(i64, i64, bool)>);
 
 /// A read asked for a revision a compaction has dropped since the reader's snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

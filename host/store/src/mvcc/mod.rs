@@ -78,7 +78,7 @@ use error::{KvError, StorageError};
 use key_index::KeyIndex;
 use tables::{KvTables, Revisions};
 
-pub(crate) type ReadTables =
+type ReadTables =
     KvTables<ReadOnlyTable<&'static [u8], &'static [u8]>, ReadOnlyTable<(i64, i64), &'static [u8]>>;
 
 pub use history::HistoryView;
@@ -153,7 +153,7 @@ pub fn compact_revision(txn: &ReadTransaction) -> Result<i64, KvError> {
 /// Up to `max_events` events with revision >= `start_rev`, in order, without prev_kv.
 /// Check `start_rev` against [`compact_revision`] first: older events may be gone.
 #[cfg(test)]
-pub(crate) fn events_since(
+fn events_since(
     txn: &ReadTransaction,
     start_rev: i64,
     max_events: usize,

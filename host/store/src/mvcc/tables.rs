@@ -13,7 +13,7 @@ use crate::storage::schema::{META_COMPACT_REVISION, META_REVISION};
 use baton_proto::mvccpb::KeyValue;
 
 /// Revision of an empty store.
-pub(crate) const REVISION_INITIAL: i64 = 1;
+const REVISION_INITIAL: i64 = 1;
 /// Compacted revision of a store never compacted (etcd's initial `compactMainRev`).
 pub(crate) const COMPACT_REVISION_NONE: i64 = -1;
 

@@ -15,7 +15,7 @@ use crate::storage::schema::{
 };
 use baton_proto::mvccpb::{Event, KeyValue, event::EventType};
 
-pub(crate) type WriteTables<'t> =
+type WriteTables<'t> =
     KvTables<Table<'t, &'static [u8], &'static [u8]>, Table<'t, (i64, i64), &'static [u8]>>;
 
 /// The tables of one write transaction plus the revision bookkeeping of one request.

@@ -40,7 +40,7 @@ pub enum KvOp<'a> {
 }
 
 impl KvRequest {
-    pub(crate) fn as_op(&self) -> KvOp<'_> {
+    fn as_op(&self) -> KvOp<'_> {
         match self {
             KvRequest::Put(r) => KvOp::Put(r),
             KvRequest::DeleteRange(r) => KvOp::DeleteRange(r),

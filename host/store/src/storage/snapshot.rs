@@ -94,7 +94,7 @@ pub fn write_snapshot(txn: &ReadTransaction, out: &mut impl Write) -> Result<(),
 /// memory first: for small inputs (tests, tools); members restore from a file with
 /// [`restore_snapshot_file`].
 #[cfg(test)]
-pub(crate) fn restore_snapshot(db: &Database, input: &mut impl Read) -> Result<(), SnapshotError> {
+fn restore_snapshot(db: &Database, input: &mut impl Read) -> Result<(), SnapshotError> {
     let mut data = Vec::new();
     input.read_to_end(&mut data)?;
     restore_from(db, || data.as_slice(), data.len() as u64)

@@ -52,7 +52,7 @@ const KEY_COMMITTED: &str = "committed";
 /// to apply and followers are about to receive are recent, so they are nearly always here. Each
 /// cached command also keeps its encoding (it is sent to followers as is), so the cache holds
 /// about twice this much, plus the decoded form's overhead.
-pub(crate) const CACHED_ENTRY_BYTES_MAX: usize = 64 * 1024 * 1024;
+const CACHED_ENTRY_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// One queued write, applied by the writer in queue order.
 enum Op {
