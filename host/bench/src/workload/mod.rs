@@ -1,13 +1,13 @@
 //! Workloads: each is one file implementing [`Workload`]; the driver supplies concurrency,
 //! limits and latency recording.
 
-pub mod incr;
-pub mod keepalive;
-pub mod lock;
-pub mod park;
-pub mod put;
-pub mod range;
-pub mod watch;
+pub(crate) mod incr;
+pub(crate) mod keepalive;
+pub(crate) mod lock;
+pub(crate) mod park;
+pub(crate) mod put;
+pub(crate) mod range;
+pub(crate) mod watch;
 
 use std::collections::BTreeMap;
 use std::future::Future;

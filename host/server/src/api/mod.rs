@@ -1,13 +1,13 @@
 //! tonic services for the etcd API, request-shape checks, and the error-to-status table.
 
-pub mod cluster;
-pub mod election;
-pub mod kv;
+pub(crate) mod cluster;
+pub(crate) mod election;
+pub(crate) mod kv;
 
-pub mod learner_gate;
-pub mod lease;
-pub mod lock;
-pub mod maintenance;
+pub(crate) mod learner_gate;
+pub(crate) mod lease;
+pub(crate) mod lock;
+pub(crate) mod maintenance;
 mod require_leader;
-pub mod status;
-pub mod watch;
+pub(crate) mod status;
+pub(crate) mod watch;

@@ -2,4 +2,4 @@
 //! streamed database snapshot. Pure functions of a read view, so every member that applied the
 //! same log answers the same.
 
-pub mod snapshot_stream;
+pub(crate) mod snapshot_stream;

@@ -12,7 +12,7 @@
 //! - [`builtin`]: deploys the built-in modules (`guests/`, embedded by `baton_wasm::builtin`)
 //!   when a new cluster is founded.
 
-pub mod builtin;
-pub mod park;
+pub(crate) mod builtin;
+pub(crate) mod park;
 mod read_only;
-pub mod service;
+pub(crate) mod service;

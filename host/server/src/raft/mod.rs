@@ -2,9 +2,9 @@
 //! proposals (batched on the leader, forwarded by followers) and read barriers. openraft's
 //! storage and what a command means live in `baton_apply`.
 
-pub mod batch;
-pub mod channels;
-pub mod forward;
-pub mod network;
-pub mod peer_service;
-pub mod propose;
+pub(crate) mod batch;
+pub(crate) mod channels;
+pub(crate) mod forward;
+pub(crate) mod network;
+pub(crate) mod peer_service;
+pub(crate) mod propose;

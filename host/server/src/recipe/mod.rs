@@ -18,8 +18,8 @@
 //! key, whose create_revision a Get reads, and a header whose revision is at or after the
 //! grant's create_revision and before any later grant of the same name.
 
-pub mod error;
-pub mod keys;
+pub(crate) mod error;
+pub(crate) mod keys;
 mod observe;
 mod turn;
 

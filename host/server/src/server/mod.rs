@@ -8,14 +8,14 @@
 
 use openraft::Instant as _;
 use openraft::type_config::async_runtime::WatchReceiver;
-pub mod alarm;
-pub mod compaction;
-pub mod leader_loss;
-pub mod lease;
-pub mod lease_expiry;
-pub mod membership;
+pub(crate) mod alarm;
+pub(crate) mod compaction;
+pub(crate) mod leader_loss;
+pub(crate) mod lease;
+pub(crate) mod lease_expiry;
+pub(crate) mod membership;
 mod read_batch;
-pub mod write;
+pub(crate) mod write;
 
 use std::future::Future;
 use std::sync::Arc;

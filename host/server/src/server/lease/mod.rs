@@ -4,7 +4,7 @@
 //! and checkpoints is [`super::lease_expiry`].
 
 mod deadlines;
-pub mod ends;
+pub(crate) mod ends;
 mod ids;
 
 use std::sync::Arc;
