@@ -91,7 +91,7 @@ pub fn write_snapshot(txn: &ReadTransaction, out: &mut impl Write) -> Result<(),
 
 /// Replaces the contents of every table with the snapshot's, in one write transaction, after
 /// verifying the checksum. Tables absent from the snapshot end up empty. Reads everything into
-/// memory first: for small inputs (tests, tools); members restore from a file with
+/// memory first: for small inputs (tests only); members restore from a file with
 /// [`restore_snapshot_file`].
 #[cfg(test)]
 fn restore_snapshot(db: &Database, input: &mut impl Read) -> Result<(), SnapshotError> {
@@ -100,8 +100,8 @@ fn restore_snapshot(db: &Database, input: &mut impl Read) -> Result<(), Snapshot
     restore_from(db, || data.as_slice(), data.len() as u64)
 }
 
-/// [`restore_snapshot`] of the `len` bytes at `offset` in `file`, read twice (once to verify
-/// the checksum, once to load) so memory stays bounded by one entry whatever the size.
+/// What `restore_snapshot` does, from the `len` bytes at `offset` in `file`, read twice (once
+/// to verify the checksum, once to load) so memory stays bounded by one entry whatever the size.
 pub fn restore_snapshot_file(
     db: &Database,
     file: &File,
