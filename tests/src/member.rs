@@ -34,7 +34,12 @@ pub(crate) struct MemberProcess {
 }
 
 impl MemberProcess {
-    pub fn new(addrs: MemberAddrs, program: PathBuf, args: Vec<OsString>, dir: &Path) -> Self {
+    pub(crate) fn new(
+        addrs: MemberAddrs,
+        program: PathBuf,
+        args: Vec<OsString>,
+        dir: &Path,
+    ) -> Self {
         Self {
             log_path: dir.join(format!("{}.log", addrs.name)),
             addrs,
@@ -47,7 +52,7 @@ impl MemberProcess {
     }
 
     /// Starts the process; stdout and stderr are appended to the member's log file.
-    pub fn spawn(&mut self) -> Result<()> {
+    pub(crate) fn spawn(&mut self) -> Result<()> {
         let mut log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -80,7 +85,7 @@ impl MemberProcess {
     }
 
     /// SIGKILL (kill -9) and reap; a no-op when the process is not running.
-    pub fn kill(&mut self) -> Result<()> {
+    pub(crate) fn kill(&mut self) -> Result<()> {
         if let Some(mut child) = self.child.take() {
             // kill() fails only if the process was already reaped; wait() still collects it.
             let _ = child.kill();
@@ -89,18 +94,18 @@ impl MemberProcess {
         Ok(())
     }
 
-    pub fn is_running(&self) -> bool {
+    pub(crate) fn is_running(&self) -> bool {
         self.child.is_some()
     }
 
     /// The exit status if the process died on its own (as opposed to being killed by us).
-    pub fn exited(&mut self) -> Option<ExitStatus> {
+    pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
         let child = self.child.as_mut()?;
         child.try_wait().ok().flatten()
     }
 
     /// Sends `signal` (a name `kill -s` knows: TERM, STOP, CONT, ...) to the running process.
-    pub fn signal(&self, signal: &str) -> Result<()> {
+    pub(crate) fn signal(&self, signal: &str) -> Result<()> {
         let child = self.child.as_ref().context("the member is not running")?;
         let status = Command::new("kill")
             .args(["-s", signal, &child.id().to_string()])
@@ -111,7 +116,7 @@ impl MemberProcess {
     }
 
     /// Waits up to `timeout` for the process to end by itself, reaps it and returns its status.
-    pub async fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+    pub(crate) async fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.exited() {
@@ -128,14 +133,14 @@ impl MemberProcess {
         }
     }
 
-    pub fn log_tail(&self) -> String {
+    pub(crate) fn log_tail(&self) -> String {
         match read_tail(&self.log_path) {
             Ok(text) => text,
             Err(e) => format!("<cannot read {}: {e:#}>", self.log_path.display()),
         }
     }
 
-    pub fn log_contains(&self, needle: &str) -> bool {
+    pub(crate) fn log_contains(&self, needle: &str) -> bool {
         std::fs::read_to_string(&self.log_path)
             .map(|log| log.to_lowercase().contains(&needle.to_lowercase()))
             .unwrap_or(false)

@@ -193,6 +193,27 @@ pub const COMPILED_MODULES_CACHED_MAX: usize = 64;
 
 const _: () = assert!(GUEST_FUEL_DEFAULT <= GUEST_FUEL_MAX);
 const _: () = assert!(MODULE_BYTES_MAX < REQUEST_BYTES_MAX);
+/// Size a new Raft log segment is zero-filled to (a larger batch gets a segment of its own size):
+/// a rotation writes this much once, about every 16 MiB of log.
+pub const RAFT_LOG_SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
+/// Encoded bytes of durable log entries kept decoded in memory. Entries the state machine is
+/// about to apply and followers are about to receive are recent, so they are nearly always
+/// there. Each cached command also keeps its encoding (it is sent to followers as is), so the
+/// cache holds about twice this much, plus the decoded form's overhead.
+pub const RAFT_LOG_CACHED_ENTRY_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Records per write while importing a log from the old redb format, so no single write is the
+/// size of the whole log.
+pub const RAFT_LOG_IMPORT_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Largest encoded snapshot meta accepted when reading a snapshot file's header (a membership
+/// of a few members).
+pub const SNAPSHOT_META_BYTES_MAX: u32 = 1024 * 1024;
+/// Buffer of the writer that builds or receives a snapshot file.
+pub const SNAPSHOT_WRITE_BUFFER_BYTES: usize = 1024 * 1024;
+/// Buffer of each pass over a snapshot file while restoring it.
+pub const SNAPSHOT_RESTORE_READ_BYTES: usize = 1024 * 1024;
+/// TTL of the lease the server-side Lock and Election services grant for a request that names
+/// none (etcd's default session TTL).
+pub const RECIPE_SESSION_TTL_S: i64 = 60;
 /// Tries a new member makes to deploy each built-in module before giving up (with a log line).
 pub const BUILTIN_DEPLOY_ATTEMPTS: u32 = 100;
 /// Pause between those tries.

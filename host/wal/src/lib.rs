@@ -17,7 +17,7 @@
 //! epoch and payload. Every process start takes a new, durably recorded epoch, and epochs never
 //! go back along the log: after a crash tore a write, what follows the tear may still hold intact
 //! records of the lost write, and new records written over the tear would otherwise let replay
-//! run on into them. Every write opens with a mark record (a meta record under [`WRITE_KEY`])
+//! run on into them. Every write opens with a mark record (a meta record under `WRITE_KEY`)
 //! giving the write's own offset and length.
 //!
 //! Replay tells a torn write from damage. Writes are sequential and each is synced before the
@@ -36,9 +36,8 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Size a new segment is zero-filled to (a larger batch gets a segment of its own size):
-/// a rotation writes this much once, about every 16 MiB of log.
-pub const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
+/// Size a new segment is zero-filled to (see the limit's doc).
+pub const SEGMENT_BYTES: u64 = baton_limits::RAFT_LOG_SEGMENT_BYTES;
 const HEADER_BYTES: usize = 16;
 /// Alignment of direct writes: offset, length and buffer address. 4 KiB satisfies every
 /// device's logical block size.

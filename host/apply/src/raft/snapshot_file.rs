@@ -27,11 +27,9 @@ type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
 type LogId = openraft::alias::LogIdOf<TypeConfig>;
 
 const MAGIC: &[u8; 8] = b"BATNSNPF";
-/// Largest encoded meta accepted when reading a header (a membership of a few members).
-const META_BYTES_MAX: u32 = 1024 * 1024;
+use baton_limits::SNAPSHOT_META_BYTES_MAX as META_BYTES_MAX;
 const INCOMING_INFIX: &str = ".incoming-";
-/// Buffer of the writer that builds or receives a snapshot file.
-const WRITE_BUFFER_BYTES: usize = 1024 * 1024;
+use baton_limits::SNAPSHOT_WRITE_BUFFER_BYTES as WRITE_BUFFER_BYTES;
 
 fn io_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())

@@ -8,7 +8,7 @@
 //! purge the log up to a snapshot.
 //!
 //! On the leader, a batch's key-changing commands are answered as each is applied, before that
-//! one commit; readers of this member wait for the commit first (see [`baton_store::mvcc::settled`]).
+//! one commit; readers of this member wait for the commit first (see [`crate::settled`]).
 
 use std::io;
 use std::path::PathBuf;

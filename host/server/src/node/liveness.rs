@@ -41,7 +41,7 @@ const HEALTH_SERVICES: [&str; 9] = [
 ];
 
 /// What the client services are told about this member's life.
-pub struct Signals {
+pub(super) struct Signals {
     /// Fires when the member starts to stop.
     pub stop: Shutdown,
     /// Answers health checks.
@@ -52,13 +52,13 @@ pub struct Signals {
 
 /// Sets the status of every name in [`HEALTH_SERVICES`] at once.
 #[derive(Clone)]
-pub struct Health {
+pub(super) struct Health {
     reporter: HealthReporter,
 }
 
 impl Health {
     /// The reporter, and the gRPC service that answers from it; NOT_SERVING to begin with.
-    pub async fn start() -> (Self, HealthServer<HealthService>) {
+    pub(super) async fn start() -> (Self, HealthServer<HealthService>) {
         let reporter = HealthReporter::new();
         let service = HealthServer::new(HealthService::from_health_reporter(reporter.clone()));
         let health = Self { reporter };
@@ -66,7 +66,7 @@ impl Health {
         (health, service)
     }
 
-    pub async fn set(&self, status: ServingStatus) {
+    pub(super) async fn set(&self, status: ServingStatus) {
         for name in HEALTH_SERVICES {
             self.reporter.set_service_status(name, status).await;
         }
@@ -75,7 +75,7 @@ impl Health {
 
 /// Resolves once Raft has stopped by itself: on a storage error, or a panic (its core ended
 /// without saying why). Await it only until this member calls [`Raft::shutdown`].
-pub async fn raft_failed(raft: &Raft) -> Fatal<TypeConfig> {
+pub(super) async fn raft_failed(raft: &Raft) -> Fatal<TypeConfig> {
     let mut metrics = raft.metrics();
     loop {
         if let Err(fatal) = &metrics.borrow_watched().running_state {
@@ -89,7 +89,7 @@ pub async fn raft_failed(raft: &Raft) -> Fatal<TypeConfig> {
 
 /// Says why the member gives up, once health says NOT_SERVING, and gives health watchers a
 /// moment to hear it; the error returned ends the process with a failure status.
-pub async fn failed(fatal: Fatal<TypeConfig>) -> anyhow::Error {
+pub(super) async fn failed(fatal: Fatal<TypeConfig>) -> anyhow::Error {
     tracing::error!(error = %fatal, "raft stopped on a fatal error; exiting so that a supervisor restarts this member");
     tokio::time::sleep(Duration::from_millis(FATAL_EXIT_GRACE_MS)).await;
     anyhow::anyhow!("raft stopped: {fatal}")

@@ -20,14 +20,14 @@ use std::time::Duration;
 use tokio::task::{AbortHandle, JoinHandle};
 
 #[derive(Default)]
-pub struct Tasks {
+pub(super) struct Tasks {
     drained: Vec<(&'static str, JoinHandle<()>)>,
     aborted: Vec<(&'static str, AbortHandle)>,
 }
 
 impl Tasks {
     /// Spawns `task`, which must end by itself once the member's shutdown fires.
-    pub fn spawn_drained<F>(&mut self, name: &'static str, task: F)
+    pub(super) fn spawn_drained<F>(&mut self, name: &'static str, task: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
@@ -35,13 +35,13 @@ impl Tasks {
     }
 
     /// Adds a task spawned elsewhere, to be aborted when the member stops.
-    pub fn abort_at_stop(&mut self, name: &'static str, task: AbortHandle) {
+    pub(super) fn abort_at_stop(&mut self, name: &'static str, task: AbortHandle) {
         self.aborted.push((name, task));
     }
 
     /// Aborts the aborted kind, then waits up to `drain` for the drained kind and aborts any
     /// still running. Call it after the shutdown fired, or the drain always runs out.
-    pub async fn stop(mut self, drain: Duration) {
+    pub(super) async fn stop(mut self, drain: Duration) {
         for (_, task) in &self.aborted {
             task.abort();
         }

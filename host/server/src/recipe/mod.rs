@@ -43,8 +43,7 @@ use baton_proto::mvccpb::KeyValue;
 use baton_watch::WatchHub;
 pub(crate) use turn::Turn;
 
-/// TTL of the lease granted for a request that names none (etcd's default session TTL).
-const SESSION_TTL_S: i64 = 60;
+use baton_limits::RECIPE_SESSION_TTL_S as SESSION_TTL_S;
 
 /// What the lock and election services run on. Cheap to share.
 pub(crate) struct Recipes {

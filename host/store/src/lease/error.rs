@@ -1,5 +1,5 @@
 //! Refusals of lease requests. Messages are etcd's gRPC descriptions, byte for byte;
-//! [`crate::api::status`] maps each to etcd's gRPC code.
+//! `baton_apply::refusal` gives each its gRPC code.
 
 use crate::mvcc::error::StorageError;
 

@@ -2,7 +2,7 @@
 //! raised which alarm, and the writes refused while NOSPACE is raised.
 //!
 //! Like etcd 3.4, NOSPACE refuses Put and a Txn containing a Put (etcd also refuses LeaseGrant:
-//! a lease command belongs in [`baton_apply::sm::command`]'s `stores_value` too); Range, DeleteRange,
+//! a lease command belongs in `baton_apply::sm::command`'s `stores_value` too); Range, DeleteRange,
 //! Compaction and a Txn that only deletes or reads still work, so an operator can free space.
 
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};

@@ -112,8 +112,7 @@ pub fn restore_snapshot_file(
     restore_from(db, open, len)
 }
 
-/// Buffer of each pass over a snapshot file.
-const RESTORE_READ_BYTES: usize = 1024 * 1024;
+use baton_limits::SNAPSHOT_RESTORE_READ_BYTES as RESTORE_READ_BYTES;
 
 /// Verifies, then loads, a snapshot of `len` bytes that `open` reads from the start.
 fn restore_from<R: Read>(

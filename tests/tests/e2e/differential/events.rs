@@ -10,7 +10,7 @@ use etcd_client::{Client, EventType, WatchOptions, WatchStream};
 
 /// Everything a client can see of one event.
 #[derive(Debug, PartialEq, Eq)]
-pub struct EventView {
+pub(super) struct EventView {
     kind: &'static str,
     key: Vec<u8>,
     value: Vec<u8>,
@@ -27,7 +27,7 @@ const SETTLE_KEY: &str = "a";
 const EVENTS_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A watch over the whole key space with prev_kv, from `start_revision` (0 = from now).
-pub async fn open(client: &mut Client, start_revision: i64) -> Result<WatchStream> {
+pub(super) async fn open(client: &mut Client, start_revision: i64) -> Result<WatchStream> {
     let options = WatchOptions::new()
         .with_all_keys()
         .with_prev_key()
@@ -47,7 +47,7 @@ pub async fn open(client: &mut Client, start_revision: i64) -> Result<WatchStrea
 /// Makes every member of `cluster` apply all that was committed so far, with a linearizable
 /// read through each. Opening a watch has no read barrier: a member that has not applied the
 /// last compaction yet would replay from a revision the others refuse as compacted.
-pub async fn settle(cluster: &Cluster) -> Result<()> {
+pub(super) async fn settle(cluster: &Cluster) -> Result<()> {
     for member in 0..cluster.size() {
         let mut client = cluster.member_client(member).await?;
         client
@@ -60,7 +60,7 @@ pub async fn settle(cluster: &Cluster) -> Result<()> {
 
 /// Reads events until one at `final_revision` (or later) arrived. A cancellation (a compacted
 /// start revision) is reported as its compact revision so both servers can be compared on it.
-pub async fn collect(
+pub(super) async fn collect(
     stream: &mut WatchStream,
     final_revision: i64,
 ) -> Result<Result<Vec<EventView>, i64>> {

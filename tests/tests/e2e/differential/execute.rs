@@ -14,7 +14,7 @@ use super::model::{
 
 /// A key-value with every field; servers must agree on all of them.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Kv {
+pub(super) struct Kv {
     pub key: String,
     pub value: String,
     pub create_revision: i64,
@@ -26,7 +26,7 @@ pub struct Kv {
 /// A response with cluster_id, member_id and raft_term dropped (they legitimately differ).
 /// `rev` is None when the header is absent.
 #[derive(Debug, PartialEq)]
-pub enum Outcome {
+pub(super) enum Outcome {
     Error {
         code: tonic::Code,
         message: String,
@@ -66,7 +66,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub fn revision(&self) -> Option<i64> {
+    pub(super) fn revision(&self) -> Option<i64> {
         match self {
             Outcome::Error { .. } => None,
             Outcome::Put { rev, .. }
@@ -80,7 +80,7 @@ impl Outcome {
     }
 }
 
-pub async fn execute(client: &mut Client, op: &Op) -> Result<Outcome> {
+pub(super) async fn execute(client: &mut Client, op: &Op) -> Result<Outcome> {
     let result = match op {
         Op::Put(spec) => client
             .put(

@@ -26,23 +26,23 @@ const TXN_OPS_MAX: usize = 128;
 const TXN_DEPTH_MAX: usize = 2;
 
 /// What the generator knows of the reference server's history.
-pub struct History {
+pub(super) struct History {
     pub current_revision: i64,
     pub compacted_revision: i64,
 }
 
-pub struct Generator {
+pub(super) struct Generator {
     rng: StdRng,
     /// Single-member clusters allow serializable reads and txn reads of invalid revisions.
     single_member: bool,
 }
 
 impl Generator {
-    pub fn new(rng: StdRng, single_member: bool) -> Self {
+    pub(super) fn new(rng: StdRng, single_member: bool) -> Self {
         Self { rng, single_member }
     }
 
-    pub fn op(&mut self, h: &History) -> Op {
+    pub(super) fn op(&mut self, h: &History) -> Op {
         match self.rng.random_range(0..100) {
             0..30 => Op::Put(self.put(None)),
             30..60 => Op::Range(self.range(h, false)),
@@ -263,7 +263,7 @@ impl Generator {
         }
     }
 
-    pub fn txn(&mut self, h: &History, depth: usize) -> TxnSpec {
+    pub(super) fn txn(&mut self, h: &History, depth: usize) -> TxnSpec {
         let compares = (0..self.rng.random_range(0..=3))
             .map(|_| self.compare(h))
             .collect();

@@ -3,7 +3,7 @@
 use etcd_client::{CompareOp, SortOrder, SortTarget};
 
 #[derive(Clone, Debug)]
-pub enum KeyRange {
+pub(super) enum KeyRange {
     Single,
     Prefix,
     FromKey,
@@ -14,7 +14,7 @@ pub enum KeyRange {
 }
 
 #[derive(Clone, Debug)]
-pub struct RangeSpec {
+pub(super) struct RangeSpec {
     pub key: String,
     pub range: KeyRange,
     pub limit: i64,
@@ -31,7 +31,7 @@ pub struct RangeSpec {
 
 impl RangeSpec {
     /// The target whose ties the server may order arbitrarily, if the result is sorted by one.
-    pub fn tie_target(&self) -> Option<SortTarget> {
+    pub(super) fn tie_target(&self) -> Option<SortTarget> {
         match self.sort {
             Some((SortTarget::Key, _)) | None => None,
             Some((target, _)) => Some(target),
@@ -40,7 +40,7 @@ impl RangeSpec {
 }
 
 #[derive(Clone, Debug)]
-pub struct PutSpec {
+pub(super) struct PutSpec {
     pub key: String,
     pub value: String,
     pub lease: i64,
@@ -50,14 +50,14 @@ pub struct PutSpec {
 }
 
 #[derive(Clone, Debug)]
-pub struct DeleteSpec {
+pub(super) struct DeleteSpec {
     pub key: String,
     pub range: KeyRange,
     pub prev_kv: bool,
 }
 
 #[derive(Clone, Debug)]
-pub enum CompareTarget {
+pub(super) enum CompareTarget {
     Value(String),
     Version(i64),
     Create(i64),
@@ -66,7 +66,7 @@ pub enum CompareTarget {
 }
 
 #[derive(Clone, Debug)]
-pub struct CompareSpec {
+pub(super) struct CompareSpec {
     pub key: String,
     pub prefix: bool,
     pub target: CompareTarget,
@@ -74,7 +74,7 @@ pub struct CompareSpec {
 }
 
 #[derive(Clone, Debug)]
-pub enum TxnOpSpec {
+pub(super) enum TxnOpSpec {
     Put(PutSpec),
     Range(RangeSpec),
     Delete(DeleteSpec),
@@ -82,14 +82,14 @@ pub enum TxnOpSpec {
 }
 
 #[derive(Clone, Debug)]
-pub struct TxnSpec {
+pub(super) struct TxnSpec {
     pub compares: Vec<CompareSpec>,
     pub success: Vec<TxnOpSpec>,
     pub failure: Vec<TxnOpSpec>,
 }
 
 #[derive(Clone, Debug)]
-pub enum Op {
+pub(super) enum Op {
     Put(PutSpec),
     Range(RangeSpec),
     Delete(DeleteSpec),

@@ -11,8 +11,7 @@ use super::wal::{Batch, Record, Wal};
 pub(super) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 pub(super) const LOG_META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_log_meta");
 
-/// Records per write while importing, so no single write is the size of the whole log.
-const IMPORT_BATCH_BYTES: usize = 4 * 1024 * 1024;
+use baton_limits::RAFT_LOG_IMPORT_BATCH_BYTES as IMPORT_BATCH_BYTES;
 
 fn to_io(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(format!("importing the redb raft log: {e}"))

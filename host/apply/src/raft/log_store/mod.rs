@@ -48,11 +48,7 @@ const KEY_VOTE: &str = "vote";
 const KEY_PURGED: &str = "last_purged";
 const KEY_COMMITTED: &str = "committed";
 
-/// Encoded bytes of durable entries kept decoded in memory. Entries the state machine is about
-/// to apply and followers are about to receive are recent, so they are nearly always here. Each
-/// cached command also keeps its encoding (it is sent to followers as is), so the cache holds
-/// about twice this much, plus the decoded form's overhead.
-const CACHED_ENTRY_BYTES_MAX: usize = 64 * 1024 * 1024;
+use baton_limits::RAFT_LOG_CACHED_ENTRY_BYTES_MAX as CACHED_ENTRY_BYTES_MAX;
 
 /// One queued write, applied by the writer in queue order.
 enum Op {
