@@ -19,6 +19,16 @@ use tonic::Status;
 /// gRPC's length-prefixed message header: a compression flag and a big-endian length.
 const FRAME_HEADER_BYTES: usize = 5;
 
+/// gRPC paths of the methods the lean callers use (etcd's and Baton's services).
+pub(crate) mod paths {
+    pub(crate) const KV_PUT: &str = "/etcdserverpb.KV/Put";
+    pub(crate) const KV_RANGE: &str = "/etcdserverpb.KV/Range";
+    pub(crate) const KV_TXN: &str = "/etcdserverpb.KV/Txn";
+    pub(crate) const MAINTENANCE_STATUS: &str = "/etcdserverpb.Maintenance/Status";
+    pub(crate) const MODULES_INVOKE: &str = "/baton.v1.Modules/Invoke";
+    pub(crate) const MODULES_DESCRIBE: &str = "/baton.v1.Modules/Describe";
+}
+
 /// One HTTP/2 connection to one member; clones share it (each call is its own stream).
 #[derive(Clone)]
 pub(crate) struct LeanChannel {

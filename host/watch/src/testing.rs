@@ -4,10 +4,11 @@
 use std::sync::Arc;
 
 use baton_apply::settled::Store;
-use baton_proto::etcdserverpb::{CompactionRequest, DeleteRangeRequest, PutRequest};
+use baton_proto::etcdserverpb::{CompactionRequest, DeleteRangeRequest};
 use baton_proto::mvccpb::Event;
 use baton_store::ops::kv::{KvRequest, apply_kv};
 use baton_store::storage::schema::init_schema;
+use baton_store::testing::put_req;
 use redb::{Database, Durability};
 
 use crate::catch_up::Round;
@@ -85,11 +86,7 @@ impl Fixture {
 }
 
 pub fn put(key: &str, value: &str) -> KvRequest {
-    KvRequest::Put(PutRequest {
-        key: key.into(),
-        value: value.into(),
-        ..Default::default()
-    })
+    KvRequest::Put(put_req(key, value))
 }
 
 pub fn delete(key: &str, end: &str) -> KvRequest {

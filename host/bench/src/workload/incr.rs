@@ -41,10 +41,7 @@ pub(crate) const COUNTERS_MAX: u64 = 10_000;
 /// A CAS increment that loses this many races in a row gives up and counts as an error.
 const CAS_ATTEMPTS_MAX: u64 = 10_000;
 const COUNTER_MODULE: &str = "counter";
-const KV_RANGE: &str = "/etcdserverpb.KV/Range";
-const KV_TXN: &str = "/etcdserverpb.KV/Txn";
-const MODULES_INVOKE: &str = "/baton.v1.Modules/Invoke";
-const MODULES_DESCRIBE: &str = "/baton.v1.Modules/Describe";
+use crate::lean_grpc::paths::{KV_RANGE, KV_TXN, MODULES_DESCRIBE, MODULES_INVOKE};
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum IncrMode {

@@ -64,12 +64,9 @@ const REFUSED_PAUSE: Duration = Duration::from_millis(25);
 /// A request refused this many times in a row fails its waiter.
 const REFUSED_ATTEMPTS_MAX: u32 = 1_000;
 const QUEUE_MODULE: &str = "queue";
-const KV_PUT: &str = "/etcdserverpb.KV/Put";
-const KV_RANGE: &str = "/etcdserverpb.KV/Range";
-const KV_TXN: &str = "/etcdserverpb.KV/Txn";
-const MAINTENANCE_STATUS: &str = "/etcdserverpb.Maintenance/Status";
-const MODULES_INVOKE: &str = "/baton.v1.Modules/Invoke";
-const MODULES_DESCRIBE: &str = "/baton.v1.Modules/Describe";
+use crate::lean_grpc::paths::{
+    KV_PUT, KV_RANGE, KV_TXN, MAINTENANCE_STATUS, MODULES_DESCRIBE, MODULES_INVOKE,
+};
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ParkMode {
