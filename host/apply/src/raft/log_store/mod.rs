@@ -156,12 +156,12 @@ impl Shared {
 /// The Raft log. Cheap to clone: clones share one view and one writer.
 #[derive(Clone)]
 pub struct LogStore {
-    shared: Arc<Shared>,
-    _writer: Arc<WriterThread>,
+    writer: Arc<WriterThread>,
 }
 
-/// The writer thread, stopped and joined when the last [`LogStore`] handle goes, so the log is
-/// closed (and its directory lock released) by the time the drop returns.
+/// The log's shared state and its writer thread, stopped and joined when the last [`LogStore`]
+/// handle goes, so the log is closed (and its directory lock released) by the time the drop
+/// returns.
 struct WriterThread {
     shared: Arc<Shared>,
     handle: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -203,18 +203,17 @@ impl LogStore {
             state: Mutex::new(state),
             work: Condvar::new(),
         });
-        let writer = shared.clone();
         let handle = std::thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || run_writer(&writer, wal))?;
+            .spawn({
+                let shared = shared.clone();
+                move || run_writer(&shared, wal)
+            })?;
         let writer = Arc::new(WriterThread {
-            shared: shared.clone(),
+            shared,
             handle: Mutex::new(Some(handle)),
         });
-        Ok(Self {
-            shared,
-            _writer: writer,
-        })
+        Ok(Self { writer })
     }
 
     /// The log's files and the view replayed from them, checked for holes.
@@ -261,13 +260,13 @@ impl LogStore {
     }
 
     fn enqueue(&self, ops: impl IntoIterator<Item = Op>) -> io::Result<()> {
-        let mut state = self.shared.lock();
+        let mut state = self.writer.shared.lock();
         if let Some(e) = &state.failed {
             return Err(io::Error::other(format!("raft log writer failed: {e}")));
         }
         state.queue.extend(ops);
         drop(state);
-        self.shared.work.notify_one();
+        self.writer.shared.work.notify_one();
         Ok(())
     }
 
@@ -275,7 +274,8 @@ impl LogStore {
     async fn put_meta_durably<T: Serialize>(&self, key: &'static str, value: &T) -> io::Result<()> {
         let (done, durable) = oneshot::channel();
         let bytes = encode(value)?;
-        self.shared
+        self.writer
+            .shared
             .lock()
             .meta
             .insert(key.to_string(), bytes.clone());
@@ -288,7 +288,7 @@ impl LogStore {
     }
 
     fn read_meta<T: DeserializeOwned>(&self, key: &str) -> io::Result<Option<T>> {
-        match self.shared.lock().meta.get(key) {
+        match self.writer.shared.lock().meta.get(key) {
             Some(raw) => decode(raw).map(Some),
             None => Ok(None),
         }
@@ -464,7 +464,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         // bytes never change, so a location stays valid whatever happens to the view meanwhile.
         let mut found: Vec<Result<Entry, Loc>> = Vec::new();
         let files = {
-            let state = self.shared.lock();
+            let state = self.writer.shared.lock();
             // Only the ends of a range may be missing (purged, not yet appended), never a hole.
             check_sequence(None, state.slots.range(bounds).map(|(index, _)| *index))?;
             for (index, slot) in state.slots.range(bounds) {
@@ -515,7 +515,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         end: u64,
     ) -> Result<Vec<Entry>, io::Error> {
         let stop = {
-            let state = self.shared.lock();
+            let state = self.writer.shared.lock();
             replication_stop(&state.slots, start, end)
         };
         self.try_get_log_entries(start..stop).await
@@ -547,7 +547,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
-        let state = self.shared.lock();
+        let state = self.writer.shared.lock();
         let last_log_id = state.slots.last_key_value().map(|(_, s)| s.log_id);
         Ok(LogState {
             last_log_id: last_log_id.or(state.last_purged),
@@ -565,7 +565,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
         let bytes = encode(&committed)?;
-        let mut state = self.shared.lock();
+        let mut state = self.writer.shared.lock();
         state.meta.insert(KEY_COMMITTED.to_string(), bytes.clone());
         state.committed = Some(bytes);
         Ok(())
@@ -584,7 +584,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
     {
         let mut encoded = Vec::new();
-        let mut state = self.shared.lock();
+        let mut state = self.writer.shared.lock();
         if let Some(e) = &state.failed {
             return Err(io::Error::other(format!("raft log writer failed: {e}")));
         }
@@ -615,24 +615,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         state.queue.push(Op::Append(encoded));
         state.queue.push(Op::Flushed(callback));
         drop(state);
-        self.shared.work.notify_one();
+        self.writer.shared.work.notify_one();
         Ok(())
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let from = last_log_id.map_or(0, |id| id.index + 1);
-        let mut state = self.shared.lock();
+        let mut state = self.writer.shared.lock();
         state.slots.split_off(&from);
         state.queue.push(Op::TruncateFrom(from));
         drop(state);
-        self.shared.work.notify_one();
+        self.writer.shared.work.notify_one();
         Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
         let index = log_id.index;
         let bytes = encode(&log_id)?;
-        let mut state = self.shared.lock();
+        let mut state = self.writer.shared.lock();
         let kept = state.slots.split_off(&index.saturating_add(1));
         state.slots = kept;
         state.last_purged = Some(log_id);
@@ -641,7 +641,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         state.queue.push(Op::Meta(KEY_PURGED, bytes));
         state.queue.push(Op::PurgeTo(index));
         drop(state);
-        self.shared.work.notify_one();
+        self.writer.shared.work.notify_one();
         Ok(())
     }
 }

@@ -192,6 +192,7 @@ async fn entries_evicted_from_memory_are_read_back_from_disk() {
         store.blocking_append(entries(i..=i)).await.expect("append");
     }
     let in_memory = store
+        .writer
         .shared
         .lock()
         .slots
