@@ -38,7 +38,7 @@ pub fn from_json<'a, T: serde::Deserialize<'a>>(input: &'a [u8]) -> Result<T, St
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "../wit/v0.1",
         world: "module",
         pub_export_macro: true,
         export_macro_name: "__export_world",

@@ -10,7 +10,7 @@ use baton_limits::{
 };
 
 wasmtime::component::bindgen!({
-    path: "../../wit",
+    path: "../../wit/v0.1",
     world: "module",
     // Every import may fail the call (a refused put, a storage failure).
     imports: { default: trappable },
