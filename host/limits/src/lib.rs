@@ -182,10 +182,16 @@ const _: () = assert!((READ_ONLY_CALLS_RUNNING_MAX as u32) < GUEST_POOL_INSTANCE
 pub const GUEST_HOST_CALL_FUEL: u64 = 1_000;
 /// ... plus this per key-value it returns or deletes ...
 pub const GUEST_HOST_KV_FUEL: u64 = 100;
-/// ... plus this per key or value byte it moves.
+/// ... plus this per key or value byte it moves ...
 pub const GUEST_HOST_BYTE_FUEL: u64 = 1;
+/// ... plus this per key a sorted, filtered or counted range looks at (each is read and
+/// decoded, whether it matches or not).
+pub const GUEST_HOST_SCAN_FUEL: u64 = 50;
 /// Key ranges, and leases, one waiting module call may wait on (each).
 pub const GUEST_WAIT_CONDITIONS_MAX: usize = 64;
+/// The shortest a timed wait parks, even when its deadline has passed: a guest that keeps
+/// asking to wait until a past time costs its member one proposal per this long, not a loop.
+pub const GUEST_WAIT_TIMER_FLOOR_MS: u64 = 10;
 /// Lease ends buffered for parked module calls; one that falls further behind re-runs its call.
 pub const LEASE_ENDS_BUFFERED: usize = 1024;
 /// Compiled modules kept in memory; past this the cache starts over.

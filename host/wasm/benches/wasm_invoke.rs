@@ -9,7 +9,7 @@ use std::time::Instant;
 use baton_limits::GUEST_FUEL_DEFAULT;
 use baton_wasm::builtin::{BUILTIN_MODULES, HOSTILE_MODULE};
 use baton_wasm::{
-    CallContext, CallRequest, GuestStore, Outcome, Runtime, StoreFailure, StoredKv, module_hash,
+    CallContext, CallRequest, Entry, LeaseFacts, Visit, GuestStore, Outcome, Runtime, StoreFailure, StoredKv, module_hash,
 };
 
 /// Calls per measurement, after as many warm-up calls.
@@ -29,19 +29,24 @@ impl GuestStore for EmptyStore {
     fn delete_range(&mut self, _start: &[u8], _end: &[u8]) -> Result<u64, StoreFailure> {
         Ok(0)
     }
-    fn range(
+    fn scan(
         &mut self,
         _start: &[u8],
         _end: &[u8],
-        _limit: usize,
         _reverse: bool,
-    ) -> Result<Vec<StoredKv>, StoreFailure> {
-        Ok(Vec::new())
+        _visit: &mut Visit<'_>,
+    ) -> Result<(), StoreFailure> {
+        Ok(())
+    }
+
+    fn lease(&mut self, _id: i64) -> Result<Option<LeaseFacts>, StoreFailure> {
+        Ok(None)
     }
 }
 
 fn measure(runtime: &Runtime, name: &str, bytes: &[u8], function: &str, input: &[u8]) {
     let request = CallRequest {
+        entry: Entry::Invoke,
         function: function.to_string(),
         input: input.to_vec(),
         fuel: GUEST_FUEL_DEFAULT,

@@ -19,6 +19,7 @@ mod cache;
 mod engine;
 mod host;
 mod outcome;
+mod query;
 mod runtime;
 mod store;
 mod validate;
@@ -27,8 +28,10 @@ mod validate;
 mod tests;
 
 pub use outcome::{GuestFailure, Outcome, RuntimeFatal, WaitCondition};
-pub use runtime::{CallContext, CallRequest, Runtime};
-pub use store::{GuestStore, StoreFailure, StoredKv};
+pub use runtime::{CallContext, CallRequest, Entry, Runtime};
+pub use store::{
+    GuestStore, LeaseFacts, RangeAnswer, RangeQuery, SortBy, StoreFailure, StoredKv, Visit,
+};
 pub use validate::{DeployError, Validated};
 
 /// SHA-256 of a module's component bytes: its identity, and the compiled-code cache key.

@@ -7,6 +7,8 @@ use crate::ModuleHash;
 pub struct WaitCondition {
     pub keys: Vec<(Vec<u8>, Vec<u8>)>,
     pub leases: Vec<i64>,
+    /// Run again once this much leader time (Unix ms) has passed (contract 0.2).
+    pub until_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

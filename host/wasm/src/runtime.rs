@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
 use wasmtime::{Engine, Store};
 
 use crate::cache::HashCache;
-use crate::host::{CallState, HostFuel, HostStop, MemoryCap, Module, ModulePre};
+use crate::host::{CallState, HostFuel, HostStop, MemoryCap, v01, v02};
 use crate::outcome::{GuestFailure, Outcome, RuntimeFatal, WaitCondition, trap_code};
 use crate::store::GuestStore;
 use crate::validate::Validated;
@@ -21,12 +21,26 @@ pub struct CallContext {
     pub revision: i64,
     pub proposal_time_ms: u64,
     pub caller_lease: i64,
+    /// Who made the call (contract 0.2's `caller`); empty until clients authenticate.
+    pub caller: String,
     pub module_name: String,
     pub module_hash: ModuleHash,
 }
 
+/// Which export a call runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Entry {
+    /// `invoke`: the call itself.
+    #[default]
+    Invoke,
+    /// `abandon`: clean-up after a waiting call whose client left. A 0.1 guest has no such
+    /// export and nothing to clean up: the run is `Done` with no output and touches nothing.
+    Abandon,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallRequest {
+    pub entry: Entry,
     pub function: String,
     pub input: Vec<u8>,
     /// Fuel budget; the caller has already applied the default and the maximum.
@@ -40,7 +54,7 @@ pub struct Runtime {
     pub(crate) engine: Engine,
     pub(crate) linker: Arc<Linker<CallState>>,
     /// Compiled modules (instantiation templates) by hash.
-    pub(crate) compiled: HashCache<ModulePre<CallState>>,
+    pub(crate) compiled: HashCache<Pre>,
     /// Modules that passed deploy checks, by hash: the API's check before proposing and the
     /// apply of the same bytes on this member then compile only once (the checks' result is a
     /// function of the bytes).
@@ -52,8 +66,10 @@ impl Runtime {
         let engine = engine::deterministic_engine()
             .map_err(|e| anyhow::anyhow!("creating the Wasm engine: {e}"))?;
         let mut linker = Linker::new(&engine);
-        Module::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |state| state)
-            .map_err(|e| anyhow::anyhow!("linking Baton's imports: {e}"))?;
+        v01::Module::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |state| state)
+            .map_err(|e| anyhow::anyhow!("linking Baton's 0.1 imports: {e}"))?;
+        v02::Module::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |state| state)
+            .map_err(|e| anyhow::anyhow!("linking Baton's 0.2 imports: {e}"))?;
         Ok(Runtime {
             engine,
             linker: Arc::new(linker),
@@ -96,15 +112,7 @@ impl Runtime {
         wasm.limiter(|state| &mut state.limiter);
         wasm.set_fuel(call.fuel)
             .map_err(|e| RuntimeFatal::Host(e.to_string()))?;
-        let instance = pre.instantiate(&mut wasm);
-        let result = match instance {
-            Ok(module) => Ok(module.baton_module_handler().call_invoke(
-                &mut wasm,
-                &call.function,
-                &call.input,
-            )),
-            Err(e) => Err(e),
-        };
+        let result = pre.run(&mut wasm, call.entry, &call.function, &call.input);
         let state_fuel = call.fuel - wasm.get_fuel().unwrap_or(0);
         let state = wasm.into_data();
         // One budget for both: a call whose instructions and host work together exceed it has
@@ -122,7 +130,7 @@ impl Runtime {
         &self,
         hash: &ModuleHash,
         load: impl FnOnce() -> Result<Vec<u8>, RuntimeFatal>,
-    ) -> Result<ModulePre<CallState>, RuntimeFatal> {
+    ) -> Result<Pre, RuntimeFatal> {
         if let Some(pre) = self.compiled.get(hash) {
             return Ok(pre);
         }
@@ -136,14 +144,102 @@ impl Runtime {
         let pre = self
             .linker
             .instantiate_pre(&component)
-            .and_then(ModulePre::new)
+            .and_then(Pre::new)
             .map_err(|e| compile_failed(e.to_string()))?;
         self.compiled.insert(*hash, pre.clone());
         Ok(pre)
     }
 }
 
-type HandlerResult = Result<crate::host::exports::baton::module::handler::Reply, String>;
+/// A compiled module ready to instantiate, by the contract version it implements.
+#[derive(Clone)]
+pub(crate) enum Pre {
+    V01(v01::ModulePre<CallState>),
+    V02(v02::ModulePre<CallState>),
+}
+
+impl Pre {
+    /// The template for whichever contract the component exports; the error names what is
+    /// missing when it exports neither.
+    pub(crate) fn new(pre: InstancePre<CallState>) -> wasmtime::Result<Pre> {
+        match v02::ModulePre::new(pre.clone()) {
+            Ok(v02) => Ok(Pre::V02(v02)),
+            Err(e02) => match v01::ModulePre::new(pre) {
+                Ok(v01) => Ok(Pre::V01(v01)),
+                Err(_) => Err(e02),
+            },
+        }
+    }
+
+    /// Instantiates a fresh instance and runs `entry`. `Err` when instantiation failed, `Ok(Err)`
+    /// when the call did.
+    fn run(
+        &self,
+        wasm: &mut Store<CallState>,
+        entry: Entry,
+        function: &str,
+        input: &[u8],
+    ) -> Result<wasmtime::Result<HandlerResult>, wasmtime::Error> {
+        match self {
+            Pre::V01(pre) => {
+                if entry == Entry::Abandon {
+                    return Ok(Ok(Ok(Reply::Done(Vec::new()))));
+                }
+                let module = pre.instantiate(&mut *wasm)?;
+                let handler = module.baton_module_handler();
+                Ok(handler
+                    .call_invoke(&mut *wasm, function, input)
+                    .map(|r| r.map(Reply::from_v01)))
+            }
+            Pre::V02(pre) => {
+                let module = pre.instantiate(&mut *wasm)?;
+                let handler = module.baton_module_handler();
+                Ok(match entry {
+                    Entry::Invoke => handler
+                        .call_invoke(&mut *wasm, function, input)
+                        .map(|r| r.map(Reply::from_v02)),
+                    Entry::Abandon => handler
+                        .call_abandon(&mut *wasm, function, input)
+                        .map(|r| r.map(|()| Reply::Done(Vec::new()))),
+                })
+            }
+        }
+    }
+}
+
+/// A handler's reply, whichever contract version produced it.
+enum Reply {
+    Done(Vec<u8>),
+    Wait(WaitCondition),
+}
+
+impl Reply {
+    fn from_v01(reply: v01::exports::baton::module::handler::Reply) -> Reply {
+        use v01::exports::baton::module::handler::Reply as R;
+        match reply {
+            R::Done(output) => Reply::Done(output),
+            R::Wait(w) => Reply::Wait(WaitCondition {
+                keys: w.keys.into_iter().map(|r| (r.start, r.end)).collect(),
+                leases: w.leases,
+                until_ms: None,
+            }),
+        }
+    }
+
+    fn from_v02(reply: v02::exports::baton::module::handler::Reply) -> Reply {
+        use v02::exports::baton::module::handler::Reply as R;
+        match reply {
+            R::Done(output) => Reply::Done(output),
+            R::Wait(w) => Reply::Wait(WaitCondition {
+                keys: w.keys.into_iter().map(|r| (r.start, r.end)).collect(),
+                leases: w.leases,
+                until_ms: w.until_ms,
+            }),
+        }
+    }
+}
+
+type HandlerResult = Result<Reply, String>;
 
 /// Turns what the engine returned into deterministic data, or a fatal error when the failure
 /// is the host's own. `result` is `Err` when instantiation failed, `Ok(Err)` when the call did.
@@ -153,7 +249,6 @@ fn classify(
     fuel: u64,
     fuel_used: u64,
 ) -> Result<Outcome, RuntimeFatal> {
-    use crate::host::exports::baton::module::handler::Reply;
     match &state.stop {
         Some(HostStop::Fatal(m)) => return Err(RuntimeFatal::Storage(m.clone())),
         Some(HostStop::Refused(m)) => return Ok(Outcome::Failed(GuestFailure::Refused(m.clone()))),
@@ -172,11 +267,8 @@ fn classify(
                     })
                 }
                 Reply::Done(output) => Outcome::Done { output, fuel_used },
-                Reply::Wait(w) => Outcome::Wait {
-                    condition: WaitCondition {
-                        keys: w.keys.into_iter().map(|r| (r.start, r.end)).collect(),
-                        leases: w.leases,
-                    },
+                Reply::Wait(condition) => Outcome::Wait {
+                    condition,
                     fuel_used,
                 },
             });

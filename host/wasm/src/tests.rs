@@ -38,16 +38,29 @@ impl GuestStore for MapStore {
         assert!(end.is_empty(), "the test store deletes single keys only");
         Ok(u64::from(self.0.borrow_mut().remove(start).is_some()))
     }
-    fn range(
+    fn scan(
         &mut self,
         start: &[u8],
         end: &[u8],
-        limit: usize,
-        _reverse: bool,
-    ) -> Result<Vec<StoredKv>, StoreFailure> {
+        reverse: bool,
+        visit: &mut Visit<'_>,
+    ) -> Result<(), StoreFailure> {
         let map = self.0.borrow();
-        let found = map.range(start.to_vec()..end.to_vec()).take(limit);
-        Ok(found.map(|(k, v)| kv(k, v)).collect())
+        let found = map.range(start.to_vec()..end.to_vec());
+        let found: Box<dyn Iterator<Item = _>> = if reverse {
+            Box::new(found.rev())
+        } else {
+            Box::new(found)
+        };
+        for (k, v) in found {
+            if visit(kv(k, v)).is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+    fn lease(&mut self, _id: i64) -> Result<Option<LeaseFacts>, StoreFailure> {
+        Ok(None)
     }
 }
 
@@ -57,6 +70,7 @@ fn builtin(name: &str) -> &'static [u8] {
 
 fn call(rt: &Runtime, bytes: &[u8], function: &str, input: &[u8], fuel: u64, map: &Map) -> Outcome {
     let request = CallRequest {
+        entry: Entry::Invoke,
         function: function.to_string(),
         input: input.to_vec(),
         fuel,
@@ -290,4 +304,42 @@ fn queue_pop_waits_on_its_prefix_when_empty() {
     let popped = output(call(&rt, queue, "pop", pop, FUEL, &map));
     assert_eq!(popped, pushed);
     assert!(map.borrow().is_empty());
+}
+
+/// The counter as built against contract 0.1 by an earlier Baton (`fixtures/`).
+const COUNTER_V01: &[u8] = include_bytes!("../fixtures/counter-v0.1.wasm");
+
+#[test]
+fn a_guest_built_against_contract_0_1_validates_and_runs_unchanged() {
+    let rt = Runtime::new().unwrap();
+    let validated = rt.validate(COUNTER_V01).unwrap();
+    assert!(
+        validated
+            .exports
+            .iter()
+            .any(|e| e == "baton:module/handler@0.1.0"),
+        "{:?}",
+        validated.exports
+    );
+    let map = Map::default();
+    let input = br#"{"keys":["c"],"by":3}"#;
+    assert_eq!(
+        output(call(&rt, COUNTER_V01, "add", input, FUEL, &map)),
+        r#"{"c":3}"#
+    );
+    // A 0.1 guest has no `abandon`: the host answers for it, touching nothing.
+    let request = CallRequest {
+        entry: Entry::Abandon,
+        function: "add".into(),
+        input: input.to_vec(),
+        fuel: FUEL,
+        context: CallContext {
+            module_hash: module_hash(COUNTER_V01),
+            ..Default::default()
+        },
+    };
+    let load = || Ok(COUNTER_V01.to_vec());
+    let abandoned = rt.invoke(load, request, Box::new(MapStore(map.clone())));
+    assert_eq!(output(abandoned.unwrap()), "");
+    assert_eq!(map.borrow().get(&b"c"[..]).unwrap(), b"3");
 }

@@ -5,13 +5,17 @@
 use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
 
-use crate::host::ModulePre;
-use crate::runtime::Runtime;
+use crate::runtime::{Pre, Runtime};
 use crate::{ModuleHash, module_hash};
 use baton_limits::MODULE_BYTES_MAX;
 
-/// The only imports a module may have.
-const ALLOWED_IMPORTS: [&str; 2] = ["baton:module/store@0.1.0", "baton:module/context@0.1.0"];
+/// The only imports a module may have (either contract version).
+const ALLOWED_IMPORTS: [&str; 4] = [
+    "baton:module/store@0.2.0",
+    "baton:module/context@0.2.0",
+    "baton:module/store@0.1.0",
+    "baton:module/context@0.1.0",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DeployError {
@@ -81,7 +85,7 @@ impl Runtime {
         let pre = self
             .linker
             .instantiate_pre(&component)
-            .and_then(ModulePre::new)
+            .and_then(Pre::new)
             .map_err(|e| DeployError::WrongExports(format!("{e:#}")))?;
         self.compiled.insert(hash, pre);
         let validated = Validated { hash, exports };

@@ -121,6 +121,7 @@ impl fmt::Display for Command {
             Some(Op::ModuleDeploy(_)) => "module_deploy",
             Some(Op::ModuleInvoke(_)) => "module_invoke",
             Some(Op::ModuleDelete(_)) => "module_delete",
+            Some(Op::ModuleAbandon(_)) => "module_abandon",
             Some(Op::Batch(b)) => {
                 let time = self.command.leader_time_ms;
                 return write!(f, "batch[{}]@{time}", b.commands.len());

@@ -7,6 +7,7 @@ use redb::WriteTransaction;
 
 use crate::entry::EarlyReplies;
 use crate::refusal::{Code, Refusal};
+use baton_wasm::Entry;
 use crate::sm::module::{self, ModuleApplied, ModuleEnv, ResolvedModules};
 use baton_proto::batonpb::{
     ApplyRefusal, LogBatch, LogCommand, LogReplies, LogReply, log_command, log_reply,
@@ -142,7 +143,13 @@ fn apply_one(
         }
         Some(Op::ModuleInvoke(i)) => {
             let kv = memo.kv(txn, index)?;
-            return module_outcome(module::invoke(txn, &kv, &env, i, &mut memo.modules)?);
+            let entry = Entry::Invoke;
+            return module_outcome(module::invoke(txn, &kv, &env, i, entry, &mut memo.modules)?);
+        }
+        Some(Op::ModuleAbandon(i)) => {
+            let kv = memo.kv(txn, index)?;
+            let entry = Entry::Abandon;
+            return module_outcome(module::invoke(txn, &kv, &env, i, entry, &mut memo.modules)?);
         }
         Some(Op::Put(r)) => KvOp::Put(r),
         Some(Op::DeleteRange(r)) => KvOp::DeleteRange(r),
@@ -220,7 +227,13 @@ fn answers_early(cmd: &LogCommand, outcome: &CommandOutcome) -> bool {
     outcome.lease_changes.is_empty()
         && matches!(
             cmd.op,
-            Some(Op::Put(_) | Op::DeleteRange(_) | Op::Txn(_) | Op::ModuleInvoke(_))
+            Some(
+                Op::Put(_)
+                    | Op::DeleteRange(_)
+                    | Op::Txn(_)
+                    | Op::ModuleInvoke(_)
+                    | Op::ModuleAbandon(_)
+            )
         )
 }
 
@@ -262,13 +275,19 @@ fn shares_kv_tables(cmd: &LogCommand) -> bool {
     matches!(
         cmd.op,
         Some(
-            Op::ModuleInvoke(_) | Op::Put(_) | Op::DeleteRange(_) | Op::Txn(_) | Op::Compaction(_)
+            Op::ModuleInvoke(_)
+                | Op::ModuleAbandon(_)
+                | Op::Put(_)
+                | Op::DeleteRange(_)
+                | Op::Txn(_)
+                | Op::Compaction(_)
         )
     )
 }
 
 /// The commands NOSPACE refuses: those that may store a value (etcd also refuses lease grants;
-/// module deploys and calls may write too).
+/// module deploys and calls may write too). An abandoned call's clean-up runs: it exists to
+/// withdraw what the call left behind.
 fn stores_value(cmd: &LogCommand) -> bool {
     match &cmd.op {
         Some(log_command::Op::Put(_))

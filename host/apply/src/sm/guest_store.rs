@@ -5,7 +5,7 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::ops::Bound;
+use std::ops::{Bound, ControlFlow};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -17,8 +17,8 @@ use baton_store::mvcc::error::{KvError, StorageError};
 use baton_store::mvcc::tables::KeySpan;
 use baton_store::mvcc::write::WriteCtx;
 use baton_store::ops::shared_write::SharedWriteCtx;
-use baton_store::storage::schema::KV_LATEST;
-use baton_wasm::{GuestStore, StoreFailure, StoredKv};
+use baton_store::storage::schema::{KV_LATEST, LEASES};
+use baton_wasm::{GuestStore, LeaseFacts, StoreFailure, StoredKv, Visit};
 
 /// A key's buffered change: `Some((value, lease))` for a put, `None` for a delete.
 type Change = Option<(Vec<u8>, i64)>;
@@ -76,29 +76,38 @@ impl TxnGuestStore {
     fn merged(
         &self,
         span: KeySpan<'_>,
-        limit: usize,
         reverse: bool,
-    ) -> Result<Vec<StoredKv>, StoreFailure> {
+        visit: &mut Visit<'_>,
+    ) -> Result<(), StoreFailure> {
         let writes = self.writes.borrow();
         self.kv.with(|w| {
             let latest = &w.tables.latest;
-            merged(latest, &writes, self.write_rev, span, limit, reverse)
+            merged(latest, &writes, self.write_rev, span, reverse, visit)
         })
+    }
+
+    fn first(&self, span: KeySpan<'_>) -> Result<Option<StoredKv>, StoreFailure> {
+        let mut found = None;
+        self.merged(span, false, &mut |kv| {
+            found = Some(kv);
+            ControlFlow::Break(())
+        })?;
+        Ok(found)
     }
 }
 
-/// Live keys of `span` in `table`, merged with the buffered `writes` (which get `write_rev`), in
-/// key order (reversed when `reverse`), at most `limit`.
+/// Visits the live keys of `span` in `table`, merged with the buffered `writes` (which get
+/// `write_rev`), in key order (reversed when `reverse`), until `visit` breaks.
 fn merged(
     table: &impl ReadableTable<&'static [u8], &'static [u8]>,
     writes: &BufferedWrites,
     write_rev: i64,
     span: KeySpan<'_>,
-    limit: usize,
     reverse: bool,
-) -> Result<Vec<StoredKv>, StoreFailure> {
+    visit: &mut Visit<'_>,
+) -> Result<(), StoreFailure> {
     let Some(bounds) = bounds(span) else {
-        return Ok(Vec::new());
+        return Ok(());
     };
     let stored = table.range::<&[u8]>(bounds).map_err(fatal)?;
     let mut stored: Box<dyn Iterator<Item = _>> = if reverse {
@@ -114,8 +123,7 @@ fn merged(
         Box::new(buffered)
     };
     let (mut next_stored, mut next_buffered) = (stored.next(), buffered.next());
-    let mut found = Vec::new();
-    while found.len() < limit {
+    loop {
         let stored_key = match &next_stored {
             Some(Ok((k, _))) => Some(k.value().to_vec()),
             Some(Err(e)) => return Err(fatal(e)),
@@ -138,18 +146,23 @@ fn merged(
             } else {
                 None
             };
-            if let Some(kv) = overlaid(write_rev, key, change, prev) {
-                found.push(kv);
-            }
             next_buffered = buffered.next();
-        } else {
-            if let Some(kv) = decode(next_stored.take())? {
-                found.push(stored_kv(kv));
+            if let Some(kv) = overlaid(write_rev, key, change, prev)
+                && visit(kv).is_break()
+            {
+                break;
             }
+        } else {
+            let found = decode(next_stored.take())?;
             next_stored = stored.next();
+            if let Some(kv) = found
+                && visit(stored_kv(kv)).is_break()
+            {
+                break;
+            }
         }
     }
-    Ok(found)
+    Ok(())
 }
 
 /// What a buffered change looks like to the guest, given the key's stored KeyValue.
@@ -218,7 +231,7 @@ fn bounds(span: KeySpan<'_>) -> Option<KeyBounds<'_>> {
 
 impl GuestStore for TxnGuestStore {
     fn get(&mut self, key: &[u8]) -> Result<Option<StoredKv>, StoreFailure> {
-        Ok(self.merged(KeySpan::Single(key), 1, false)?.pop())
+        self.first(KeySpan::Single(key))
     }
 
     fn put(&mut self, key: &[u8], value: &[u8], lease: i64) -> Result<(), StoreFailure> {
@@ -239,23 +252,43 @@ impl GuestStore for TxnGuestStore {
     }
 
     fn delete_range(&mut self, start: &[u8], end: &[u8]) -> Result<u64, StoreFailure> {
-        let live = self.merged(KeySpan::new(start, end), usize::MAX, false)?;
+        let mut live = Vec::new();
+        self.merged(KeySpan::new(start, end), false, &mut |kv| {
+            live.push(kv.key);
+            ControlFlow::Continue(())
+        })?;
         let mut writes = self.writes.borrow_mut();
-        for kv in &live {
-            writes.changes.insert(kv.key.clone(), None);
+        for key in &live {
+            writes.changes.insert(key.clone(), None);
         }
         Ok(live.len() as u64)
     }
 
-    fn range(
+    fn scan(
         &mut self,
         start: &[u8],
         end: &[u8],
-        limit: usize,
         reverse: bool,
-    ) -> Result<Vec<StoredKv>, StoreFailure> {
-        self.merged(KeySpan::new(start, end), limit, reverse)
+        visit: &mut Visit<'_>,
+    ) -> Result<(), StoreFailure> {
+        self.merged(KeySpan::new(start, end), reverse, visit)
     }
+
+    fn lease(&mut self, id: i64) -> Result<Option<LeaseFacts>, StoreFailure> {
+        let table = self.txn.open_table(LEASES).map_err(fatal)?;
+        lease_facts(&table, id)
+    }
+}
+
+fn lease_facts(
+    table: &impl ReadableTable<i64, (i64, i64)>,
+    id: i64,
+) -> Result<Option<LeaseFacts>, StoreFailure> {
+    let found = baton_store::lease::store::get(table, id).map_err(fatal)?;
+    Ok(found.map(|record| LeaseFacts {
+        id,
+        granted_ttl_s: record.ttl_s,
+    }))
 }
 
 /// What a read-only call's guest is told when it tries to write.
@@ -266,28 +299,25 @@ const READ_ONLY_WRITE: &str =
 /// view, writes are refused (the call then fails and nothing changes anywhere).
 pub struct ReadOnlyGuestStore {
     latest: ReadOnlyTable<&'static [u8], &'static [u8]>,
+    leases: ReadOnlyTable<i64, (i64, i64)>,
 }
 
 impl ReadOnlyGuestStore {
     pub fn new(txn: &ReadTransaction) -> Result<Self, StoreFailure> {
         let latest = txn.open_table(KV_LATEST).map_err(fatal)?;
-        Ok(ReadOnlyGuestStore { latest })
-    }
-
-    fn live(
-        &self,
-        span: KeySpan<'_>,
-        limit: usize,
-        reverse: bool,
-    ) -> Result<Vec<StoredKv>, StoreFailure> {
-        let none = BufferedWrites::default();
-        merged(&self.latest, &none, 0, span, limit, reverse)
+        let leases = txn.open_table(LEASES).map_err(fatal)?;
+        Ok(ReadOnlyGuestStore { latest, leases })
     }
 }
 
 impl GuestStore for ReadOnlyGuestStore {
     fn get(&mut self, key: &[u8]) -> Result<Option<StoredKv>, StoreFailure> {
-        Ok(self.live(KeySpan::Single(key), 1, false)?.pop())
+        let mut found = None;
+        self.scan(key, &[], false, &mut |kv| {
+            found = Some(kv);
+            ControlFlow::Break(())
+        })?;
+        Ok(found)
     }
 
     fn put(&mut self, _key: &[u8], _value: &[u8], _lease: i64) -> Result<(), StoreFailure> {
@@ -298,13 +328,18 @@ impl GuestStore for ReadOnlyGuestStore {
         Err(StoreFailure::Refused(READ_ONLY_WRITE.into()))
     }
 
-    fn range(
+    fn scan(
         &mut self,
         start: &[u8],
         end: &[u8],
-        limit: usize,
         reverse: bool,
-    ) -> Result<Vec<StoredKv>, StoreFailure> {
-        self.live(KeySpan::new(start, end), limit, reverse)
+        visit: &mut Visit<'_>,
+    ) -> Result<(), StoreFailure> {
+        let none = BufferedWrites::default();
+        merged(&self.latest, &none, 0, KeySpan::new(start, end), reverse, visit)
+    }
+
+    fn lease(&mut self, id: i64) -> Result<Option<LeaseFacts>, StoreFailure> {
+        lease_facts(&self.leases, id)
     }
 }

@@ -24,7 +24,7 @@ use baton_store::mvcc::key_range::KeyRange;
 use baton_store::ops::shared_write::SharedWriteCtx;
 use baton_store::storage::schema::{MODULE_CODE, MODULES};
 use baton_wasm::{
-    CallContext, CallRequest, ModuleHash, Outcome, Runtime, RuntimeFatal, WaitCondition, hash_hex,
+    CallContext, CallRequest, Entry, ModuleHash, Outcome, Runtime, RuntimeFatal, WaitCondition, hash_hex,
     module_hash,
 };
 
@@ -253,6 +253,7 @@ pub(crate) fn invoke(
     kv: &SharedWriteCtx,
     env: &ModuleEnv<'_>,
     call: &ModuleInvoke,
+    entry: Entry,
     resolved: &mut ResolvedModules,
 ) -> Result<ModuleApplied, ApplyFatal> {
     if let Err(refused) = check_fuel(call) {
@@ -276,6 +277,7 @@ pub(crate) fn invoke(
     let writes = Rc::new(RefCell::new(BufferedWrites::default()));
     let store = TxnGuestStore::new(txn.clone(), kv.clone(), writes.clone(), current + 1);
     let request = CallRequest {
+        entry,
         function: call.function.clone(),
         input: call.input.clone(),
         fuel: call.fuel,
@@ -284,6 +286,7 @@ pub(crate) fn invoke(
             revision: current + 1,
             proposal_time_ms: env.leader_time_ms,
             caller_lease: call.lease,
+            caller: String::new(),
             module_name: call.name.clone(),
             module_hash: hash,
         },
@@ -315,6 +318,7 @@ pub(crate) fn invoke(
         revision,
         fuel_used,
         wait,
+        proposal_time_ms: env.leader_time_ms,
     };
     Ok(ModuleApplied::Reply(
         log_reply::Result::ModuleInvoked(reply),
@@ -325,8 +329,13 @@ pub(crate) fn invoke(
 /// A guest's wait condition as the log records it, or why it is unacceptable (the call then
 /// commits nothing, like any failed call).
 fn wait_condition(condition: WaitCondition) -> Result<ModuleWait, String> {
-    if condition.keys.is_empty() && condition.leases.is_empty() {
-        return Err("guest asked to wait but named no keys and no leases to wait on".into());
+    if condition.keys.is_empty() && condition.leases.is_empty() && condition.until_ms.is_none() {
+        return Err(
+            "guest asked to wait but named no keys, no leases and no time to wait for".into(),
+        );
+    }
+    if condition.until_ms == Some(0) {
+        return Err("guest asked to wait until time 0".into());
     }
     let most = GUEST_WAIT_CONDITIONS_MAX;
     if condition.keys.len() > most || condition.leases.len() > most {
@@ -344,6 +353,7 @@ fn wait_condition(condition: WaitCondition) -> Result<ModuleWait, String> {
     Ok(ModuleWait {
         keys,
         leases: condition.leases,
+        until_ms: condition.until_ms.unwrap_or(0),
     })
 }
 

@@ -7,6 +7,7 @@
 //! condition on every run and simply waits again.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::SelectAll;
@@ -17,6 +18,7 @@ use tonic::Status;
 use crate::server::Server;
 use crate::server::lease::ends::LeaseEnds;
 use crate::shutdown::Shutdown;
+use baton_limits::GUEST_WAIT_TIMER_FLOOR_MS;
 use baton_proto::batonpb::ModuleWait;
 use baton_store::storage::schema::LEASES;
 use baton_watch::{Delivery, KeyRange, WatchHub, WatchSpec, WatcherId};
@@ -59,13 +61,33 @@ impl Parking {
     }
 
     /// Returns once a key in `wait.keys` changed after `revision` (the revision the call's run
-    /// left the store at), or a lease in `wait.leases` ended.
+    /// left the store at), a lease in `wait.leases` ended, or the leader time `wait.until_ms`
+    /// has come, reckoned from `proposal_time_ms` (the run's leader time) on this member's
+    /// monotonic clock — so a member whose wall clock differs from the leader's still waits the
+    /// right length.
     pub(crate) async fn until(
         &self,
         server: &Server,
         wait: &ModuleWait,
         revision: i64,
+        proposal_time_ms: u64,
     ) -> Result<(), Status> {
+        let deadline = (wait.until_ms > 0).then(|| {
+            // A deadline already past still waits a little: a guest that keeps asking for one
+            // must not turn this member into a busy loop of proposals.
+            let delay_ms = wait
+                .until_ms
+                .saturating_sub(proposal_time_ms)
+                .max(GUEST_WAIT_TIMER_FLOOR_MS);
+            tokio::time::Instant::now() + Duration::from_millis(delay_ms)
+        });
+        let timer = async move {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(timer);
         // Subscribe before looking, so a lease that ends in between is not missed.
         let mut ended = self.lease_ends.subscribe();
         let mut watchers = Watchers {
@@ -94,6 +116,7 @@ impl Parking {
         let mut shutdown = self.shutdown.clone();
         loop {
             tokio::select! {
+                () = &mut timer => return Ok(()),
                 () = shutdown.stopped() => {
                     return Err(Status::unavailable(
                         "baton: this member is shutting down; call again on another member",

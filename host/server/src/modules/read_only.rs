@@ -11,12 +11,14 @@ use baton_apply::sm::module::{
 };
 use baton_proto::batonpb::ModuleInvoke;
 use baton_store::storage::schema::{MODULE_CODE, MODULES};
-use baton_wasm::{CallContext, CallRequest, Runtime};
+use baton_wasm::{CallContext, CallRequest, Entry, Runtime};
 
 /// A read-only run's result: what the guest returned and the revision it read at.
 pub(crate) struct ReadRun {
     pub(crate) finished: Finished,
     pub(crate) revision: i64,
+    /// The clock the guest saw (this member's).
+    pub(crate) proposal_time_ms: u64,
 }
 
 /// Why a read-only run produced no result.
@@ -46,7 +48,9 @@ pub(crate) fn run(
     let hash = resolve(&names, &code, call).map_err(local)?;
     let hash = hash.ok_or_else(|| ReadRunError::Refused(not_found(call)))?;
     let revision = baton_store::mvcc::current_revision(view).map_err(local)?;
+    let proposal_time_ms = leader_time_ms();
     let request = CallRequest {
+        entry: Entry::Invoke,
         function: call.function.clone(),
         input: call.input.clone(),
         fuel: call.fuel,
@@ -54,8 +58,9 @@ pub(crate) fn run(
             log_index: applied_index,
             revision,
             // Nothing this call does is replicated, so the member's own clock is the honest one.
-            proposal_time_ms: leader_time_ms(),
+            proposal_time_ms,
             caller_lease: call.lease,
+            caller: String::new(),
             module_name: call.name.clone(),
             module_hash: hash,
         },
@@ -64,5 +69,9 @@ pub(crate) fn run(
     let store = Box::new(ReadOnlyGuestStore::new(view).map_err(local)?);
     let outcome = runtime.invoke(load, request, store).map_err(local)?;
     let finished = finished(outcome).map_err(ReadRunError::Refused)?;
-    Ok(ReadRun { finished, revision })
+    Ok(ReadRun {
+        finished,
+        revision,
+        proposal_time_ms,
+    })
 }

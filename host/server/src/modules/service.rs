@@ -41,17 +41,41 @@ impl ModulesService {
 
     /// Runs the call until the guest finishes: each run that asks to wait has committed its
     /// writes, so the call parks here until what it waits for changes, then runs again (as a
-    /// new log entry). Bounded only by the client: its deadline or disconnect drops this future.
+    /// new log entry). Bounded only by the client: its deadline or disconnect drops this future,
+    /// and then the guest's `abandon` runs through the log ([`Abandon`]).
     async fn run_to_completion(
         &self,
         call: batonpb::ModuleInvoke,
     ) -> Result<pb::InvokeResponse, Status> {
         let mut runs = 0u32;
+        let mut abandon = Abandon {
+            server: self.server.clone(),
+            call: Some(call.clone()),
+            in_flight: None,
+        };
         loop {
             let op = log_command::Op::ModuleInvoke(call.clone());
-            let reply: batonpb::ModuleInvoked = self.server.write(op).await?;
+            // A task of its own, so that a clean-up after the client left is proposed only once
+            // this run's outcome is known (and so ordered after it in the log).
+            let server = self.server.clone();
+            let run = tokio::spawn(async move { server.write::<batonpb::ModuleInvoked>(op).await });
+            let run = abandon.in_flight.insert(run).await;
+            abandon.in_flight = None;
+            let run = run.map_err(|e| Status::internal(format!("module call task failed: {e}")));
+            let reply = match run.and_then(|r| r) {
+                Ok(reply) => reply,
+                Err(status) => {
+                    // A deterministic refusal of the first run committed nothing: nothing to
+                    // clean up. Any other failure leaves the outcome unknown.
+                    if runs == 0 && is_refusal(&status) {
+                        abandon.call = None;
+                    }
+                    return Err(status);
+                }
+            };
             runs = runs.saturating_add(1);
             let Some(wait) = reply.wait else {
+                abandon.call = None;
                 return Ok(pb::InvokeResponse {
                     output: reply.output,
                     revision: reply.revision,
@@ -60,8 +84,9 @@ impl ModulesService {
                 });
             };
             tracing::debug!(module = %call.name, function = %call.function, runs, "call parked");
+            let time = reply.proposal_time_ms;
             self.parking
-                .until(&self.server, &wait, reply.revision)
+                .until(&self.server, &wait, reply.revision, time)
                 .await?;
         }
     }
@@ -115,7 +140,7 @@ impl ModulesService {
             };
             tracing::debug!(module = %call.name, function = %call.function, runs, "read-only call parked");
             self.parking
-                .until(&self.server, &wait, run.revision)
+                .until(&self.server, &wait, run.revision, run.proposal_time_ms)
                 .await?;
         }
     }
@@ -125,6 +150,55 @@ impl ModulesService {
         self.server.linearize().await?;
         self.server.read_view().await
     }
+}
+
+/// Cleans up after a writing call whose client left before it finished (deadline, cancel,
+/// disconnect, or this member stopping): when dropped while still holding the call, proposes
+/// the guest's `abandon` with the same module, function, input and lease — after the run in
+/// flight, if any, has been applied, so the clean-up sees what that run left behind.
+struct Abandon {
+    server: Arc<Server>,
+    /// The call, until it finished or failed in a way that committed nothing.
+    call: Option<batonpb::ModuleInvoke>,
+    in_flight: Option<tokio::task::JoinHandle<Result<batonpb::ModuleInvoked, Status>>>,
+}
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        let Some(call) = self.call.take() else {
+            return;
+        };
+        let (server, in_flight) = (self.server.clone(), self.in_flight.take());
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            if let Some(run) = in_flight {
+                // Its own timeouts bound it; the result was the departed client's.
+                let _ = run.await;
+            }
+            let (module, function) = (call.name.clone(), call.function.clone());
+            let op = log_command::Op::ModuleAbandon(call);
+            match server.write::<batonpb::ModuleInvoked>(op).await {
+                Ok(_) => tracing::debug!(%module, %function, "abandoned call cleaned up"),
+                // The guest's own leases still bound what the call left behind.
+                Err(status) => tracing::warn!(
+                    %module, %function, %status,
+                    "could not clean up after an abandoned module call"
+                ),
+            }
+        });
+    }
+}
+
+/// Whether `status` is a refusal decided by the state machine (nothing committed), rather than
+/// a failure that leaves a write's outcome unknown.
+fn is_refusal(status: &Status) -> bool {
+    use tonic::Code;
+    !matches!(
+        status.code(),
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Internal | Code::Aborted | Code::Unknown
+    )
 }
 
 fn parse_hex(text: &str) -> Result<Vec<u8>, Status> {

@@ -100,7 +100,7 @@ fn reply_may_be_large(cmd: &LogCommand) -> bool {
         Some(Op::Put(r)) => r.prev_kv,
         Some(Op::DeleteRange(r)) => r.prev_kv,
         Some(Op::Txn(t)) => txn_reply_may_be_large(t),
-        Some(Op::ModuleInvoke(_) | Op::Batch(_)) => true,
+        Some(Op::ModuleInvoke(_) | Op::ModuleAbandon(_) | Op::Batch(_)) => true,
         _ => false,
     }
 }
