@@ -9,7 +9,8 @@ use std::time::Instant;
 use baton_limits::GUEST_FUEL_DEFAULT;
 use baton_wasm::builtin::{BUILTIN_MODULES, HOSTILE_MODULE};
 use baton_wasm::{
-    CallContext, CallRequest, Entry, LeaseFacts, Visit, GuestStore, Outcome, Runtime, StoreFailure, StoredKv, module_hash,
+    CallContext, CallRequest, Entry, GuestStore, LeaseFacts, Outcome, Runtime, StoreFailure,
+    StoredKv, Visit, module_hash,
 };
 
 /// Calls per measurement, after as many warm-up calls.

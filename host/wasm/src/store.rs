@@ -134,7 +134,9 @@ pub trait GuestStore {
     ) -> Result<RangeAnswer, StoreFailure> {
         let mut search = crate::query::Search::new(query, scan_max, bytes_max);
         let reverse = query.sort_by == SortBy::Key && query.descending;
-        self.scan(&query.start, &query.end, reverse, &mut |kv| search.visit(kv))?;
+        self.scan(&query.start, &query.end, reverse, &mut |kv| {
+            search.visit(kv)
+        })?;
         search.finish()
     }
 }

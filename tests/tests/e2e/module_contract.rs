@@ -112,7 +112,8 @@ async fn a_waiter_whose_client_leaves_is_withdrawn_through_the_log() {
         let gave_up = modules.clone().invoke(request).await;
         let status = gave_up.err().context("a waiter was granted a held lock")?;
         ensure!(
-            status.code() == tonic::Code::DeadlineExceeded || status.code() == tonic::Code::Cancelled,
+            status.code() == tonic::Code::DeadlineExceeded
+                || status.code() == tonic::Code::Cancelled,
             "{status:?}"
         );
         until_contenders(&mut kv, &[key_of(holder)]).await?;
@@ -123,7 +124,10 @@ async fn a_waiter_whose_client_leaves_is_withdrawn_through_the_log() {
         sleep(PARKED_PROOF).await;
         let mut want = vec![key_of(holder), key_of(by_cancel)];
         want.sort();
-        ensure!(contenders(&mut kv).await? == want, "the waiter never queued");
+        ensure!(
+            contenders(&mut kv).await? == want,
+            "the waiter never queued"
+        );
         waiting.abort();
         until_contenders(&mut kv, &[key_of(holder)]).await?;
 

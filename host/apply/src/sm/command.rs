@@ -7,7 +7,6 @@ use redb::WriteTransaction;
 
 use crate::entry::EarlyReplies;
 use crate::refusal::{Code, Refusal};
-use baton_wasm::Entry;
 use crate::sm::module::{self, ModuleApplied, ModuleEnv, ResolvedModules};
 use baton_proto::batonpb::{
     ApplyRefusal, LogBatch, LogCommand, LogReplies, LogReply, log_command, log_reply,
@@ -20,6 +19,7 @@ use baton_store::ops::alarm::{self, NO_SPACE};
 use baton_store::ops::kv::{self, ApplyError, KvOp, KvResponse};
 use baton_store::ops::lease::{self, LeaseOp};
 use baton_store::ops::shared_write::SharedWriteCtx;
+use baton_wasm::Entry;
 use baton_wasm::Runtime;
 
 /// The outcome of applying one command: the proposer's reply, the events watchers will see, and

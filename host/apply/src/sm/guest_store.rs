@@ -336,7 +336,14 @@ impl GuestStore for ReadOnlyGuestStore {
         visit: &mut Visit<'_>,
     ) -> Result<(), StoreFailure> {
         let none = BufferedWrites::default();
-        merged(&self.latest, &none, 0, KeySpan::new(start, end), reverse, visit)
+        merged(
+            &self.latest,
+            &none,
+            0,
+            KeySpan::new(start, end),
+            reverse,
+            visit,
+        )
     }
 
     fn lease(&mut self, id: i64) -> Result<Option<LeaseFacts>, StoreFailure> {

@@ -24,8 +24,8 @@ use baton_store::mvcc::key_range::KeyRange;
 use baton_store::ops::shared_write::SharedWriteCtx;
 use baton_store::storage::schema::{MODULE_CODE, MODULES};
 use baton_wasm::{
-    CallContext, CallRequest, Entry, ModuleHash, Outcome, Runtime, RuntimeFatal, WaitCondition, hash_hex,
-    module_hash,
+    CallContext, CallRequest, Entry, ModuleHash, Outcome, Runtime, RuntimeFatal, WaitCondition,
+    hash_hex, module_hash,
 };
 
 /// What applying a module command needs besides the transaction.

@@ -343,7 +343,7 @@ impl Services {
         trigger: &Trigger,
         tasks: &mut Tasks,
     ) -> anyhow::Result<liveness::Health> {
-        let modules = crate::modules::service::ModulesService::new(
+        let calls = crate::modules::calls::Calls::new(
             self.server.clone(),
             self.runtime.clone(),
             Parking::new(
@@ -351,6 +351,11 @@ impl Services {
                 self.lease_ends.clone(),
                 trigger.subscribe(),
             ),
+        );
+        let modules = crate::modules::service::ModulesService::new(
+            self.server.clone(),
+            self.runtime.clone(),
+            calls,
         );
         let (health, health_service) = liveness::Health::start().await;
         let (leader_monitor, leader_loss) = server::leader_loss::spawn_monitor(
