@@ -26,9 +26,14 @@ impl Ranked {
             SortBy::ModRevision => self.kv.mod_revision.cmp(&other.kv.mod_revision),
             SortBy::Value => self.kv.value.cmp(&other.kv.value),
         };
-        let by = if self.descending { by.reverse() } else { by };
-        // Ties by key, ascending, as etcd's stable sort over a key-ordered range leaves them.
-        by.then_with(|| self.kv.key.cmp(&other.kv.key))
+        // Ties by key; descending reverses the whole order, ties included (etcd leaves ties
+        // unspecified; every replica must agree on one).
+        let order = by.then_with(|| self.kv.key.cmp(&other.kv.key));
+        if self.descending {
+            order.reverse()
+        } else {
+            order
+        }
     }
 }
 
@@ -228,7 +233,7 @@ mod tests {
             ..query
         };
         let answer = run(&descending, &sample());
-        assert_eq!(keys(&answer), ["c", "a", "b"]);
+        assert_eq!(keys(&answer), ["c", "a", "d"]);
     }
 
     #[test]
