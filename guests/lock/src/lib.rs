@@ -76,6 +76,7 @@ fn acquire(name: &str) -> Result<Reply, String> {
     Ok(Reply::Wait {
         keys: vec![ahead],
         leases: vec![context::caller_lease()],
+        until_ms: None,
     })
 }
 
