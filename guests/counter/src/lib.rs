@@ -70,3 +70,6 @@ fn parse(value: &[u8]) -> Option<i64> {
 }
 
 baton_sdk::module!(Counter);
+
+#[cfg(test)]
+mod tests;
