@@ -218,3 +218,42 @@ fn the_oldest_contender_holds_past_ten_thousand_contenders() {
         Some(vec![KeyRange::key(&youngest.key)])
     );
 }
+
+/// RISKS.md R14: a waiter whose client gave up must not block the lock after the holder leaves.
+#[test]
+fn an_abandoned_waiter_does_not_block_the_next_caller() {
+    let (mut h, l) = with_leases(3);
+    acquire(&mut h, l[0]);
+    acquire(&mut h, l[1]);
+    // B's deadline passes while it waits; its lease stays alive (a session lease).
+    assert_eq!(h.abandon("acquire", L, l[1]), Ok(()));
+    h.call("release", L, l[0]);
+    let c = acquire(&mut h, l[2]);
+    assert_eq!(c.json()["key"], key(l[2]), "C gets the lock at once");
+}
+
+/// RISKS.md R15: a waiter re-run (woken spuriously, e.g. by a compaction) after 10 000 younger
+/// keys that sort before the holder's must still wait.
+#[test]
+fn a_waiter_rerun_behind_ten_thousand_fillers_still_waits() {
+    let mut h = Harness::new::<Lock>("lock");
+    let holder_lease = 0x7fff_ffff_ffff_fff0;
+    h.grant_lease_id(holder_lease, TTL_S);
+    let holder = acquire(&mut h, holder_lease);
+    h.grant_lease_id(0x1, TTL_S);
+    let waiter = acquire(&mut h, 0x1);
+    assert!(waiter.is_waiting());
+    let filler_lease = h.grant_lease(TTL_S);
+    for i in 0..10_000 {
+        h.put_with_lease(format!("L/2{i:04}"), "", filler_lease);
+    }
+    let waiter = h.rerun(&waiter);
+    assert_eq!(
+        waiter.wait().map(|w| w.keys.clone()),
+        Some(vec![KeyRange::key(key(holder_lease))]),
+        "still behind the holder"
+    );
+    let filler = h.get("L/20000").expect("a filler").create_revision;
+    assert!(fenced_put(&mut h, filler, holder_lease).error().is_some());
+    assert!(fenced_put(&mut h, token(&holder), holder_lease).is_done());
+}
