@@ -14,7 +14,7 @@
 //!   with `cargo test` and no cluster. On native targets `store` and `context` read and write
 //!   that harness's world instead of calling the host.
 //!
-//! ```ignore
+//! ```
 //! struct Echo;
 //! impl baton_sdk::Module for Echo {
 //!     fn invoke(function: &str, input: &[u8]) -> Result<baton_sdk::Reply, String> {

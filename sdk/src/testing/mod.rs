@@ -5,15 +5,33 @@
 //! it fired, so a test replays the interleavings that matter (a holder's lease ends, a waiter
 //! abandons, a deadline passes) without a cluster.
 //!
-//! ```ignore
-//! let mut h = Harness::new::<Lock>("lock");
+//! ```
+//! use baton_sdk::testing::Harness;
+//! use baton_sdk::{Module, Reply, context, store};
+//!
+//! /// Takes "slot" for the caller's lease, or waits until it is free.
+//! struct Slot;
+//! impl Module for Slot {
+//!     fn invoke(_: &str, _: &[u8]) -> Result<Reply, String> {
+//!         let lease = context::caller_lease();
+//!         match store::get("slot") {
+//!             Some(kv) if kv.lease != lease => Ok(Reply::wait_for().key("slot").into()),
+//!             _ => {
+//!                 store::put_with_lease("slot", "", lease);
+//!                 Ok(Reply::done("mine"))
+//!             }
+//!         }
+//!     }
+//! }
+//!
+//! let mut h = Harness::new::<Slot>("slot");
 //! let (a, b) = (h.grant_lease(10), h.grant_lease(10));
-//! assert!(h.call("acquire", br#"{"name":"L"}"#, a).is_done());
-//! let waiting = h.call("acquire", br#"{"name":"L"}"#, b);
+//! assert!(h.call("take", "", a).is_done());
+//! let waiting = h.call("take", "", b);
 //! assert!(waiting.is_waiting());
 //! h.revoke(a);
 //! let granted = h.resume(&waiting).expect("a's lease ending wakes b");
-//! assert_eq!(granted.json()["key"], format!("L/{b:x}"));
+//! assert_eq!(granted.output(), b"mine");
 //! ```
 //!
 //! What differs from a cluster: no fuel or memory limits, and a guest's panic fails the test

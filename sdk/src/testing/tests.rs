@@ -545,3 +545,28 @@ fn outcomes_compare() {
     let mut h = scripted(|_, _| Reply::json(&1));
     assert_eq!(h.call("f", "", 0).outcome, Outcome::Done(b"1".to_vec()));
 }
+
+#[test]
+fn a_timed_wait_reruns_at_the_later_leader_time() {
+    // "sleep": finishes once the leader's clock reached the deadline in its input.
+    let mut h = scripted(|_, input| {
+        let until: u64 = crate::from_json(input)?;
+        if context::proposal_time_ms() >= until {
+            return Reply::json(&context::proposal_time_ms());
+        }
+        Ok(Reply::wait_for().until_ms(until + 5).until_ms(until).into())
+    });
+    let deadline = START_MS + 500;
+    let sleeping = h.call("sleep", deadline.to_string(), 0);
+    assert_eq!(
+        sleeping.wait().and_then(|w| w.until_ms),
+        Some(deadline),
+        "the earliest wins"
+    );
+    h.advance_ms(499);
+    assert!(h.resume(&sleeping).is_none());
+    h.advance_ms(1);
+    let done = h.resume(&sleeping).expect("the deadline passed");
+    assert_eq!(done.json(), deadline);
+    assert_eq!(done.proposal_time_ms, deadline);
+}
