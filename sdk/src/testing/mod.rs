@@ -129,12 +129,6 @@ pub struct Harness {
     calls: Vec<Call>,
 }
 
-/// What a run computes before its writes are committed or discarded.
-enum Ran {
-    Reply(Reply),
-    Abandoned,
-}
-
 impl Harness {
     /// A harness running module `M` deployed as `name`, on an empty store at revision 1 with
     /// the leader clock at [`START_MS`].
@@ -197,7 +191,9 @@ impl Harness {
         input: impl AsRef<[u8]>,
         lease: i64,
     ) -> Result<(), String> {
-        let (_, writes, ran) = self.execute(function, input.as_ref(), lease, false, true);
+        let abandon = self.abandon;
+        let input = input.as_ref();
+        let (_, writes, ran) = self.execute(lease, false, || abandon(function, input));
         match ran {
             Ok(_) => {
                 self.world.commit(writes);
@@ -213,11 +209,9 @@ impl Harness {
     }
 
     fn run(&mut self, function: &str, input: &[u8], lease: i64, read_only: bool) -> Call {
-        let (facts, writes, ran) = self.execute(function, input, lease, read_only, false);
-        let outcome = match ran.and_then(|ran| match ran {
-            Ran::Reply(reply) => checked(reply),
-            Ran::Abandoned => unreachable!("invoke answers a reply"),
-        }) {
+        let invoke = self.invoke;
+        let (facts, writes, ran) = self.execute(lease, read_only, || invoke(function, input));
+        let outcome = match ran.and_then(checked) {
             Ok(outcome) => {
                 self.world.commit(writes);
                 outcome
@@ -238,15 +232,14 @@ impl Harness {
         call
     }
 
-    /// Runs the guest over the world; its writes come back uncommitted.
-    fn execute(
+    /// Runs `guest` (one of the module's exports) over the world as a call with `lease`; its
+    /// writes come back uncommitted.
+    fn execute<T>(
         &mut self,
-        function: &str,
-        input: &[u8],
         lease: i64,
         read_only: bool,
-        abandon: bool,
-    ) -> (CallFacts, Writes, Result<Ran, String>) {
+        guest: impl FnOnce() -> Result<T, String>,
+    ) -> (CallFacts, Writes, Result<T, String>) {
         let mut world = std::mem::take(&mut self.world);
         if !read_only {
             world.log_index += 1;
@@ -263,14 +256,7 @@ impl Harness {
             facts: facts.clone(),
             writes: Writes::new(),
         };
-        let (invoke, abandon_fn) = (self.invoke, self.abandon);
-        let (scope, result) = world::enter(scope, || {
-            if abandon {
-                abandon_fn(function, input).map(|()| Ran::Abandoned)
-            } else {
-                invoke(function, input).map(Ran::Reply)
-            }
-        });
+        let (scope, result) = world::enter(scope, guest);
         self.world = scope.world;
         let ran = match result {
             Ok(ran) => ran,
