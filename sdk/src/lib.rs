@@ -5,7 +5,16 @@
 //! module needs a bigger stack: every call runs on a fresh instance whose linear memory is set
 //! up, scanned for the pages the call wrote and reset, and rustc's default stack is 1 MiB of it.
 //!
-//! ```ignore
+//! The SDK binds contract `baton:module@0.2.0` (`wit/baton.wit`). Layout:
+//! - [`store`]: the call's transactional view of the keys, with [`store::Range`] for sorted and
+//!   filtered ranges and [`store::lease`] for lease reads;
+//! - [`context`]: facts about the call (revision, leader time, caller, lease);
+//! - [`Reply`] and [`WaitFor`]: finish, or wait for keys, leases or a time and run again;
+//! - [`testing`] (native targets only): an in-memory host, so a module's logic is unit-tested
+//!   with `cargo test` and no cluster. On native targets `store` and `context` read and write
+//!   that harness's world instead of calling the host.
+//!
+//! ```
 //! struct Echo;
 //! impl baton_sdk::Module for Echo {
 //!     fn invoke(function: &str, input: &[u8]) -> Result<baton_sdk::Reply, String> {
@@ -18,16 +27,28 @@
 pub mod context;
 mod reply;
 pub mod store;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
 
-pub use reply::{KeyRange, Reply};
+pub use reply::{KeyRange, Reply, WaitFor};
 /// JSON (de)serialization for inputs and outputs.
 pub use serde_json as json;
 
-/// What a module implements: one entry point dispatching on the function name.
+/// What a module implements: one entry point dispatching on the function name, and the
+/// clean-up for calls whose client left.
 pub trait Module {
     /// Runs `function` on `input`. `Err` commits none of the call's writes and reaches the
     /// client as the call's error message.
     fn invoke(function: &str, input: &[u8]) -> Result<Reply, String>;
+
+    /// Runs through the log after a writing call's client went away (deadline, cancel,
+    /// disconnect) before it saw the result, with the call's function, input and caller lease:
+    /// withdraw what the call left behind (a waiter's key, a grant nobody will use). Its writes
+    /// commit as one revision when it returns `Ok`. The default has nothing to clean up.
+    fn abandon(function: &str, input: &[u8]) -> Result<(), String> {
+        let _ = (function, input);
+        Ok(())
+    }
 }
 
 /// Parses a JSON input, with an error message naming what was wrong.
@@ -38,19 +59,31 @@ pub fn from_json<'a, T: serde::Deserialize<'a>>(input: &'a [u8]) -> Result<T, St
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit/v0.1",
+        path: "../wit",
         world: "module",
         pub_export_macro: true,
         export_macro_name: "__export_world",
         default_bindings_module: "baton_sdk::bindings",
+        // So tests can compare what the store returns.
+        additional_derives: [PartialEq],
     });
 }
 
-/// Exports `$module` (a type implementing [`Module`]) as the component's `handler`.
+/// Exports `$module` (a type implementing [`Module`]) as the component's `handler`. Only on
+/// wasm32: a native build (tests through [`testing::Harness`]) exports nothing, since linkers
+/// refuse the component model's export names in native libraries.
 #[macro_export]
 macro_rules! module {
     ($module:ty) => {
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: fn() = || {
+            fn is_module<M: $crate::Module>() {}
+            is_module::<$module>();
+        };
+
+        #[cfg(target_arch = "wasm32")]
         struct __BatonHandler;
+        #[cfg(target_arch = "wasm32")]
         impl $crate::bindings::exports::baton::module::handler::Guest for __BatonHandler {
             fn invoke(
                 function: ::std::string::String,
@@ -61,7 +94,15 @@ macro_rules! module {
             > {
                 <$module as $crate::Module>::invoke(&function, &input).map($crate::Reply::into_wit)
             }
+
+            fn abandon(
+                function: ::std::string::String,
+                input: ::std::vec::Vec<u8>,
+            ) -> ::core::result::Result<(), ::std::string::String> {
+                <$module as $crate::Module>::abandon(&function, &input)
+            }
         }
+        #[cfg(target_arch = "wasm32")]
         $crate::bindings::__export_world!(__BatonHandler);
     };
 }

@@ -41,3 +41,6 @@ impl Module for CompareAndMove {
 }
 
 baton_sdk::module!(CompareAndMove);
+
+#[cfg(test)]
+mod tests;

@@ -40,11 +40,18 @@ impl Module for Counter {
                 for key in get.keys {
                     totals.insert(key.clone(), read(&key)?);
                 }
-                if totals.values().any(|v| get.at_least.is_some_and(|n| *v < n)) {
+                if totals
+                    .values()
+                    .any(|v| get.at_least.is_some_and(|n| *v < n))
+                {
                     return Ok(Reply::wait_on(totals.keys().map(KeyRange::key)));
                 }
             }
-            _ => return Err(format!("counter: unknown function {function:?} (try \"add\" or \"get\")")),
+            _ => {
+                return Err(format!(
+                    "counter: unknown function {function:?} (try \"add\" or \"get\")"
+                ));
+            }
         }
         Reply::json(&totals)
     }
@@ -63,3 +70,6 @@ fn parse(value: &[u8]) -> Option<i64> {
 }
 
 baton_sdk::module!(Counter);
+
+#[cfg(test)]
+mod tests;

@@ -65,3 +65,6 @@ impl Module for Queue {
 }
 
 baton_sdk::module!(Queue);
+
+#[cfg(test)]
+mod tests;

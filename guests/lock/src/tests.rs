@@ -1,0 +1,259 @@
+//! The lock's documented behaviour on the SDK's in-memory harness: FIFO hand-off, a holder's or
+//! waiter's lease ending, abandonment, fencing, and the right holder past 10 000 contenders.
+
+use baton_sdk::KeyRange;
+use baton_sdk::json::json;
+use baton_sdk::testing::{Call, Harness};
+
+use super::Lock;
+
+const L: &[u8] = br#"{"name":"L"}"#;
+const TTL_S: i64 = 60;
+
+fn key(lease: i64) -> String {
+    format!("L/{lease:x}")
+}
+
+fn acquire(h: &mut Harness, lease: i64) -> Call {
+    h.call("acquire", L, lease)
+}
+
+fn token(call: &Call) -> i64 {
+    call.json()["token"].as_i64().expect("a token")
+}
+
+fn fenced_put(h: &mut Harness, token: i64, lease: i64) -> Call {
+    let input = json!({"name": "L", "token": token, "key": "fenced", "value": token.to_string()});
+    h.call("fenced-put", input.to_string(), lease)
+}
+
+/// A harness with `n` leases granted.
+fn with_leases(n: usize) -> (Harness, Vec<i64>) {
+    let mut h = Harness::new::<Lock>("lock");
+    let leases = (0..n).map(|_| h.grant_lease(TTL_S)).collect();
+    (h, leases)
+}
+
+#[test]
+fn waiters_are_granted_in_arrival_order() {
+    let (mut h, l) = with_leases(3);
+    let a = acquire(&mut h, l[0]);
+    assert_eq!(a.json()["key"], key(l[0]));
+    let b = acquire(&mut h, l[1]);
+    let c = acquire(&mut h, l[2]);
+    let b_waits = b.wait().expect("b waits");
+    assert_eq!(b_waits.keys, [KeyRange::key(key(l[0]))], "b waits on a");
+    assert_eq!(b_waits.leases, [l[1]], "and on its own lease");
+    assert_eq!(c.wait().expect("c waits").keys, [KeyRange::key(key(l[1]))]);
+
+    let released = h.call("release", L, l[0]);
+    assert_eq!(released.json(), json!({"released": true}));
+    assert!(!h.woken(&c), "c waits on b, which is still there");
+    let b = h.resume(&b).expect("a's release wakes b");
+    assert_eq!(b.json()["key"], key(l[1]));
+    assert!(token(&b) > token(&a), "tokens only grow");
+    assert!(h.resume(&c).is_none());
+
+    h.call("release", L, l[1]);
+    let c = h.resume(&c).expect("b's release wakes c");
+    assert!(token(&c) > token(&b));
+    assert!(
+        !h.call("release", L, l[1]).json()["released"]
+            .as_bool()
+            .expect("bool")
+    );
+}
+
+#[test]
+fn the_next_waiter_is_granted_when_the_holders_lease_ends() {
+    let (mut h, l) = with_leases(2);
+    acquire(&mut h, l[0]);
+    let b = acquire(&mut h, l[1]);
+    // Only b keeps its lease alive: a's expires.
+    h.advance_ms(TTL_S as u64 * 1000 / 2);
+    h.keep_alive(l[1]);
+    h.advance_ms(TTL_S as u64 * 1000 / 2);
+    assert!(!h.lease_exists(l[0]) && h.get(key(l[0])).is_none());
+    let b = h.resume(&b).expect("a's key going wakes b");
+    assert_eq!(b.json()["key"], key(l[1]));
+
+    let c_lease = h.grant_lease(TTL_S);
+    let c = acquire(&mut h, c_lease);
+    h.revoke(l[1]);
+    assert_eq!(h.resume(&c).expect("revoked").json()["key"], key(c_lease));
+}
+
+#[test]
+fn a_waiter_whose_lease_ended_fails_and_the_next_waits_on_the_holder() {
+    let (mut h, l) = with_leases(3);
+    let a = acquire(&mut h, l[0]);
+    let b = acquire(&mut h, l[1]);
+    let c = acquire(&mut h, l[2]);
+    h.revoke(l[1]);
+    assert!(h.get(key(l[1])).is_none(), "b's key went with its lease");
+    let b = h.resume(&b).expect("its own lease ending wakes b");
+    assert_eq!(b.error(), Some("etcdserver: requested lease not found"));
+    assert!(h.get(key(l[1])).is_none(), "and it did not come back");
+
+    let c = h.resume(&c).expect("b's key going wakes c");
+    assert_eq!(
+        c.wait().expect("a still holds").keys,
+        [KeyRange::key(key(l[0]))],
+        "c now waits on a"
+    );
+    assert!(fenced_put(&mut h, token(&a), l[0]).is_done());
+}
+
+#[test]
+fn abandoning_a_waiter_removes_it_and_grants_nobody() {
+    let (mut h, l) = with_leases(3);
+    let a = acquire(&mut h, l[0]);
+    acquire(&mut h, l[1]);
+    let c = acquire(&mut h, l[2]);
+
+    assert_eq!(h.abandon("acquire", L, l[1]), Ok(()));
+    assert_eq!(h.keys("L/"), {
+        let mut left = vec![key(l[0]), key(l[2])];
+        left.sort();
+        left
+    });
+    let c = h.resume(&c).expect("b's key going wakes c");
+    assert!(c.is_waiting(), "a still holds the lock");
+    assert_eq!(c.wait().expect("waits").keys, [KeyRange::key(key(l[0]))]);
+    assert!(
+        fenced_put(&mut h, token(&a), l[0]).is_done(),
+        "a's token is still good"
+    );
+
+    // Abandoning anything else, or with no lease, touches nothing.
+    let revision = h.revision();
+    assert_eq!(h.abandon("release", L, l[0]), Ok(()));
+    assert_eq!(h.abandon("acquire", L, 0), Ok(()));
+    assert_eq!(h.abandon("acquire", b"not json", l[0]), Ok(()));
+    assert_eq!(h.revision(), revision);
+}
+
+#[test]
+fn abandoning_a_fresh_grant_hands_the_lock_on() {
+    let (mut h, l) = with_leases(2);
+    acquire(&mut h, l[0]);
+    let b = acquire(&mut h, l[1]);
+    // a's client left before it saw the grant: nobody will use it.
+    assert_eq!(h.abandon("acquire", L, l[0]), Ok(()));
+    let b = h.resume(&b).expect("woken");
+    assert_eq!(b.json()["key"], key(l[1]));
+}
+
+#[test]
+fn fenced_put_refuses_a_stale_token() {
+    let (mut h, l) = with_leases(2);
+    let a = acquire(&mut h, l[0]);
+    let ok = fenced_put(&mut h, token(&a), l[0]);
+    assert_eq!(ok.json(), json!({"revision": h.revision()}));
+    assert_eq!(h.get_str("fenced"), Some(token(&a).to_string()));
+
+    h.revoke(l[0]);
+    let b = acquire(&mut h, l[1]);
+    let stale = fenced_put(&mut h, token(&a), l[0]);
+    let expected = format!(
+        "lock L: stale fencing token {} (the holder's is {})",
+        token(&a),
+        token(&b)
+    );
+    assert_eq!(stale.error(), Some(expected.as_str()));
+    assert_eq!(
+        h.get_str("fenced"),
+        Some(token(&a).to_string()),
+        "not overwritten"
+    );
+    assert!(fenced_put(&mut h, token(&b), l[1]).is_done());
+}
+
+#[test]
+fn acquire_needs_a_lease_and_is_idempotent_for_it() {
+    let (mut h, l) = with_leases(1);
+    let refused = acquire(&mut h, 0);
+    assert!(
+        refused
+            .error()
+            .is_some_and(|e| e.contains("call with a lease"))
+    );
+    let first = acquire(&mut h, l[0]);
+    let again = acquire(&mut h, l[0]);
+    assert_eq!(first.json(), again.json(), "the same key and token");
+    assert!(h.call("nope", L, l[0]).error().is_some());
+}
+
+#[test]
+fn the_oldest_contender_holds_past_ten_thousand_contenders() {
+    // The holder's key sorts after every other in key order, so a range in key order capped at
+    // 10 000 keys never sees it.
+    let mut h = Harness::new::<Lock>("lock");
+    let holder_lease = 0x7fff_ffff;
+    h.grant_lease_id(holder_lease, TTL_S);
+    let holder = acquire(&mut h, holder_lease);
+    let contenders = 10_001;
+    for i in 0..contenders {
+        // etcdctl lock contenders queue up behind it the same way.
+        let lease = 0x1000_0000 + i;
+        h.grant_lease_id(lease, TTL_S);
+        h.put_with_lease(key(lease), "", lease);
+    }
+    let youngest = h
+        .get(key(0x1000_0000 + contenders - 1))
+        .expect("a contender");
+    assert!(
+        fenced_put(&mut h, token(&holder), holder_lease).is_done(),
+        "the holder's token is accepted"
+    );
+    let refused = fenced_put(&mut h, youngest.create_revision, holder_lease);
+    assert!(refused.error().is_some(), "a waiter's is not");
+
+    // A newcomer whose key sorts first of all waits on the contender that arrived just before.
+    let newcomer_lease = 0x1;
+    h.grant_lease_id(newcomer_lease, TTL_S);
+    let newcomer = acquire(&mut h, newcomer_lease);
+    assert_eq!(
+        newcomer.wait().map(|w| w.keys.clone()),
+        Some(vec![KeyRange::key(&youngest.key)])
+    );
+}
+
+/// RISKS.md R14: a waiter whose client gave up must not block the lock after the holder leaves.
+#[test]
+fn an_abandoned_waiter_does_not_block_the_next_caller() {
+    let (mut h, l) = with_leases(3);
+    acquire(&mut h, l[0]);
+    acquire(&mut h, l[1]);
+    // B's deadline passes while it waits; its lease stays alive (a session lease).
+    assert_eq!(h.abandon("acquire", L, l[1]), Ok(()));
+    h.call("release", L, l[0]);
+    let c = acquire(&mut h, l[2]);
+    assert_eq!(c.json()["key"], key(l[2]), "C gets the lock at once");
+}
+
+/// RISKS.md R15: a waiter re-run (woken spuriously, e.g. by a compaction) after 10 000 younger
+/// keys that sort before the holder's must still wait.
+#[test]
+fn a_waiter_rerun_behind_ten_thousand_fillers_still_waits() {
+    let mut h = Harness::new::<Lock>("lock");
+    let holder_lease = 0x7fff_ffff_ffff_fff0;
+    h.grant_lease_id(holder_lease, TTL_S);
+    let holder = acquire(&mut h, holder_lease);
+    h.grant_lease_id(0x1, TTL_S);
+    let waiter = acquire(&mut h, 0x1);
+    assert!(waiter.is_waiting());
+    let filler_lease = h.grant_lease(TTL_S);
+    for i in 0..10_000 {
+        h.put_with_lease(format!("L/2{i:04}"), "", filler_lease);
+    }
+    let waiter = h.rerun(&waiter);
+    assert_eq!(
+        waiter.wait().map(|w| w.keys.clone()),
+        Some(vec![KeyRange::key(key(holder_lease))]),
+        "still behind the holder"
+    );
+    let filler = h.get("L/20000").expect("a filler").create_revision;
+    assert!(fenced_put(&mut h, filler, holder_lease).error().is_some());
+    assert!(fenced_put(&mut h, token(&holder), holder_lease).is_done());
+}
