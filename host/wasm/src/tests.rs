@@ -209,7 +209,7 @@ fn builtins_validate_and_export_the_handler() {
     for (name, bytes) in BUILTIN_MODULES {
         let validated = rt.validate(bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(validated.hash, module_hash(bytes));
-        assert_eq!(validated.exports, ["baton:module/handler@0.1.0"]);
+        assert_eq!(validated.exports, ["baton:module/handler@0.2.0"]);
     }
 }
 
