@@ -148,6 +148,10 @@ pub const FATAL_EXIT_GRACE_MS: u64 = 200;
 /// A member that found no leader at this many checks in a row, one election timeout apart,
 /// ends the streams that asked for a leader (etcd's `maxNoLeaderCnt`).
 pub const NO_LEADER_STREAM_END_ELECTIONS: u32 = 3;
+/// How many of the longest election timeouts a request waits on a member that sees no leader
+/// before it fails with `etcdserver: no leader`: room for one more election, far less than
+/// `REQUEST_TIMEOUT_MS` (etcd 3.4 waits its full 7 s request timeout instead).
+pub const NO_LEADER_REQUEST_WAIT_ELECTIONS: u32 = 1;
 /// How long a process that failed waits for its blocking tasks before it exits anyway.
 pub const FAILED_EXIT_TASKS_WAIT_MS: u64 = 500;
 

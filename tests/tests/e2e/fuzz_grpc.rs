@@ -93,9 +93,9 @@ const BUILTINS: [&str; 4] = ["counter", "compare-and-move", "lock", "queue"];
 
 /// Sends and receives message bodies as they are, so a request can be any bytes at all.
 #[derive(Clone, Copy, Default)]
-struct RawCodec;
+pub(crate) struct RawCodec;
 
-struct RawCoder;
+pub(crate) struct RawCoder;
 
 impl Codec for RawCodec {
     type Encode = Vec<u8>;
@@ -430,7 +430,7 @@ fn invoke_request(g: &mut Gen) -> modpb::InvokeRequest {
 
 // ---- mutations ----------------------------------------------------------------------------
 
-fn varint(mut n: u64, out: &mut Vec<u8>) {
+pub(crate) fn varint(mut n: u64, out: &mut Vec<u8>) {
     while n >= 0x80 {
         out.push((n as u8) | 0x80);
         n >>= 7;

@@ -1,17 +1,20 @@
 //! A learner serves what etcd 3.4's learner serves: Status and serializable Range. Every other
 //! call (writes, linearizable reads, leases, membership, maintenance, streams) is refused with
 //! UNAVAILABLE "etcdserver: rpc not supported for learner"; once promoted, it serves them all.
+//! Baton's Modules service is refused the same way.
 
 use std::fmt::Debug;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use baton_e2e::{Backend, Cluster, assert_grpc_error, backend_test, grpc_status};
+use baton_proto::baton::v1::ListRequest;
 use etcd_client::{AlarmAction, AlarmType, Client, GetOptions, Txn, WatchOptions};
 use tokio::time::{Instant, sleep};
 use tonic::Code;
 
 use crate::membership::{add_learner, wait_readable, when_ready};
+use crate::modules::modules_client;
 
 const NOT_FOR_LEARNER: &str = "etcdserver: rpc not supported for learner";
 /// How long a promoted learner may take to see its own promotion.
@@ -79,6 +82,15 @@ async fn a_learner_serves_only_status_and_serializable_reads(backend: Backend) -
         .await?;
     ensure!(read.kvs().first().map(|kv| kv.value()) == Some(b"v".as_slice()));
     assert_learner_refuses(&mut on).await?;
+    if backend == Backend::Baton {
+        // Baton's own Modules service sits behind the same gate.
+        let mut modules = modules_client(cluster.endpoint(learner)).await?;
+        let listed = modules.list(ListRequest::default()).await;
+        match listed {
+            Err(s) if (s.code(), s.message()) == (Code::Unavailable, NOT_FOR_LEARNER) => {}
+            other => anyhow::bail!("a module call on a learner: {other:?}"),
+        }
+    }
 
     when_ready("promoting the learner", || {
         let mut client = client.clone();

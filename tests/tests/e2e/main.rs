@@ -10,6 +10,7 @@ mod failover;
 mod failover_watch_lease;
 mod follower;
 mod fuzz_grpc;
+mod fuzz_peer;
 mod harness;
 mod kv;
 mod kv_errors;

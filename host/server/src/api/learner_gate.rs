@@ -1,7 +1,8 @@
 //! What a learner serves, as in etcd 3.4: only Status and serializable Range. Every other call
 //! of the etcd services (streams included) fails with UNAVAILABLE "rpc not supported for
 //! learner", before the request is looked at; Range decides for itself (see `api::kv`), since
-//! only its body says whether it is serializable. Baton's own services are not gated.
+//! only its body says whether it is serializable. Baton's Modules service is gated the same
+//! way: a learner refuses all its calls (its state may lag, and it cannot write).
 //!
 //! The gate also does the other check of etcd's interceptors: a call that requires a leader
 //! (`api::require_leader`) on a member without one is refused with `etcdserver: no leader`.

@@ -526,7 +526,10 @@ fn client_router(
             ElectionServer::new(api::election::ElectionService::new(recipes)),
             server.clone(),
         ))
-        .add_service(ModulesServer::new(modules.clone()).max_decoding_message_size(decode_max))
+        .add_service(LearnerGate::new(
+            ModulesServer::new(modules.clone()).max_decoding_message_size(decode_max),
+            server.clone(),
+        ))
         .add_service(signals.health.clone())
 }
 

@@ -2,9 +2,13 @@
 //! leader otherwise), linearizable read barriers, leader-only work such as lease renewals
 //! ([`lease`], driven by [`lease_expiry`]), and the facts every response header carries.
 //!
-//! Every request is bounded by `REQUEST_TIMEOUT_MS`: without a leader a write fails with etcd's
-//! `etcdserver: no leader`, and one that cannot commit (a minority partition) with
-//! `etcdserver: request timed out`. Nothing waits forever.
+//! Every request is bounded by `REQUEST_TIMEOUT_MS`, and one that needs the leader fails sooner
+//! on a member that sees none (`Server::sees_leader`: no known leader, or a leader that has not
+//! heard from a quorum for an election timeout): after it has gone leaderless for
+//! `NO_LEADER_REQUEST_WAIT_ELECTIONS` election timeouts, a request not yet handed to a leader
+//! fails with etcd's `etcdserver: no leader` (it was not proposed), and one in flight with
+//! `etcdserver: request timed out, possibly due to connection lost` (it may still commit).
+//! A write that cannot commit for another reason fails with `etcdserver: request timed out`.
 
 use openraft::Instant as _;
 use openraft::type_config::async_runtime::WatchReceiver;
@@ -36,7 +40,9 @@ use crate::raft::propose::{
 use baton_apply::entry::{Member, MemberId, Raft};
 use baton_apply::settled::Settled;
 use baton_apply::settled::Store;
-use baton_limits::{LEADER_POLL_MS, PUBLISH_RETRY_MS, REQUEST_TIMEOUT_MS};
+use baton_limits::{
+    LEADER_POLL_MS, NO_LEADER_REQUEST_WAIT_ELECTIONS, PUBLISH_RETRY_MS, REQUEST_TIMEOUT_MS,
+};
 use baton_proto::batonpb::raft_peer_client::RaftPeerClient;
 use baton_proto::batonpb::{LogCommand, LogReply, PublishRequest, ReadIndexRequest, log_command};
 use baton_proto::etcdserverpb::ResponseHeader;
@@ -44,6 +50,9 @@ use baton_store::mvcc::ReadView;
 
 pub(crate) const NO_LEADER: &str = "etcdserver: no leader";
 const TIMED_OUT: &str = "etcdserver: request timed out";
+/// etcd's `ErrTimeoutDueToConnectionLost`: the leader was lost while the request was in flight.
+const TIMED_OUT_CONNECTION_LOST: &str =
+    "etcdserver: request timed out, possibly due to connection lost";
 
 /// The member's view of the cluster, shared by every API service.
 pub(crate) struct Server {
@@ -57,6 +66,9 @@ pub(crate) struct Server {
     applied: watch::Receiver<u64>,
     channels: PeerChannels,
     reads: read_batch::ReadBatcher,
+    /// Since when this member has seen no leader (`None` while it sees one); brought up to date
+    /// by every `sees_leader`, which the leader-loss monitor calls once per election timeout.
+    leaderless_since: std::sync::Mutex<Option<Instant>>,
 }
 
 /// Who to send leader-only work to, as of now.
@@ -86,6 +98,7 @@ impl Server {
             applied,
             channels,
             reads: read_batch::ReadBatcher::default(),
+            leaderless_since: std::sync::Mutex::new(None),
         }
     }
 
@@ -157,6 +170,34 @@ impl Server {
     /// leader steps down when cut off from its followers (CheckQuorum); openraft's stays leader
     /// but can commit nothing, so it must not count as one here.
     pub(crate) fn sees_leader(&self) -> bool {
+        let seen = self.leader_in_metrics();
+        let mut since = self
+            .leaderless_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match (seen, *since) {
+            (true, _) => *since = None,
+            (false, None) => *since = Some(Instant::now()),
+            (false, Some(_)) => {}
+        }
+        seen
+    }
+
+    /// Whether this member has gone without a leader long enough for requests that need one to
+    /// give up: an election that could succeed would have by now.
+    fn leaderless_too_long(&self) -> bool {
+        let _ = self.sees_leader();
+        let wait = Duration::from_millis(self.raft.config().election_timeout_max)
+            .saturating_mul(NO_LEADER_REQUEST_WAIT_ELECTIONS);
+        let since = *self
+            .leaderless_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        since.is_some_and(|since| since.elapsed() >= wait)
+    }
+
+    /// `sees_leader` as the Raft metrics tell it now.
+    fn leader_in_metrics(&self) -> bool {
         let metrics = self.raft.metrics();
         let m = metrics.borrow_watched();
         match m.current_leader {
@@ -179,7 +220,11 @@ impl Server {
         m.membership_config.membership().get_node(&id).cloned()
     }
 
+    /// A leader that has lost its quorum is no route: what it proposes cannot commit.
     fn route(&self) -> Route {
+        if !self.sees_leader() {
+            return Route::NoLeader;
+        }
         match self.leader() {
             Some(id) if id == self.member_id => Route::Local,
             Some(id) => {
@@ -255,6 +300,9 @@ impl Server {
     {
         let deadline = Instant::now() + Duration::from_millis(REQUEST_TIMEOUT_MS);
         loop {
+            if self.leaderless_too_long() {
+                return Err(Status::unavailable(NO_LEADER));
+            }
             let attempt = async {
                 let outcome = match self.route() {
                     Route::Local => local().await,
@@ -267,12 +315,34 @@ impl Server {
                     Err(s) => Attempt::Fail(s),
                 }
             };
-            match tokio::time::timeout_at(deadline, attempt).await {
-                Ok(Attempt::Done(value)) => return Ok(value),
-                Ok(Attempt::Fail(status)) => return Err(status),
-                Ok(Attempt::Retry) => self.pause_or_give_up(deadline).await?,
-                Err(_) => return Err(self.deadline_status()),
+            tokio::select! {
+                outcome = attempt => match outcome {
+                    Attempt::Done(value) => return Ok(value),
+                    Attempt::Fail(status) => return Err(status),
+                    Attempt::Retry => self.pause_or_give_up(deadline).await?,
+                },
+                status = self.abandon(deadline) => return Err(status),
             }
+        }
+    }
+
+    /// Resolves with the status that ends an attempt in flight: at `deadline`, or sooner once
+    /// this member has gone without a leader too long (the attempt may still commit, hence
+    /// etcd's "timed out" rather than "no leader"). Looks only after an election timeout, which
+    /// almost every attempt finishes within.
+    async fn abandon(&self, deadline: Instant) -> Status {
+        let first_look =
+            Instant::now() + Duration::from_millis(self.raft.config().election_timeout_min);
+        tokio::time::sleep_until(first_look.min(deadline)).await;
+        loop {
+            if Instant::now() >= deadline {
+                return self.deadline_status();
+            }
+            if self.leaderless_too_long() {
+                return Status::unavailable(TIMED_OUT_CONNECTION_LOST);
+            }
+            let next = Instant::now() + Duration::from_millis(LEADER_POLL_MS);
+            tokio::time::sleep_until(next.min(deadline)).await;
         }
     }
 
