@@ -193,6 +193,10 @@ pub const GUEST_HOST_BYTE_FUEL: u64 = 1;
 pub const GUEST_HOST_SCAN_FUEL: u64 = 50;
 /// Key ranges, and leases, one waiting module call may wait on (each).
 pub const GUEST_WAIT_CONDITIONS_MAX: usize = 64;
+/// Most permits the built-in semaphore module hands out per semaphore: its holders must fit
+/// one guest range, so `holders` lists them all and a grant is found with one sorted read.
+pub const SEMAPHORE_PERMITS_MAX: u32 = 10_000;
+const _: () = assert!(SEMAPHORE_PERMITS_MAX as usize <= GUEST_RANGE_KEYS_MAX);
 /// The shortest a timed wait parks, even when its deadline has passed: a guest that keeps
 /// asking to wait until a past time costs its member one proposal per this long, not a loop.
 pub const GUEST_WAIT_TIMER_FLOOR_MS: u64 = 10;

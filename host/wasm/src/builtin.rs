@@ -2,7 +2,7 @@
 //! deploys them through the log so every replica stores the same bytes.
 
 /// (name, component bytes) of every built-in module.
-pub const BUILTIN_MODULES: [(&str, &[u8]); 4] = [
+pub const BUILTIN_MODULES: [(&str, &[u8]); 8] = [
     (
         "counter",
         include_bytes!(concat!(env!("OUT_DIR"), "/counter.wasm")),
@@ -18,6 +18,23 @@ pub const BUILTIN_MODULES: [(&str, &[u8]); 4] = [
     (
         "queue",
         include_bytes!(concat!(env!("OUT_DIR"), "/queue.wasm")),
+    ),
+    // Semaphore, rwlock and barriers (issue 21).
+    (
+        "semaphore",
+        include_bytes!(concat!(env!("OUT_DIR"), "/semaphore.wasm")),
+    ),
+    (
+        "rwlock",
+        include_bytes!(concat!(env!("OUT_DIR"), "/rwlock.wasm")),
+    ),
+    (
+        "barrier",
+        include_bytes!(concat!(env!("OUT_DIR"), "/barrier.wasm")),
+    ),
+    (
+        "double-barrier",
+        include_bytes!(concat!(env!("OUT_DIR"), "/double-barrier.wasm")),
     ),
 ];
 

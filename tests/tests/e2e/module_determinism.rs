@@ -1,5 +1,6 @@
 //! Replicas agree after a storm of module calls: a seeded random mix of counter and
-//! compare-and-move calls, hostile calls that trap, run out of fuel, hit the memory cap,
+//! compare-and-move calls, recipe calls that never wait (semaphore, rwlock, barrier and
+//! double-barrier, each client with its own lease), hostile calls that trap, run out of fuel, hit the memory cap,
 //! overflow the stack or return an error, and plain puts, deletes and txns on the same keys,
 //! sent concurrently by several clients to different members (followers forward). Once every
 //! member has applied the last revision, HashKV must be identical on all three.
@@ -13,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use baton_e2e::{Backend, Cluster, run_test};
 use baton_proto::baton::v1::modules_client::ModulesClient;
-use baton_proto::baton::v1::{DeployRequest, ListRequest};
+use baton_proto::baton::v1::{DeployRequest, InvokeRequest, ListRequest};
 use baton_wasm::builtin::HOSTILE_MODULE;
 use etcd_client::{Client, Compare, CompareOp, DeleteOptions, GetOptions, Txn, TxnOp};
 use rand::rngs::StdRng;
@@ -35,6 +36,8 @@ const SPIN_FUEL_MIN: u64 = 2_000;
 const SPIN_FUEL_MAX: u64 = 200_000;
 /// Room for hoard and recurse to reach the memory and stack caps before fuel runs out.
 const CAP_FUEL: u64 = 100_000_000;
+/// The clients' leases outlive the workload.
+const LEASE_TTL_S: i64 = 600;
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
 const POLL_PAUSE: Duration = Duration::from_millis(50);
 
@@ -46,6 +49,8 @@ struct Requester {
     modules: ModulesClient<Channel>,
     rng: StdRng,
     tally: Tally,
+    /// The client's own lease, for the recipes that take one.
+    lease: i64,
 }
 
 fn counter_key(rng: &mut StdRng) -> String {
@@ -59,7 +64,24 @@ fn plain_key(rng: &mut StdRng) -> String {
 impl Requester {
     /// Invokes and records the outcome; a gRPC code the call cannot produce fails the test.
     async fn call(&mut self, module: &str, function: &str, input: String, fuel: u64) -> Result<()> {
-        let request = invoke(module, function, &input, fuel);
+        self.call_as(module, function, input, fuel, 0)
+            .await
+            .map(drop)
+    }
+
+    /// [`Requester::call`] with a caller lease; returns the call's code.
+    async fn call_as(
+        &mut self,
+        module: &str,
+        function: &str,
+        input: String,
+        fuel: u64,
+        lease: i64,
+    ) -> Result<Code> {
+        let request = InvokeRequest {
+            lease,
+            ..invoke(module, function, &input, fuel)
+        };
         let code = match self.modules.invoke(request).await {
             Ok(_) => Code::Ok,
             Err(status) => status.code(),
@@ -68,6 +90,9 @@ impl Requester {
             // A plain put may have left a non-integer in a counter key.
             ("counter", _) => &[Code::Ok, Code::FailedPrecondition],
             ("compare-and-move", _) | ("hostile", "ok") => &[Code::Ok],
+            // Another client holds the one place ("too many clients").
+            ("double-barrier", "enter") => &[Code::Ok, Code::FailedPrecondition],
+            ("semaphore" | "rwlock" | "barrier" | "double-barrier", _) => &[Code::Ok],
             ("hostile", "spin" | "hoard") => &[Code::ResourceExhausted],
             ("hostile", _) => &[Code::FailedPrecondition],
             _ => bail!("no expectation for {module}/{function}"),
@@ -80,7 +105,41 @@ impl Requester {
             .tally
             .entry(format!("{module}/{function} {code:?}"))
             .or_default() += 1;
-        Ok(())
+        Ok(code)
+    }
+
+    /// A recipe call that never waits: no writer ever takes the rwlock, try-acquire never
+    /// queues, nobody waits on the barrier, and only the one client inside the double barrier
+    /// (of count 1) leaves it.
+    async fn recipe_op(&mut self) -> Result<()> {
+        let lease = self.lease;
+        let (module, function, input) = match self.rng.random_range(0..8) {
+            0 => (
+                "semaphore",
+                "try-acquire",
+                r#"{"name":"det-sem","permits":2}"#,
+            ),
+            1 => ("semaphore", "release", r#"{"name":"det-sem"}"#),
+            2 => ("rwlock", "rlock", r#"{"name":"det-rw"}"#),
+            3 => ("rwlock", "runlock", r#"{"name":"det-rw"}"#),
+            4 => ("barrier", "hold", r#"{"name":"det-barrier"}"#),
+            5 => ("barrier", "release", r#"{"name":"det-barrier"}"#),
+            _ => {
+                let enter = r#"{"name":"det-db","count":1}"#;
+                let code = self
+                    .call_as("double-barrier", "enter", enter.into(), 0, lease)
+                    .await?;
+                if code == Code::Ok {
+                    let leave = r#"{"name":"det-db"}"#;
+                    self.call_as("double-barrier", "leave", leave.into(), 0, lease)
+                        .await?;
+                }
+                return Ok(());
+            }
+        };
+        self.call_as(module, function, input.into(), 0, lease)
+            .await
+            .map(drop)
     }
 
     async fn module_op(&mut self) -> Result<()> {
@@ -196,7 +255,9 @@ impl Requester {
 
     async fn run(mut self, client: usize) -> Result<Tally> {
         for index in 0..OPS_PER_CLIENT {
-            let op = if self.rng.random_bool(0.6) {
+            let op = if self.rng.random_bool(0.15) {
+                self.recipe_op().await
+            } else if self.rng.random_bool(0.6) {
                 self.module_op().await
             } else {
                 self.kv_op().await
@@ -277,6 +338,10 @@ async fn replicas_agree_after_random_module_calls() {
         let mut setup = modules_client(cluster.endpoint(0)).await?;
         wait_deployed(&mut setup, "counter").await?;
         wait_deployed(&mut setup, "compare-and-move").await?;
+        for recipe in ["semaphore", "rwlock", "barrier", "double-barrier"] {
+            wait_deployed(&mut setup, recipe).await?;
+        }
+        let mut leases = cluster.client().await?;
         let hostile = DeployRequest {
             name: "hostile".to_string(),
             component: HOSTILE_MODULE.to_vec(),
@@ -291,6 +356,7 @@ async fn replicas_agree_after_random_module_calls() {
                 modules: modules_client(cluster.endpoint(member)).await?,
                 rng: StdRng::seed_from_u64(seed.wrapping_add(client as u64)),
                 tally: Tally::new(),
+                lease: leases.lease_grant(LEASE_TTL_S, None).await?.id(),
             };
             clients.spawn(requester.run(client));
         }
@@ -310,6 +376,11 @@ async fn replicas_agree_after_random_module_calls() {
             "hostile/trap FailedPrecondition",
             "hostile/fail FailedPrecondition",
             "hostile/ok Ok",
+            "semaphore/try-acquire Ok",
+            "rwlock/rlock Ok",
+            "barrier/hold Ok",
+            "double-barrier/enter Ok",
+            "double-barrier/leave Ok",
             "txn succeeded",
         ] {
             ensure!(
