@@ -3,7 +3,7 @@
 //! is released; a holder's lease ending releases it. Then interop with etcd's own
 //! `recipe.Barrier` algorithm (written out over `etcd_client`) on the same key, both ways.
 
-use anyhow::{Result, ensure};
+use anyhow::ensure;
 use baton_e2e::{Backend, Cluster, run_test};
 use baton_proto::baton::v1::InvokeRequest;
 use tokio::time::sleep;

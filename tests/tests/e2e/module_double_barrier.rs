@@ -4,7 +4,7 @@
 //! caller runs etcd's own `recipe.DoubleBarrier` algorithm (written out over `etcd_client`)
 //! beside two module callers on the same barrier, through a whole round.
 
-use anyhow::{Result, ensure};
+use anyhow::ensure;
 use baton_e2e::{Backend, Cluster, run_test};
 use tokio::time::sleep;
 

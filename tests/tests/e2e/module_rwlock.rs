@@ -4,7 +4,7 @@
 //! Then interop: etcd's own `recipe.RWMutex` algorithm (written out over `etcd_client`) and the
 //! module exclude each other on the same lock, in both directions.
 
-use anyhow::{Result, ensure};
+use anyhow::ensure;
 use baton_e2e::{Backend, Cluster, run_test};
 use tokio::time::sleep;
 
