@@ -23,6 +23,7 @@ mod lock_election;
 mod maintenance;
 mod membership;
 mod membership_strict;
+mod module_builtin_upgrade;
 mod module_determinism;
 mod module_lock;
 mod module_read_only;
