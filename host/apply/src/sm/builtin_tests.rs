@@ -35,6 +35,9 @@ fn keep(effect: DeployEffect) -> DeployPlan {
     DeployPlan::Keep(effect)
 }
 
+/// (what, the name's record, a deleted built-in, the deploy's hash and set, expected plan).
+type Case<'a> = (&'a str, &'a ModuleRecord, bool, &'a [u8], u32, DeployPlan);
+
 #[test]
 fn decision_table() {
     use DeployEffect::*;
@@ -61,7 +64,7 @@ fn decision_table() {
         version(1, 1, Unrecorded, 0, 12),
         version(2, 2, Unrecorded, 0, 13),
     ]);
-    let cases: [(&str, &ModuleRecord, bool, &[u8], u32, DeployPlan); 16] = [
+    let cases: [Case<'_>; 16] = [
         ("new name", &empty, false, &new, SET, DeployPlan::Store),
         (
             "same bytes",

@@ -185,6 +185,16 @@ pub(crate) async fn run_call(endpoints: Vec<String>, args: CallArgs) -> Result<(
     Ok(())
 }
 
+/// What `list` and `describe` append to a version deployed by Baton itself; nothing for a
+/// user's.
+fn origin(v: &pb::ModuleVersion) -> String {
+    if v.builtin {
+        format!(" built-in set {}", v.builtin_set)
+    } else {
+        String::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::code_name;
@@ -197,15 +207,5 @@ mod tests {
         );
         assert_eq!(code_name(tonic::Code::NotFound), "NOT_FOUND");
         assert_eq!(code_name(tonic::Code::Ok), "OK");
-    }
-}
-
-/// What `list` and `describe` append to a version deployed by Baton itself; nothing for a
-/// user's.
-fn origin(v: &pb::ModuleVersion) -> String {
-    if v.builtin {
-        format!(" built-in set {}", v.builtin_set)
-    } else {
-        String::new()
     }
 }
