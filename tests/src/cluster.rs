@@ -48,12 +48,30 @@ impl Cluster {
         size: usize,
         flags: &[&str],
     ) -> Result<Cluster> {
+        Self::start_with_env(backend, size, flags, &[]).await
+    }
+
+    /// Like [`Cluster::start_with_flags`], with variables set in every member's environment
+    /// until [`Cluster::set_env`] changes them (e.g. Baton's test-only switches). With any
+    /// set, a Baton cluster is not awaited to deploy all the built-in modules.
+    pub async fn start_with_env(
+        backend: Backend,
+        size: usize,
+        flags: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Cluster> {
         let mut attempt = 1;
         loop {
-            let mut cluster = Self::spawn(backend, size, flags)?;
+            let mut cluster = Self::prepare(backend, size, flags)?;
+            for member in &mut cluster.members {
+                member.env = env.iter().map(|(k, v)| (k.into(), v.into())).collect();
+            }
+            for member in &mut cluster.members {
+                member.spawn()?;
+            }
             match cluster.wait_ready().await {
                 Ok(()) => {
-                    if backend == Backend::Baton {
+                    if backend == Backend::Baton && env.is_empty() {
                         cluster.wait_builtins().await;
                     }
                     return Ok(cluster);
@@ -70,7 +88,8 @@ impl Cluster {
         }
     }
 
-    fn spawn(backend: Backend, size: usize, flags: &[&str]) -> Result<Cluster> {
+    /// The members' processes, not started yet.
+    fn prepare(backend: Backend, size: usize, flags: &[&str]) -> Result<Cluster> {
         let root = tempfile::Builder::new()
             .prefix(&format!("baton-e2e-{backend}-"))
             .tempdir()
@@ -105,15 +124,11 @@ impl Cluster {
                 root.path(),
             ));
         }
-        let mut cluster = Cluster {
+        Ok(Cluster {
             backend,
             members,
             root,
-        };
-        for member in &mut cluster.members {
-            member.spawn()?;
-        }
-        Ok(cluster)
+        })
     }
 
     fn lost_port_race(&self) -> bool {
@@ -262,6 +277,11 @@ impl Cluster {
     /// Whether the member's log contains `needle` (case-insensitive).
     pub fn log_contains(&self, member: usize, needle: &str) -> bool {
         self.members[member].log_contains(needle)
+    }
+
+    /// Replaces the variables [`Cluster::start_with_env`] set for `member`, from its next start.
+    pub fn set_env(&mut self, member: usize, env: &[(&str, &str)]) {
+        self.members[member].env = env.iter().map(|(k, v)| (k.into(), v.into())).collect();
     }
 
     /// Starts a killed member again with the same arguments and data dir. Does not wait;

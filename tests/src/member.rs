@@ -25,6 +25,8 @@ pub(crate) struct MemberProcess {
     pub addrs: MemberAddrs,
     program: PathBuf,
     args: Vec<OsString>,
+    /// Variables set in the process's environment on every start, besides the test's own.
+    pub env: Vec<(OsString, OsString)>,
     log_path: PathBuf,
     child: Option<Child>,
     /// Raft member id as reported in response headers; 0 until the member was seen ready.
@@ -45,6 +47,7 @@ impl MemberProcess {
             addrs,
             program,
             args,
+            env: Vec::new(),
             child: None,
             member_id: 0,
             removed: false,
@@ -77,6 +80,7 @@ impl MemberProcess {
                 command.env_remove(&key);
             }
         }
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
         let child = command
             .spawn()
             .with_context(|| format!("spawning {}", self.program.display()))?;

@@ -228,7 +228,14 @@ pub const SNAPSHOT_RESTORE_READ_BYTES: usize = 1024 * 1024;
 /// TTL of the lease the server-side Lock and Election services grant for a request that names
 /// none (etcd's default session TTL).
 pub const RECIPE_SESSION_TTL_S: i64 = 60;
-/// Tries a new member makes to deploy each built-in module before giving up (with a log line).
+/// Tries a new leader makes to deploy each built-in module that differs before giving up
+/// (with a log line) until it leads again.
 pub const BUILTIN_DEPLOY_ATTEMPTS: u32 = 100;
 /// Pause between those tries.
 pub const BUILTIN_DEPLOY_RETRY_MS: u64 = 200;
+/// A module version stored before Baton recorded who deployed it counts as a built-in only if
+/// it is its name's only version and was deployed at or below this log index: those Batons
+/// deployed the built-ins right after founding, within a few dozen entries (membership, leader
+/// blanks, each founder's published URLs, 4 deploys per founder). Above it, a version is taken
+/// for a user's and never replaced.
+pub const LEGACY_BUILTIN_DEPLOY_INDEX_MAX: u64 = 100;

@@ -25,6 +25,7 @@ mod maintenance;
 mod membership;
 mod membership_strict;
 mod module_barrier;
+mod module_builtin_upgrade;
 mod module_contract;
 mod module_determinism;
 mod module_double_barrier;

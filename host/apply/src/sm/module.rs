@@ -1,7 +1,8 @@
-//! Applying module commands: deploy (store a validated component as a name's next version),
-//! delete (drop a name), invoke (run a guest; commit its buffered writes as one revision, or
-//! nothing). Deterministic: validation, fuel and memory caps depend only on the command and the
-//! state; a failure the host cannot attribute to the call is an [`ApplyFatal`].
+//! Applying module commands: deploy (store a validated component as a name's next version,
+//! unless [`builtin::plan`] keeps the name as it is), delete (drop a name), invoke (run a
+//! guest; commit its buffered writes as one revision, or nothing). Deterministic: validation,
+//! fuel and memory caps depend only on the command and the state; a failure the host cannot
+//! attribute to the call is an [`ApplyFatal`].
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -12,17 +13,19 @@ use prost::Message;
 use redb::{ReadableTable, WriteTransaction};
 
 use crate::refusal::{Code, Refusal};
+use crate::sm::builtin::{self, DeployPlan};
 use crate::sm::command::ApplyFatal;
 use crate::sm::guest_store::{BufferedWrites, TxnGuestStore};
 use baton_limits::{GUEST_FUEL_MAX, GUEST_WAIT_CONDITIONS_MAX, MODULE_NAME_BYTES_MAX};
 use baton_proto::batonpb::{
-    ModuleDelete, ModuleDeleted, ModuleDeploy, ModuleDeployed, ModuleInvoke, ModuleInvoked,
-    ModuleKeyRange, ModuleRecord, ModuleVersion, ModuleWait, log_reply,
+    DeployEffect, ModuleDelete, ModuleDeleted, ModuleDeploy, ModuleDeployed, ModuleInvoke,
+    ModuleInvoked, ModuleKeyRange, ModuleOrigin, ModuleRecord, ModuleVersion, ModuleWait,
+    log_reply,
 };
 use baton_proto::mvccpb::Event;
 use baton_store::mvcc::key_range::KeyRange;
 use baton_store::ops::shared_write::SharedWriteCtx;
-use baton_store::storage::schema::{MODULE_CODE, MODULES};
+use baton_store::storage::schema::{META, MODULE_CODE, MODULES};
 use baton_wasm::{
     CallContext, CallRequest, Entry, ModuleHash, Outcome, Runtime, RuntimeFatal, WaitCondition,
     hash_hex, module_hash,
@@ -78,16 +81,19 @@ pub(crate) fn deploy(
         Some(v) => ModuleRecord::decode(v.value()).map_err(fatal)?,
         None => ModuleRecord::default(),
     };
-    // Deploying the bytes a name already runs changes nothing (built-ins are deployed by every
-    // founding member). Checked before validating: those bytes passed when first stored, and
-    // compiling them again would hold up the apply path for nothing.
+    // Decided before validating: bytes that are kept out (the same bytes passed when first
+    // stored; a refused built-in does not matter) need not hold up the apply path compiling.
     let hash = module_hash(&d.component);
-    if let Some(last) = record.versions.last()
-        && last.hash == hash
+    let deleted_builtin = d.builtin_set > 0
+        && record.versions.is_empty()
+        && builtin::deleted_builtin(&txn.open_table(META).map_err(fatal)?, &d.name)?;
+    if let DeployPlan::Keep(effect) = builtin::plan(&record, deleted_builtin, &hash, d.builtin_set)
     {
+        let latest = record.versions.last();
         let reply = ModuleDeployed {
-            hash: last.hash.clone(),
-            version: last.version,
+            hash: latest.map(|v| v.hash.clone()).unwrap_or_default(),
+            version: latest.map_or(0, |v| v.version),
+            effect: effect as i32,
         };
         return Ok(ModuleApplied::Reply(
             log_reply::Result::ModuleDeployed(reply),
@@ -110,6 +116,12 @@ pub(crate) fn deploy(
         size_bytes: d.component.len() as u64,
         exports: validated.exports,
         deployed_index: env.log_index,
+        origin: if d.builtin_set > 0 {
+            ModuleOrigin::Builtin
+        } else {
+            ModuleOrigin::User
+        } as i32,
+        builtin_set: d.builtin_set,
     });
     names
         .insert(d.name.as_str(), record.encode_to_vec().as_slice())
@@ -120,6 +132,7 @@ pub(crate) fn deploy(
     let reply = ModuleDeployed {
         hash: validated.hash.to_vec(),
         version,
+        effect: DeployEffect::DeployStored as i32,
     };
     Ok(ModuleApplied::Reply(
         log_reply::Result::ModuleDeployed(reply),
@@ -140,6 +153,8 @@ pub(crate) fn delete(
         )));
     };
     let record = ModuleRecord::decode(record.value()).map_err(fatal)?;
+    let mut meta = txn.open_table(META).map_err(fatal)?;
+    builtin::mark_if_deleted_builtin(&mut meta, &d.name, &record)?;
     let reply = ModuleDeleted {
         versions: record.versions.len() as u64,
     };

@@ -53,6 +53,7 @@ pub(super) fn deploy(name: &str, component: &[u8]) -> Op {
     Op::ModuleDeploy(ModuleDeploy {
         name: name.to_string(),
         component: component.to_vec(),
+        builtin_set: 0,
     })
 }
 

@@ -111,8 +111,12 @@ pub(crate) async fn run_module(endpoints: Vec<String>, command: ModuleCommand) -
             for module in reply.modules {
                 if let Some(latest) = module.versions.last() {
                     println!(
-                        "{} v{} {} {} bytes",
-                        module.name, latest.version, latest.hash, latest.size_bytes
+                        "{} v{} {} {} bytes{}",
+                        module.name,
+                        latest.version,
+                        latest.hash,
+                        latest.size_bytes,
+                        origin(latest)
                     );
                 }
             }
@@ -125,12 +129,13 @@ pub(crate) async fn run_module(endpoints: Vec<String>, command: ModuleCommand) -
                 .into_inner();
             for v in reply.versions {
                 println!(
-                    "{} v{} {} {} bytes exports {}",
+                    "{} v{} {} {} bytes exports {}{}",
                     reply.name,
                     v.version,
                     v.hash,
                     v.size_bytes,
-                    v.exports.join(",")
+                    v.exports.join(","),
+                    origin(&v)
                 );
             }
         }
@@ -178,6 +183,16 @@ pub(crate) async fn run_call(endpoints: Vec<String>, args: CallArgs) -> Result<(
     stdout.write_all(&reply.output)?;
     stdout.write_all(b"\n")?;
     Ok(())
+}
+
+/// What `list` and `describe` append to a version deployed by Baton itself; nothing for a
+/// user's.
+fn origin(v: &pb::ModuleVersion) -> String {
+    if v.builtin {
+        format!(" built-in set {}", v.builtin_set)
+    } else {
+        String::new()
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@
 //! - [`read_only`]: a read-only call runs on the serving member against a linearizable read
 //!   view; no log entry.
 //! - [`builtin`]: deploys the built-in modules (`guests/`, embedded by `baton_wasm::builtin`)
-//!   when a new cluster is founded.
+//!   that differ from the module table, whenever this member becomes leader.
 
 pub(crate) mod builtin;
 pub(crate) mod calls;

@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status};
 
 use crate::modules::calls::Calls;
 use crate::server::Server;
+use baton_apply::sm::builtin::builtin_set_of;
 use baton_apply::sm::module::{check_name, describe, list};
 use baton_limits::{GUEST_FUEL_DEFAULT, GUEST_FUEL_MAX, GUEST_INPUT_BYTES_MAX};
 use baton_proto::baton::v1 as pb;
@@ -50,14 +51,18 @@ fn parse_hex(text: &str) -> Result<Vec<u8>, Status> {
 }
 
 fn info(name: String, record: batonpb::ModuleRecord) -> pb::ModuleInfo {
-    let versions = record
-        .versions
-        .into_iter()
-        .map(|v| pb::ModuleVersion {
+    // Counted as apply counts them, versions from before origins were recorded included.
+    let sets: Vec<Option<u32>> = (record.versions.iter())
+        .map(|v| builtin_set_of(&record, v))
+        .collect();
+    let versions = (record.versions.into_iter().zip(sets))
+        .map(|(v, set)| pb::ModuleVersion {
             version: v.version,
             hash: hash_hex(&v.hash),
             size_bytes: v.size_bytes,
             exports: v.exports,
+            builtin: set.is_some(),
+            builtin_set: set.unwrap_or(0),
         })
         .collect();
     pb::ModuleInfo { name, versions }
@@ -87,6 +92,8 @@ impl Modules for ModulesService {
         let op = log_command::Op::ModuleDeploy(batonpb::ModuleDeploy {
             name: req.name,
             component,
+            // Only a leader's own deployer proposes built-ins (modules::builtin).
+            builtin_set: 0,
         });
         let d: batonpb::ModuleDeployed = self.server.write(op).await?;
         Ok(Response::new(pb::DeployResponse {

@@ -135,13 +135,11 @@ impl Node {
             channels.clone(),
         )
         .await?;
-        let fresh = bootstrap_if_new(&raft, &config).await?;
+        bootstrap_if_new(&raft, &config).await?;
         let trigger = Trigger::new();
         let mut tasks = Tasks::default();
         let services = Services::start(&config, &identity, raft.clone(), channels, storage.shared);
-        let health = services
-            .listen(&config, fresh, &trigger, &mut tasks)
-            .await?;
+        let health = services.listen(&config, &trigger, &mut tasks).await?;
         health.set(ServingStatus::Serving).await;
         tracing::info!(
             name = %config.name, member_id = format!("{:x}", identity.member_id),
@@ -309,11 +307,10 @@ impl Services {
     async fn listen(
         self,
         config: &NodeConfig,
-        fresh: bool,
         trigger: &Trigger,
         tasks: &mut Tasks,
     ) -> anyhow::Result<liveness::Health> {
-        self.spawn_background(config, fresh, trigger, tasks);
+        self.spawn_background(config, trigger, tasks);
         self.serve_peers(config, trigger, tasks).await?;
         self.publish(config, tasks).await;
         self.serve_clients(config, trigger, tasks).await
@@ -391,14 +388,9 @@ impl Services {
     }
 
     /// Lease expiry (drained at stop), and the tasks aborted at stop: watch catch-up, quota
-    /// watch, auto-compaction and, on a new cluster, deploying the built-in modules.
-    fn spawn_background(
-        &self,
-        config: &NodeConfig,
-        fresh: bool,
-        trigger: &Trigger,
-        tasks: &mut Tasks,
-    ) {
+    /// watch, auto-compaction and the built-in modules' deployer (which acts while this member
+    /// leads).
+    fn spawn_background(&self, config: &NodeConfig, trigger: &Trigger, tasks: &mut Tasks) {
         let catch_up = self.hub.spawn_catch_up(self.store.clone());
         tasks.abort_at_stop("watch catch-up", catch_up.abort_handle());
         tasks.spawn_drained(
@@ -418,13 +410,10 @@ impl Services {
         {
             tasks.abort_at_stop("auto-compaction", compaction.abort_handle());
         }
-        // A new cluster gets the built-in modules through the log, so every replica stores them.
-        if fresh {
-            let builtins = tokio::spawn(crate::modules::builtin::deploy_builtins(
-                self.server.clone(),
-            ));
-            tasks.abort_at_stop("built-in modules", builtins.abort_handle());
-        }
+        // Built-ins go through the log, so every replica stores them; on a cluster founded by
+        // an older release too, once a member of this one leads.
+        let builtins = tokio::spawn(crate::modules::builtin::run(self.server.clone()));
+        tasks.abort_at_stop("built-in modules", builtins.abort_handle());
     }
 
     fn peer_router(&self, trigger: &Trigger) -> tonic::transport::server::Router {
@@ -578,28 +567,26 @@ async fn serve(
 
 /// A fresh member (no log, no vote) initializes Raft with the founding membership. Every founding
 /// member does the same with identical input, so whichever runs first wins and the others find
-/// the cluster already formed — which openraft reports as an error we can ignore. Returns
-/// whether this member was fresh.
-async fn bootstrap_if_new(raft: &Raft, config: &NodeConfig) -> anyhow::Result<bool> {
+/// the cluster already formed — which openraft reports as an error we can ignore.
+async fn bootstrap_if_new(raft: &Raft, config: &NodeConfig) -> anyhow::Result<()> {
     if raft
         .is_initialized()
         .await
         .context("raft stopped during start-up")?
     {
         tracing::info!("existing data dir: rejoining the cluster without bootstrapping");
-        return Ok(false);
+        return Ok(());
     }
     if config.join_existing {
         tracing::info!("joining: waiting for the leader to replicate the cluster to this member");
-        // The cluster already has the built-in modules.
-        return Ok(false);
+        return Ok(());
     }
     let members: BTreeMap<_, _> = config.founding_members().into_iter().collect();
     match raft.initialize(members).await {
         Ok(()) => tracing::info!("bootstrapped a new cluster"),
         Err(e) => tracing::info!(reason = %e, "cluster already initialized by a peer"),
     }
-    Ok(true)
+    Ok(())
 }
 
 async fn shutdown_signal() {
