@@ -1,7 +1,9 @@
 //! Modules that ship inside the binary (built from `guests/` by `build.rs`). A new cluster
 //! deploys them through the log so every replica stores the same bytes.
 
-/// (name, component bytes) of every built-in module.
+/// (name, component bytes) of every built-in module. When any of these bytes change (a guest,
+/// the SDK, the toolchain), raise `BUILTIN_SET` in `host/server/src/modules/builtin.rs`: it is
+/// how clusters founded by an older release learn that these are newer.
 pub const BUILTIN_MODULES: [(&str, &[u8]); 8] = [
     (
         "counter",
