@@ -2,7 +2,7 @@
 //! deploys them through the log so every replica stores the same bytes.
 
 /// (name, component bytes) of every built-in module.
-pub const BUILTIN_MODULES: [(&str, &[u8]); 4] = [
+pub const BUILTIN_MODULES: [(&str, &[u8]); 5] = [
     (
         "counter",
         include_bytes!(concat!(env!("OUT_DIR"), "/counter.wasm")),
@@ -14,6 +14,10 @@ pub const BUILTIN_MODULES: [(&str, &[u8]); 4] = [
     (
         "lock",
         include_bytes!(concat!(env!("OUT_DIR"), "/lock.wasm")),
+    ),
+    (
+        "election",
+        include_bytes!(concat!(env!("OUT_DIR"), "/election.wasm")),
     ),
     (
         "queue",
