@@ -27,6 +27,7 @@ mod module_contract;
 mod module_determinism;
 mod module_lock;
 mod module_read_only;
+mod module_recipes;
 mod module_wait;
 mod modules;
 mod modules_hostile;

@@ -24,12 +24,12 @@ use tonic_health::ServingStatus;
 
 use crate::api;
 use crate::api::learner_gate::LearnerGate;
+use crate::api::recipe::Recipes;
 use crate::modules::park::Parking;
 use crate::raft::batch::Proposer;
 use crate::raft::channels::PeerChannels;
 use crate::raft::network::PeerNetwork;
 use crate::raft::peer_service::PeerService;
-use crate::recipe::Recipes;
 use crate::server::lease::ends::{LeaseEnds, Observers};
 use crate::server::lease::{Deadlines, Lessor};
 use crate::server::lease_expiry;
@@ -352,6 +352,11 @@ impl Services {
                 trigger.subscribe(),
             ),
         );
+        let recipes = Arc::new(Recipes::new(
+            self.server.clone(),
+            self.lessor.clone(),
+            calls.clone(),
+        ));
         let modules = crate::modules::service::ModulesService::new(
             self.server.clone(),
             self.runtime.clone(),
@@ -374,6 +379,7 @@ impl Services {
                 &self.server,
                 &self.lessor,
                 &modules,
+                &recipes,
                 &self.state_path,
                 &self.hub,
                 config,
@@ -473,6 +479,7 @@ fn client_router(
     server: &Arc<Server>,
     lessor: &Arc<Lessor>,
     modules: &crate::modules::service::ModulesService,
+    recipes: &Arc<Recipes>,
     state_path: &std::path::Path,
     hub: &Arc<WatchHub>,
     config: &NodeConfig,
@@ -481,12 +488,6 @@ fn client_router(
     // The services enforce etcd's exact size limits themselves (see api::kv); the transport only
     // guards memory.
     let decode_max = PEER_MESSAGE_BYTES_MAX;
-    let recipes = Arc::new(Recipes::new(
-        server.clone(),
-        hub.clone(),
-        lessor.clone(),
-        signals.stop.clone(),
-    ));
     tonic::transport::Server::builder()
         .add_service(LearnerGate::new(
             KvServer::new(api::kv::KvService::new(server.clone()))
@@ -523,7 +524,7 @@ fn client_router(
             server.clone(),
         ))
         .add_service(LearnerGate::new(
-            ElectionServer::new(api::election::ElectionService::new(recipes)),
+            ElectionServer::new(api::election::ElectionService::new(recipes.clone())),
             server.clone(),
         ))
         .add_service(ModulesServer::new(modules.clone()).max_decoding_message_size(decode_max))
