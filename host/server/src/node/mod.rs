@@ -352,11 +352,6 @@ impl Services {
                 trigger.subscribe(),
             ),
         );
-        let recipes = Arc::new(Recipes::new(
-            self.server.clone(),
-            self.lessor.clone(),
-            calls.clone(),
-        ));
         let modules = crate::modules::service::ModulesService::new(
             self.server.clone(),
             self.runtime.clone(),
@@ -379,7 +374,6 @@ impl Services {
                 &self.server,
                 &self.lessor,
                 &modules,
-                &recipes,
                 &self.state_path,
                 &self.hub,
                 config,
@@ -479,7 +473,6 @@ fn client_router(
     server: &Arc<Server>,
     lessor: &Arc<Lessor>,
     modules: &crate::modules::service::ModulesService,
-    recipes: &Arc<Recipes>,
     state_path: &std::path::Path,
     hub: &Arc<WatchHub>,
     config: &NodeConfig,
@@ -488,6 +481,12 @@ fn client_router(
     // The services enforce etcd's exact size limits themselves (see api::kv); the transport only
     // guards memory.
     let decode_max = PEER_MESSAGE_BYTES_MAX;
+    // The etcd Lock and Election services run the built-in recipe modules like any call.
+    let recipes = Arc::new(Recipes::new(
+        server.clone(),
+        lessor.clone(),
+        modules.calls().clone(),
+    ));
     tonic::transport::Server::builder()
         .add_service(LearnerGate::new(
             KvServer::new(api::kv::KvService::new(server.clone()))
