@@ -19,11 +19,12 @@ const GUEST_TARGET: &str = "wasm32-unknown-unknown";
 /// stack sits below the data, so overflowing it is an out-of-bounds trap, never corruption.
 const GUEST_RUSTFLAGS: &str = "-Clink-arg=-zstack-size=65536";
 /// Crates of the guests' workspace; each becomes `OUT_DIR/<name>.wasm` (a component).
-const GUESTS: [&str; 9] = [
+const GUESTS: [&str; 10] = [
     "counter",
     "compare-and-move",
     "hostile",
     "lock",
+    "election",
     "queue",
     // Semaphore, rwlock and barriers (issue 21).
     "semaphore",

@@ -24,6 +24,7 @@
 //! baton_sdk::module!(Echo);
 //! ```
 
+pub mod bytes;
 pub mod context;
 mod reply;
 pub mod store;

@@ -257,3 +257,159 @@ fn a_waiter_rerun_behind_ten_thousand_fillers_still_waits() {
     assert!(fenced_put(&mut h, filler, holder_lease).error().is_some());
     assert!(fenced_put(&mut h, token(&holder), holder_lease).is_done());
 }
+
+#[test]
+fn try_acquire_grants_or_answers_at_once() {
+    let (mut h, l) = with_leases(2);
+    let a = h.call("try-acquire", L, l[0]);
+    assert_eq!(a.json()["acquired"], true);
+    assert_eq!(a.json()["key"], key(l[0]));
+    let b = h.call("try-acquire", L, l[1]);
+    assert_eq!(
+        b.json(),
+        json!({"acquired": false, "holder_token": token(&a)})
+    );
+    assert!(h.get(key(l[1])).is_none(), "a refused try leaves no key");
+    assert_eq!(
+        h.call("try-acquire", L, l[0]).json(),
+        a.json(),
+        "re-entrant"
+    );
+    h.call("release", L, l[0]);
+    let b = h.call("try-acquire", L, l[1]);
+    assert!(token(&b) > token(&a));
+}
+
+fn fenced_txn(h: &mut Harness, token: i64, ops: baton_sdk::json::Value) -> Call {
+    let input = json!({"name": "L", "token": token, "ops": ops});
+    h.call("fenced-txn", input.to_string(), 0)
+}
+
+#[test]
+fn fenced_txn_applies_all_ops_or_none() {
+    let (mut h, l) = with_leases(2);
+    h.put("gone", "x");
+    let a = acquire(&mut h, l[0]);
+    let ops = json!([{"put": "x", "value": "1"}, {"put_hex": "ff00", "value_hex": "01"},
+        {"delete": "gone"}]);
+    let done = fenced_txn(&mut h, token(&a), ops);
+    assert_eq!(done.json(), json!({"revision": h.revision()}));
+    assert_eq!(h.get_str("x"), Some("1".into()));
+    assert_eq!(h.get([0xff, 0]).map(|kv| kv.value), Some(vec![1]));
+    assert!(h.get("gone").is_none());
+
+    h.revoke(l[0]);
+    let b = acquire(&mut h, l[1]);
+    let revision = h.revision();
+    let stale = fenced_txn(&mut h, token(&a), json!([{"put": "x", "value": "2"}]));
+    assert!(
+        stale
+            .error()
+            .is_some_and(|e| e.contains("stale fencing token"))
+    );
+    assert_eq!(h.revision(), revision, "nothing written");
+    let bad = fenced_txn(&mut h, token(&b), json!([{"put": "x", "delete": "y"}]));
+    assert!(bad.error().is_some());
+    assert_eq!(h.get_str("x"), Some("1".into()));
+}
+
+#[test]
+fn names_and_keys_may_be_any_bytes() {
+    let (mut h, l) = with_leases(1);
+    let name = json!({"name_hex": "ff"}).to_string();
+    let a = h.call("acquire", &name, l[0]);
+    let expected = baton_sdk::bytes::to_hex(format!("\u{0}/{:x}", l[0]).as_bytes());
+    let expected = format!("ff{}", &expected[2..]);
+    assert_eq!(a.json()["key_hex"], expected);
+    assert!(a.json().get("key").is_none());
+    let put = json!({"name_hex": "ff", "token": token(&a), "key_hex": "fe", "value": "v"});
+    assert!(h.call("fenced-put", put.to_string(), 0).is_done());
+    assert_eq!(h.get_str([0xfe]), Some("v".into()));
+    let both = json!({"name": "L", "name_hex": "4c"}).to_string();
+    assert!(h.call("acquire", both, l[0]).error().is_some());
+}
+
+const DELAY_MS: u64 = 5_000;
+
+fn acquire_delayed(h: &mut Harness, lease: i64) -> Call {
+    let input = json!({"name": "L", "lock_delay_ms": DELAY_MS});
+    h.call("acquire", input.to_string(), lease)
+}
+
+#[test]
+fn lock_delay_holds_the_lock_after_a_holders_lease_ends() {
+    let (mut h, l) = with_leases(2);
+    let a = acquire_delayed(&mut h, l[0]);
+    let b = acquire(&mut h, l[1]);
+    h.advance_ms(1_000);
+    h.revoke(l[0]);
+    let ended_ms = h.now_ms();
+    let b = h.resume(&b).expect("a's key going wakes b");
+    let until = b.wait().and_then(|w| w.until_ms).expect("a timed wait");
+    assert_eq!(
+        until,
+        ended_ms + DELAY_MS,
+        "counted from the first run that saw it"
+    );
+    assert!(
+        fenced_put(&mut h, token(&a), l[0]).error().is_some(),
+        "a is fenced off"
+    );
+    h.advance_ms(DELAY_MS - 1);
+    assert!(h.resume(&b).is_none(), "not yet");
+    // A spurious early wake-up waits again for the same time.
+    let early = h.rerun(&b);
+    assert_eq!(early.wait().and_then(|w| w.until_ms), Some(until));
+    h.advance_ms(1);
+    let b = h.resume(&early).expect("the delay passed");
+    assert_eq!(b.json()["key"], key(l[1]));
+    assert!(h.get(b"L\0lock-delay").is_none(), "b asked for no delay");
+}
+
+#[test]
+fn lock_delay_does_not_apply_after_a_release() {
+    let (mut h, l) = with_leases(3);
+    acquire_delayed(&mut h, l[0]);
+    let b = acquire_delayed(&mut h, l[1]);
+    h.call("release", L, l[0]);
+    let b = h.resume(&b).expect("a's release wakes b");
+    assert_eq!(b.json()["key"], key(l[1]), "granted at once");
+    // A plain delete of the key (etcd's Unlock) while the lease lives is a release too.
+    let c = acquire(&mut h, l[2]);
+    h.delete(key(l[1]));
+    assert_eq!(h.resume(&c).expect("woken").json()["key"], key(l[2]));
+}
+
+#[test]
+fn lock_delay_applies_to_a_newcomer_and_to_try_acquire() {
+    let (mut h, l) = with_leases(2);
+    acquire_delayed(&mut h, l[0]);
+    h.revoke(l[0]);
+    let start = h.now_ms();
+    let tried = h.call("try-acquire", L, l[1]);
+    assert_eq!(
+        tried.json(),
+        json!({"acquired": false, "retry_at_ms": start + DELAY_MS})
+    );
+    h.advance_ms(DELAY_MS / 2);
+    let b = acquire(&mut h, l[1]);
+    assert_eq!(
+        b.wait().and_then(|w| w.until_ms),
+        Some(start + DELAY_MS),
+        "the first run to notice fixed the time"
+    );
+    assert_eq!(b.wait().map(|w| w.leases.clone()), Some(vec![l[1]]));
+    h.advance_ms(DELAY_MS / 2);
+    assert!(h.resume(&b).expect("woken").is_done());
+}
+
+#[test]
+fn abandoning_a_delayed_grant_clears_its_record() {
+    let (mut h, l) = with_leases(2);
+    acquire_delayed(&mut h, l[0]);
+    let b = acquire(&mut h, l[1]);
+    assert_eq!(h.abandon("acquire", L, l[0]), Ok(()));
+    assert!(h.get(b"L\0lock-delay").is_none());
+    h.revoke(l[0]);
+    assert!(h.resume(&b).expect("woken").is_done(), "no delay");
+}

@@ -225,9 +225,15 @@ pub const SNAPSHOT_META_BYTES_MAX: u32 = 1024 * 1024;
 pub const SNAPSHOT_WRITE_BUFFER_BYTES: usize = 1024 * 1024;
 /// Buffer of each pass over a snapshot file while restoring it.
 pub const SNAPSHOT_RESTORE_READ_BYTES: usize = 1024 * 1024;
-/// TTL of the lease the server-side Lock and Election services grant for a request that names
-/// none (etcd's default session TTL).
+/// TTL of the lease the etcd Lock and Election services grant for a request that names none
+/// (etcd's default session TTL).
 pub const RECIPE_SESSION_TTL_S: i64 = 60;
+/// How long the etcd Lock and Election services look for their built-in module (a new cluster
+/// deploys its built-ins just after founding) before answering UNAVAILABLE.
+pub const RECIPE_MODULE_WAIT_MS: u64 = 5_000;
+/// Pause between those looks.
+pub const RECIPE_MODULE_RETRY_MS: u64 = 100;
+const _: () = assert!(RECIPE_MODULE_RETRY_MS > 0 && RECIPE_MODULE_RETRY_MS < RECIPE_MODULE_WAIT_MS);
 /// Tries a new leader makes to deploy each built-in module that differs before giving up
 /// (with a log line) until it leads again.
 pub const BUILTIN_DEPLOY_ATTEMPTS: u32 = 100;

@@ -23,11 +23,10 @@
 //! - [`node`]: the composition root — opens storage, builds Raft, serves, shuts down; member
 //!   joining and liveness.
 //! - [`api`]: tonic services for the etcd API (KV, Watch, Lease, Lock, Election, Cluster,
-//!   Maintenance); [`api::status`] is the one place refusals become gRPC statuses.
+//!   Maintenance); [`api::status`] is the one place refusals become gRPC statuses. Lock and
+//!   Election are adapters over the built-in `lock` and `election` modules ([`api::recipe`]).
 //! - [`modules`]: the modules wing — the Modules service, read-only calls, parked (waiting)
 //!   calls and how they wake, the built-in modules' deployment.
-//! - [`recipe`]: etcd's lock and election recipes run server-side, for the Lock and Election
-//!   services.
 //! - [`maintenance`]: the streamed database snapshot of the Maintenance service.
 //! - [`server`]: what the services call — proposals (forwarded to the leader when needed),
 //!   linearizable read barriers, response headers, request deadlines; leader-only lease
@@ -48,6 +47,5 @@ mod maintenance;
 mod modules;
 pub mod node;
 mod raft;
-mod recipe;
 mod server;
 mod shutdown;

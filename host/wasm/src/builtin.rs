@@ -4,7 +4,7 @@
 /// (name, component bytes) of every built-in module. When any of these bytes change (a guest,
 /// the SDK, the toolchain), raise `BUILTIN_SET` in `host/server/src/modules/builtin.rs`: it is
 /// how clusters founded by an older release learn that these are newer.
-pub const BUILTIN_MODULES: [(&str, &[u8]); 8] = [
+pub const BUILTIN_MODULES: [(&str, &[u8]); 9] = [
     (
         "counter",
         include_bytes!(concat!(env!("OUT_DIR"), "/counter.wasm")),
@@ -16,6 +16,10 @@ pub const BUILTIN_MODULES: [(&str, &[u8]); 8] = [
     (
         "lock",
         include_bytes!(concat!(env!("OUT_DIR"), "/lock.wasm")),
+    ),
+    (
+        "election",
+        include_bytes!(concat!(env!("OUT_DIR"), "/election.wasm")),
     ),
     (
         "queue",

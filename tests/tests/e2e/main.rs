@@ -31,6 +31,7 @@ mod module_determinism;
 mod module_double_barrier;
 mod module_lock;
 mod module_read_only;
+mod module_recipes;
 mod module_rwlock;
 mod module_semaphore;
 mod module_wait;

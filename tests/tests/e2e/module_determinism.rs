@@ -1,6 +1,8 @@
-//! Replicas agree after a storm of module calls: a seeded random mix of counter and
-//! compare-and-move calls, recipe calls that never wait (semaphore, rwlock, barrier and
-//! double-barrier, each client with its own lease), hostile calls that trap, run out of fuel, hit the memory cap,
+//! Replicas agree after a storm of module calls: a seeded random mix of counter,
+//! compare-and-move, lock (try-acquire with and without lock-delay, release, fenced-txn) and
+//! election (campaign, proclaim, resign) calls, recipe calls that never wait (semaphore,
+//! rwlock, barrier and double-barrier), each client with its own lease, hostile calls that trap,
+//! run out of fuel, hit the memory cap,
 //! overflow the stack or return an error, and plain puts, deletes and txns on the same keys,
 //! sent concurrently by several clients to different members (followers forward). Once every
 //! member has applied the last revision, HashKV must be identical on all three.
@@ -31,6 +33,8 @@ const OPS_PER_CLIENT: usize = 250;
 const COUNTERS: usize = 6;
 const PLAIN_KEYS: usize = 12;
 const JOBS: usize = 6;
+/// Leases of the requesters' lock and election calls: they outlive the workload.
+const RECIPE_LEASE_TTL_S: i64 = 600;
 /// Spin budgets vary so the loop stops at many different points.
 const SPIN_FUEL_MIN: u64 = 2_000;
 const SPIN_FUEL_MAX: u64 = 200_000;
@@ -51,6 +55,9 @@ struct Requester {
     tally: Tally,
     /// The client's own lease, for the recipes that take one.
     lease: i64,
+    /// The fencing tokens of its latest lock grant and leadership.
+    lock_token: i64,
+    election_token: i64,
 }
 
 fn counter_key(rng: &mut StdRng) -> String {
@@ -64,7 +71,12 @@ fn plain_key(rng: &mut StdRng) -> String {
 impl Requester {
     /// Invokes and records the outcome; a gRPC code the call cannot produce fails the test.
     async fn call(&mut self, module: &str, function: &str, input: String, fuel: u64) -> Result<()> {
-        self.call_as(module, function, input, fuel, 0)
+        let lease = if matches!(module, "lock" | "election") {
+            self.lease
+        } else {
+            0
+        };
+        self.call_as(module, function, input, fuel, lease)
             .await
             .map(drop)
     }
@@ -83,7 +95,16 @@ impl Requester {
             ..invoke(module, function, &input, fuel)
         };
         let code = match self.modules.invoke(request).await {
-            Ok(_) => Code::Ok,
+            Ok(reply) => {
+                let output: serde_json::Value =
+                    serde_json::from_slice(&reply.into_inner().output).unwrap_or_default();
+                match (module, output["token"].as_i64()) {
+                    ("lock", Some(token)) => self.lock_token = token,
+                    ("election", Some(token)) => self.election_token = token,
+                    _ => {}
+                }
+                Code::Ok
+            }
             Err(status) => status.code(),
         };
         let allowed: &[Code] = match (module, function) {
@@ -93,6 +114,11 @@ impl Requester {
             // Another client holds the one place ("too many clients").
             ("double-barrier", "enter") => &[Code::Ok, Code::FailedPrecondition],
             ("semaphore" | "rwlock" | "barrier" | "double-barrier", _) => &[Code::Ok],
+            // Lock or lead only while the token is good; the rest always succeed.
+            ("lock", "fenced-txn") | ("election", "proclaim") => {
+                &[Code::Ok, Code::FailedPrecondition]
+            }
+            ("lock" | "election", _) => &[Code::Ok],
             ("hostile", "spin" | "hoard") => &[Code::ResourceExhausted],
             ("hostile", _) => &[Code::FailedPrecondition],
             _ => bail!("no expectation for {module}/{function}"),
@@ -145,7 +171,7 @@ impl Requester {
     async fn module_op(&mut self) -> Result<()> {
         let rng = &mut self.rng;
         match rng.random_range(0..100) {
-            0..40 => {
+            0..32 => {
                 let keys: Vec<String> = (0..rng.random_range(1..=3))
                     .map(|_| counter_key(rng))
                     .collect();
@@ -153,7 +179,9 @@ impl Requester {
                 let input = serde_json::json!({ "keys": keys, "by": by }).to_string();
                 self.call("counter", "add", input, 0).await
             }
-            40..60 => {
+            32..38 => self.recipe_op().await,
+            38..46 => self.lock_election_op().await,
+            46..60 => {
                 let job = rng.random_range(0..JOBS);
                 let expect = rng
                     .random_bool(0.5)
@@ -183,6 +211,50 @@ impl Requester {
             _ => {
                 let input = format!("ok{}", rng.random_range(0..100));
                 self.call("hostile", "ok", input, 0).await
+            }
+        }
+    }
+
+    /// A lock or election call. Every requester campaigns on an election of its own, so no
+    /// call here waits; the lock is shared, so grants and refusals interleave.
+    async fn lock_election_op(&mut self) -> Result<()> {
+        let rng = &mut self.rng;
+        let election = format!("det/el{}", self.lease);
+        let (lock_token, election_token) = if rng.random_bool(0.7) {
+            (self.lock_token, self.election_token)
+        } else {
+            (rng.random_range(1..1_000), rng.random_range(1..1_000))
+        };
+        match rng.random_range(0..6) {
+            0 => {
+                let delay = rng.random_range(0..3) * 1_000;
+                let input = serde_json::json!({"name": "det/lk", "lock_delay_ms": delay});
+                self.call("lock", "try-acquire", input.to_string(), 0).await
+            }
+            1 => {
+                let input = r#"{"name":"det/lk"}"#.to_string();
+                self.call("lock", "release", input, 0).await
+            }
+            2 => {
+                let input = serde_json::json!({"name": "det/lk", "token": lock_token, "ops": [
+                    {"put": plain_key(rng), "value": "locked"}, {"delete": plain_key(rng)}]});
+                self.call("lock", "fenced-txn", input.to_string(), 0).await
+            }
+            3 => {
+                let value = format!("v{}", rng.random_range(0..3));
+                let input = serde_json::json!({"name": election, "value": value});
+                self.call("election", "campaign", input.to_string(), 0)
+                    .await
+            }
+            4 => {
+                let input =
+                    serde_json::json!({"name": election, "token": election_token, "value": "p"});
+                self.call("election", "proclaim", input.to_string(), 0)
+                    .await
+            }
+            _ => {
+                let input = serde_json::json!({"name": election});
+                self.call("election", "resign", input.to_string(), 0).await
             }
         }
     }
@@ -338,10 +410,16 @@ async fn replicas_agree_after_random_module_calls() {
         let mut setup = modules_client(cluster.endpoint(0)).await?;
         wait_deployed(&mut setup, "counter").await?;
         wait_deployed(&mut setup, "compare-and-move").await?;
-        for recipe in ["semaphore", "rwlock", "barrier", "double-barrier"] {
+        for recipe in [
+            "lock",
+            "election",
+            "semaphore",
+            "rwlock",
+            "barrier",
+            "double-barrier",
+        ] {
             wait_deployed(&mut setup, recipe).await?;
         }
-        let mut leases = cluster.client().await?;
         let hostile = DeployRequest {
             name: "hostile".to_string(),
             component: HOSTILE_MODULE.to_vec(),
@@ -351,12 +429,16 @@ async fn replicas_agree_after_random_module_calls() {
         let mut clients = tokio::task::JoinSet::new();
         for client in 0..CLIENTS {
             let member = client % cluster.size();
+            let mut kv = cluster.member_client(member).await?;
+            let lease = kv.lease_grant(RECIPE_LEASE_TTL_S, None).await?.id();
             let requester = Requester {
-                kv: cluster.member_client(member).await?,
+                kv,
+                lease,
+                lock_token: 0,
+                election_token: 0,
                 modules: modules_client(cluster.endpoint(member)).await?,
                 rng: StdRng::seed_from_u64(seed.wrapping_add(client as u64)),
                 tally: Tally::new(),
-                lease: leases.lease_grant(LEASE_TTL_S, None).await?.id(),
             };
             clients.spawn(requester.run(client));
         }
@@ -381,6 +463,8 @@ async fn replicas_agree_after_random_module_calls() {
             "barrier/hold Ok",
             "double-barrier/enter Ok",
             "double-barrier/leave Ok",
+            "lock/try-acquire Ok",
+            "election/campaign Ok",
             "txn succeeded",
         ] {
             ensure!(

@@ -1,20 +1,25 @@
-//! etcd's `Election` service (`v3electionpb.Election`) over the server-side recipe in
-//! [`crate::recipe`]: candidates queue like lock waiters; the earliest created key leads.
+//! etcd's `Election` service (`v3electionpb.Election`), an adapter over the built-in
+//! `election` module (see [`crate::api::recipe`]): candidates queue like lock waiters under
+//! `<name>/`, and the oldest key leads.
 //!
-//! `LeaderKey.rev` (the leader key's create_revision) is the leadership's fencing token:
-//! Proclaim and Resign act only while the key still has that create_revision.
+//! `LeaderKey.rev` (the leader key's create revision) is the leadership's fencing token; the
+//! module's proclaim acts only while the caller leads with it, and resign only on that
+//! incarnation of `<name>/<lease hex>`. Leader and Observe are read-only module calls on the
+//! serving member; Observe calls `observe` again with each leader it sent, so the stream gets
+//! the leader now, then each change of its value, then the next leader.
 
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures::{Stream, StreamExt};
+use futures::Stream;
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::api::status::recipe_status;
-use crate::recipe::error::RecipeError;
-use crate::recipe::{Recipes, Turn, keys};
+use crate::api::recipe::{
+    Recipe, RecipeError, Recipes, bytes_field, field_i64, leader_kv, named, participant_key,
+};
 use baton_limits::OBSERVE_RESPONSES_QUEUED_MAX;
 use baton_proto::v3electionpb::election_server::Election;
 use baton_proto::v3electionpb::{
@@ -30,104 +35,72 @@ impl ElectionService {
     pub(crate) fn new(recipes: Arc<Recipes>) -> Self {
         Self { recipes }
     }
-
-    /// Sets the leader's value if `leader` still leads (its key has its create_revision).
-    async fn proclaim_as(
-        &self,
-        leader: &LeaderKey,
-        value: Vec<u8>,
-    ) -> Result<ProclaimResponse, Status> {
-        let req = keys::put_if_created_at(&leader.key, leader.rev, &value, leader.lease);
-        let resp = self.recipes.txn(req).await?;
-        if !resp.succeeded {
-            return Err(RecipeError::NotLeader.into());
-        }
-        Ok(ProclaimResponse {
-            header: resp.header,
-        })
-    }
-
-    /// Deletes the leader's key if it is still that incarnation; succeeds either way.
-    async fn resign_as(&self, leader: &LeaderKey) -> Result<ResignResponse, Status> {
-        let resp = self
-            .recipes
-            .txn(keys::delete_if_created_at(&leader.key, leader.rev))
-            .await?;
-        Ok(ResignResponse {
-            header: resp.header,
-        })
-    }
 }
 
 type ObserveStream = Pin<Box<dyn Stream<Item = Result<LeaderResponse, Status>> + Send>>;
 
-impl ElectionService {
-    /// Like etcd: a candidate whose key already exists with another value proclaims the new
-    /// value first; the response's header is the join's; cancelling the call resigns.
-    async fn campaign_or_refuse(&self, req: CampaignRequest) -> Result<CampaignResponse, Status> {
-        let CampaignRequest { name, lease, value } = req;
-        let lease = self.recipes.session_lease(lease).await?;
-        let joined = self.recipes.join(&name, lease, &value).await?;
-        let leader = LeaderKey {
-            name: name.clone(),
-            key: joined.key.clone(),
-            rev: joined.create_revision,
-            lease,
+/// Observes `name` into `out` until the receiver is dropped or a call fails (that error is the
+/// stream's last item).
+async fn observe(
+    recipes: Arc<Recipes>,
+    name: Vec<u8>,
+    out: mpsc::Sender<Result<LeaderResponse, Status>>,
+) {
+    let mut input = named(&name);
+    loop {
+        let answer = tokio::select! {
+            // Boxed: the call's future is deep, and a select over it inline overflows rustc's
+            // layout query depth.
+            answer = Box::pin(recipes.call(Recipe::Election, "observe", &input, 0, true)) => answer,
+            () = out.closed() => return,
         };
-        if joined.existing_value.as_ref().is_some_and(|v| *v != value)
-            && let Err(e) = self.proclaim_as(&leader, value).await
-        {
-            let _ = self.resign_as(&leader).await;
-            return Err(e);
-        }
-        let turn = if joined.holds {
-            Turn::Mine {
-                revision: joined.header.revision,
+        let sent = match answer.and_then(|a| Ok((leader_kv(&a.output)?, a.revision))) {
+            Ok((kv, revision)) => {
+                bytes_field(&mut input, "key", &kv.key);
+                input["mod_revision"] = Value::from(kv.mod_revision);
+                let resp = LeaderResponse {
+                    header: Some(recipes.header(revision)),
+                    kv: Some(kv),
+                };
+                out.send(Ok(resp)).await
             }
-        } else {
-            let withdrawal = self
-                .recipes
-                .withdraw_unless_kept(&joined.key, joined.create_revision);
-            let turn = self
-                .recipes
-                .wait_for_turn(&keys::prefix(&name), &joined.key, joined.create_revision)
-                .await;
-            // Only a cancelled call resigns (etcd keeps the key after other failures).
-            withdrawal.keep();
-            turn?
+            Err(status) => {
+                let _ = out.send(Err(status)).await;
+                return;
+            }
         };
-        match turn {
-            Turn::Mine { .. } => Ok(CampaignResponse {
-                header: Some(joined.header),
-                leader: Some(leader),
-            }),
-            Turn::Lost => Err(RecipeError::ElectionSessionExpired.into()),
+        if sent.is_err() {
+            return;
         }
     }
-
-    async fn leader_or_refuse(&self, req: LeaderRequest) -> Result<LeaderResponse, Status> {
-        let prefix = keys::prefix(&req.name);
-        let (revision, kv) = self.recipes.first_created(&prefix).await?;
-        let kv = kv.ok_or(RecipeError::NoLeader)?;
-        Ok(LeaderResponse {
-            header: Some(self.recipes.server().header(revision)),
-            kv: Some(kv),
-        })
-    }
-}
-
-/// Every refusal goes out as etcd sends it (see [`recipe_status`]).
-fn reply<T>(result: Result<T, Status>) -> Result<Response<T>, Status> {
-    result.map(Response::new).map_err(recipe_status)
 }
 
 #[tonic::async_trait]
 impl Election for ElectionService {
+    /// Like etcd: a candidate whose key already exists with another value updates it; a
+    /// candidate whose call is cancelled resigns (the module's abandon).
     async fn campaign(
         &self,
         request: Request<CampaignRequest>,
     ) -> Result<Response<CampaignResponse>, Status> {
-        reply(self.campaign_or_refuse(request.into_inner()).await)
+        let CampaignRequest { name, lease, value } = request.into_inner();
+        let lease = self.recipes.session_lease(lease).await?;
+        let mut input = named(&name);
+        bytes_field(&mut input, "value", &value);
+        let won = self
+            .recipes
+            .call(Recipe::Election, "campaign", &input, lease, false)
+            .await?;
+        let leader = LeaderKey {
+            key: participant_key(&name, lease),
+            rev: field_i64(&won.output, "token")?,
+            name,
+            lease,
+        };
+        Ok(Response::new(CampaignResponse {
+            header: Some(self.recipes.header(won.revision)),
+            leader: Some(leader),
+        }))
     }
 
     async fn proclaim(
@@ -135,17 +108,35 @@ impl Election for ElectionService {
         request: Request<ProclaimRequest>,
     ) -> Result<Response<ProclaimResponse>, Status> {
         let ProclaimRequest { leader, value } = request.into_inner();
-        let Some(leader) = leader else {
-            return reply(Err(RecipeError::MissingLeaderKey.into()));
-        };
-        reply(self.proclaim_as(&leader, value).await)
+        let leader = leader.ok_or(RecipeError::MissingLeaderKey)?;
+        if leader.key != participant_key(&leader.name, leader.lease) {
+            return Err(RecipeError::NotLeader.into());
+        }
+        let mut input = named(&leader.name);
+        input["token"] = Value::from(leader.rev);
+        bytes_field(&mut input, "value", &value);
+        let done = self
+            .recipes
+            .call(Recipe::Election, "proclaim", &input, leader.lease, false)
+            .await?;
+        Ok(Response::new(ProclaimResponse {
+            header: Some(self.recipes.header(done.revision)),
+        }))
     }
 
     async fn leader(
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<LeaderResponse>, Status> {
-        reply(self.leader_or_refuse(request.into_inner()).await)
+        let input = named(&request.into_inner().name);
+        let found = self
+            .recipes
+            .call(Recipe::Election, "leader", &input, 0, true)
+            .await?;
+        Ok(Response::new(LeaderResponse {
+            header: Some(self.recipes.header(found.revision)),
+            kv: Some(leader_kv(&found.output)?),
+        }))
     }
 
     type ObserveStream = ObserveStream;
@@ -154,21 +145,29 @@ impl Election for ElectionService {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
-        let prefix = keys::prefix(&request.into_inner().name);
+        let name = request.into_inner().name;
         let (tx, rx) = mpsc::channel(OBSERVE_RESPONSES_QUEUED_MAX);
-        let recipes = self.recipes.clone();
-        tokio::spawn(async move { recipes.observe(prefix, tx).await });
-        let stream = ReceiverStream::new(rx).map(|item| item.map_err(recipe_status));
-        Ok(Response::new(Box::pin(stream)))
+        tokio::spawn(observe(self.recipes.clone(), name, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
+    /// Deletes the leader's key if it is still that incarnation; succeeds either way.
     async fn resign(
         &self,
         request: Request<ResignRequest>,
     ) -> Result<Response<ResignResponse>, Status> {
-        let Some(leader) = request.into_inner().leader else {
-            return reply(Err(RecipeError::MissingLeaderKey.into()));
-        };
-        reply(self.resign_as(&leader).await)
+        let leader = request
+            .into_inner()
+            .leader
+            .ok_or(RecipeError::MissingLeaderKey)?;
+        let mut input = named(&leader.name);
+        input["token"] = Value::from(leader.rev);
+        let done = self
+            .recipes
+            .call(Recipe::Election, "resign", &input, leader.lease, false)
+            .await?;
+        Ok(Response::new(ResignResponse {
+            header: Some(self.recipes.header(done.revision)),
+        }))
     }
 }

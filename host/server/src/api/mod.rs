@@ -8,6 +8,7 @@ pub(crate) mod learner_gate;
 pub(crate) mod lease;
 pub(crate) mod lock;
 pub(crate) mod maintenance;
+pub(crate) mod recipe;
 mod require_leader;
 pub(crate) mod status;
 pub(crate) mod watch;

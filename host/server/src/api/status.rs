@@ -6,7 +6,7 @@ use baton_apply::refusal::Refusal;
 use baton_proto::batonpb::ApplyRefusal;
 use tonic::{Code, Status};
 
-use crate::recipe::error::RecipeError;
+use crate::api::recipe::RecipeError;
 use baton_store::mvcc::error::KvError;
 
 /// A deterministic refusal (decided at apply, or by the same checks before proposing), as
@@ -77,7 +77,6 @@ mod tests {
         let cases = [
             (RecipeError::LockSessionExpired, "mutex: session is expired"),
             (RecipeError::NotLeader, "election: not leader"),
-            (RecipeError::NoLeader, "election: no leader"),
             (
                 RecipeError::MissingLeaderKey,
                 "\"leader\" field must be provided",

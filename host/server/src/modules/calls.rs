@@ -46,6 +46,15 @@ impl Calls {
         &self,
         call: batonpb::ModuleInvoke,
     ) -> Result<pb::InvokeResponse, Status> {
+        self.run_counted(call).await.map_err(|failed| failed.status)
+    }
+
+    /// [`Calls::run`], telling on failure how many runs had committed before it: a recipe
+    /// adapter words "the call failed" differently from "a waiting call failed on a re-run".
+    pub(crate) async fn run_counted(
+        &self,
+        call: batonpb::ModuleInvoke,
+    ) -> Result<pb::InvokeResponse, Failed> {
         let mut runs = 0u32;
         let mut abandon = Abandon {
             server: self.server.clone(),
@@ -69,7 +78,7 @@ impl Calls {
                     if runs == 0 && is_refusal(&status) {
                         abandon.call = None;
                     }
-                    return Err(status);
+                    return Err(Failed { status, runs });
                 }
             };
             runs = runs.saturating_add(1);
@@ -84,9 +93,10 @@ impl Calls {
             };
             tracing::debug!(module = %call.name, function = %call.function, runs, "call parked");
             let time = reply.proposal_time_ms;
-            self.parking
-                .until(&self.server, &wait, reply.revision, time)
-                .await?;
+            let parked = self
+                .parking
+                .until(&self.server, &wait, reply.revision, time);
+            parked.await.map_err(|status| Failed { status, runs })?;
         }
     }
 
@@ -143,6 +153,13 @@ impl Calls {
                 .await?;
         }
     }
+}
+
+/// A call that failed after `runs` runs had committed.
+#[derive(Debug)]
+pub(crate) struct Failed {
+    pub(crate) status: Status,
+    pub(crate) runs: u32,
 }
 
 /// Cleans up after a writing call whose client left before it finished (deadline, cancel,

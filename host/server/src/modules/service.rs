@@ -32,6 +32,11 @@ impl ModulesService {
         }
     }
 
+    /// How this service runs calls, for the services that adapt etcd's recipes to modules.
+    pub(crate) fn calls(&self) -> &Calls {
+        &self.calls
+    }
+
     /// A linearizable read view of the module tables.
     async fn read_view(&self) -> Result<baton_store::mvcc::ReadView, Status> {
         self.server.linearize().await?;

@@ -24,12 +24,12 @@ use tonic_health::ServingStatus;
 
 use crate::api;
 use crate::api::learner_gate::LearnerGate;
+use crate::api::recipe::Recipes;
 use crate::modules::park::Parking;
 use crate::raft::batch::Proposer;
 use crate::raft::channels::PeerChannels;
 use crate::raft::network::PeerNetwork;
 use crate::raft::peer_service::PeerService;
-use crate::recipe::Recipes;
 use crate::server::lease::ends::{LeaseEnds, Observers};
 use crate::server::lease::{Deadlines, Lessor};
 use crate::server::lease_expiry;
@@ -470,11 +470,11 @@ fn client_router(
     // The services enforce etcd's exact size limits themselves (see api::kv); the transport only
     // guards memory.
     let decode_max = PEER_MESSAGE_BYTES_MAX;
+    // The etcd Lock and Election services run the built-in recipe modules like any call.
     let recipes = Arc::new(Recipes::new(
         server.clone(),
-        hub.clone(),
         lessor.clone(),
-        signals.stop.clone(),
+        modules.calls().clone(),
     ));
     tonic::transport::Server::builder()
         .add_service(LearnerGate::new(
@@ -512,7 +512,7 @@ fn client_router(
             server.clone(),
         ))
         .add_service(LearnerGate::new(
-            ElectionServer::new(api::election::ElectionService::new(recipes)),
+            ElectionServer::new(api::election::ElectionService::new(recipes.clone())),
             server.clone(),
         ))
         .add_service(LearnerGate::new(
