@@ -40,8 +40,6 @@ const SPIN_FUEL_MIN: u64 = 2_000;
 const SPIN_FUEL_MAX: u64 = 200_000;
 /// Room for hoard and recurse to reach the memory and stack caps before fuel runs out.
 const CAP_FUEL: u64 = 100_000_000;
-/// The clients' leases outlive the workload.
-const LEASE_TTL_S: i64 = 600;
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
 const POLL_PAUSE: Duration = Duration::from_millis(50);
 
