@@ -19,7 +19,15 @@ const GUEST_TARGET: &str = "wasm32-unknown-unknown";
 /// stack sits below the data, so overflowing it is an out-of-bounds trap, never corruption.
 const GUEST_RUSTFLAGS: &str = "-Clink-arg=-zstack-size=65536";
 /// Crates of the guests' workspace; each becomes `OUT_DIR/<name>.wasm` (a component).
-const GUESTS: [&str; 5] = ["counter", "compare-and-move", "hostile", "lock", "queue"];
+const GUESTS: [&str; 7] = [
+    "counter",
+    "compare-and-move",
+    "hostile",
+    "lock",
+    "queue",
+    "priority-queue",
+    "registry",
+];
 
 fn main() -> Result<()> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").context("OUT_DIR is not set")?);

@@ -2,7 +2,7 @@
 //! deploys them through the log so every replica stores the same bytes.
 
 /// (name, component bytes) of every built-in module.
-pub const BUILTIN_MODULES: [(&str, &[u8]); 4] = [
+pub const BUILTIN_MODULES: [(&str, &[u8]); 6] = [
     (
         "counter",
         include_bytes!(concat!(env!("OUT_DIR"), "/counter.wasm")),
@@ -18,6 +18,14 @@ pub const BUILTIN_MODULES: [(&str, &[u8]); 4] = [
     (
         "queue",
         include_bytes!(concat!(env!("OUT_DIR"), "/queue.wasm")),
+    ),
+    (
+        "priority-queue",
+        include_bytes!(concat!(env!("OUT_DIR"), "/priority-queue.wasm")),
+    ),
+    (
+        "registry",
+        include_bytes!(concat!(env!("OUT_DIR"), "/registry.wasm")),
     ),
 ];
 
