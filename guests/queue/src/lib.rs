@@ -344,13 +344,14 @@ fn forget(l: &Layout, token: i64, record: &Reservation) {
     }
 }
 
-/// Waits until something may be deliverable: a push, a delayed item or reservation coming
-/// due, a lease-bound reservation's lease ending; and `own_lease` ending, if given.
+/// Waits until something may be deliverable: a push or nack, a sooner delayed item, a
+/// lease-bound reservation's lease ending (all changes under the ready or bookkeeping
+/// prefixes), the earliest delayed item or reservation coming due; and `own_lease` ending, if
+/// given.
 fn wait(l: &Layout, own_lease: Option<i64>) -> Result<Reply, String> {
     let mut wait = Reply::wait_for()
         .prefix(l.ready())
-        .prefix(l.delayed())
-        .prefix(l.alive());
+        .prefix(format!("__{}/", l.queue));
     if let Some((at_ms, _, _)) = first_delayed(l)? {
         wait = wait.until_ms(at_ms);
     }
@@ -534,8 +535,8 @@ fn length(l: &Layout) -> Result<Reply, String> {
     let ended = lease_bound.saturating_sub(Range::prefix(l.alive()).count());
     Reply::json(&serde_json::json!({
         "ready": ready + due + expired + ended,
-        "delayed": delayed - due,
-        "reserved": reserved - expired - ended,
+        "delayed": delayed.saturating_sub(due),
+        "reserved": reserved.saturating_sub(expired).saturating_sub(ended),
     }))
 }
 

@@ -84,7 +84,10 @@ fn pop_on_an_empty_queue_waits_for_a_push() {
     let mut h = harness();
     let pop = h.call("pop", JOBS, 0);
     let wait = pop.wait().expect("waits");
-    assert!(wait.keys.contains(&KeyRange::prefix("jobs/")));
+    assert_eq!(
+        wait.keys,
+        [KeyRange::prefix("jobs/"), KeyRange::prefix("__jobs/")]
+    );
     assert_eq!(wait.until_ms, None, "nothing is due later either");
     h.put("jobsx", "not in the queue");
     assert!(!h.woken(&pop));
@@ -260,6 +263,21 @@ fn nack_redelivers_at_once_or_after_a_delay_keeping_the_count() {
     let popped = h.resume(&pop).expect("its delay passed");
     assert_eq!(popped.json()["deliveries"], 2);
     assert!(h.keys("__jobs/").is_empty());
+}
+
+#[test]
+fn a_nack_wakes_a_waiting_consumer() {
+    let mut h = harness();
+    push(&mut h, "job");
+    let held = reserve(&mut h, 60_000);
+    let waiting = h.call("pop", JOBS, 0);
+    assert_eq!(
+        waiting.wait().expect("waits").until_ms,
+        Some(h.now_ms() + 60_000)
+    );
+    settle(&mut h, "nack", token(&held));
+    let popped = h.resume(&waiting).expect("the nack wakes it at once");
+    assert_eq!(popped.json()["value"], "job");
 }
 
 #[test]
