@@ -554,7 +554,7 @@ impl Module for Queue {
             "peek" => peek(&named()?),
             "length" => length(&named()?),
             other => Err(format!(
-                "queue: unknown function {other:?} (try push, pop, reserve, ack, nack, peek, length)"
+                "queue: unknown function {other:?} (try push, pop, reserve, ack, nack, peek)"
             )),
         }
     }
