@@ -1,5 +1,7 @@
 //! Replicas agree after a storm of module calls: a seeded random mix of counter and
-//! compare-and-move calls, hostile calls that trap, run out of fuel, hit the memory cap,
+//! compare-and-move calls, queue calls (delayed pushes, reservations that time out, acks and
+//! nacks, pops and reserves whose client deadline passes while they wait), priority-queue and
+//! registry calls, hostile calls that trap, run out of fuel, hit the memory cap,
 //! overflow the stack or return an error, and plain puts, deletes and txns on the same keys,
 //! sent concurrently by several clients to different members (followers forward). Once every
 //! member has applied the last revision, HashKV must be identical on all three.
@@ -13,7 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use baton_e2e::{Backend, Cluster, run_test};
 use baton_proto::baton::v1::modules_client::ModulesClient;
-use baton_proto::baton::v1::{DeployRequest, ListRequest};
+use baton_proto::baton::v1::{DeployRequest, InvokeRequest, ListRequest};
 use baton_wasm::builtin::HOSTILE_MODULE;
 use etcd_client::{Client, Compare, CompareOp, DeleteOptions, GetOptions, Txn, TxnOp};
 use rand::rngs::StdRng;
@@ -35,6 +37,12 @@ const SPIN_FUEL_MIN: u64 = 2_000;
 const SPIN_FUEL_MAX: u64 = 200_000;
 /// Room for hoard and recurse to reach the memory and stack caps before fuel runs out.
 const CAP_FUEL: u64 = 100_000_000;
+/// Client deadline on calls that may wait (pop, reserve, dequeue, changes): short, so a waiting
+/// call is abandoned and its clean-up goes through the log too.
+const WAITING_CALL_DEADLINE: Duration = Duration::from_millis(300);
+/// Leases for registrations, far longer than the test.
+const REGISTRY_TTL_S: i64 = 600;
+const INSTANCES: usize = 6;
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
 const POLL_PAUSE: Duration = Duration::from_millis(50);
 
@@ -44,6 +52,8 @@ type Tally = BTreeMap<String, usize>;
 struct Requester {
     kv: Client,
     modules: ModulesClient<Channel>,
+    /// This client's lease, for registrations.
+    lease: i64,
     rng: StdRng,
     tally: Tally,
 }
@@ -60,13 +70,38 @@ impl Requester {
     /// Invokes and records the outcome; a gRPC code the call cannot produce fails the test.
     async fn call(&mut self, module: &str, function: &str, input: String, fuel: u64) -> Result<()> {
         let request = invoke(module, function, &input, fuel);
-        let code = match self.modules.invoke(request).await {
-            Ok(_) => Code::Ok,
-            Err(status) => status.code(),
+        self.call_with(request, None).await.map(drop)
+    }
+
+    /// As [`Requester::call`], for any request, with an optional client deadline; the output
+    /// when the call succeeded.
+    async fn call_with(
+        &mut self,
+        request: InvokeRequest,
+        deadline: Option<Duration>,
+    ) -> Result<Option<Vec<u8>>> {
+        let (module, function) = (request.name.clone(), request.function.clone());
+        let (input, fuel) = (
+            String::from_utf8_lossy(&request.input).into_owned(),
+            request.fuel,
+        );
+        let mut request = tonic::Request::new(request);
+        if let Some(deadline) = deadline {
+            request.set_timeout(deadline);
+        }
+        let (code, output, message) = match self.modules.invoke(request).await {
+            Ok(reply) => (Code::Ok, Some(reply.into_inner().output), String::new()),
+            Err(status) => (status.code(), None, status.message().to_string()),
         };
-        let allowed: &[Code] = match (module, function) {
+        let waited: &[Code] = &[Code::Ok, Code::DeadlineExceeded, Code::Cancelled];
+        let allowed: &[Code] = match (module.as_str(), function.as_str()) {
             // A plain put may have left a non-integer in a counter key.
             ("counter", _) => &[Code::Ok, Code::FailedPrecondition],
+            ("queue", "pop" | "reserve") | ("priority-queue", "dequeue") => waited,
+            ("registry", "changes") => waited,
+            // The reservation may have timed out meanwhile.
+            ("queue", "ack" | "nack") => &[Code::Ok, Code::FailedPrecondition],
+            ("queue" | "priority-queue" | "registry", _) => &[Code::Ok],
             ("compare-and-move", _) | ("hostile", "ok") => &[Code::Ok],
             ("hostile", "spin" | "hoard") => &[Code::ResourceExhausted],
             ("hostile", _) => &[Code::FailedPrecondition],
@@ -74,18 +109,106 @@ impl Requester {
         };
         ensure!(
             allowed.contains(&code),
-            "{module}/{function} {input} (fuel {fuel}) answered {code:?}"
+            "{module}/{function} {input} (fuel {fuel}) answered {code:?} {message}"
         );
         *self
             .tally
             .entry(format!("{module}/{function} {code:?}"))
             .or_default() += 1;
-        Ok(())
+        Ok(output)
+    }
+
+    /// One call to the queue, priority-queue or registry recipe.
+    async fn recipe_op(&mut self) -> Result<()> {
+        let rng = &mut self.rng;
+        let queue = serde_json::json!({"queue": "det/q"});
+        let (request, deadline) = match rng.random_range(0..30) {
+            0..6 => {
+                let mut push = serde_json::json!({"queue": "det/q", "value": rng.random_range(0..100).to_string()});
+                if rng.random_bool(0.3) {
+                    push["delay_ms"] = rng.random_range(50..400).into();
+                }
+                (invoke("queue", "push", &push.to_string(), 0), None)
+            }
+            6..10 => {
+                let visibility_ms = rng.random_range(100..600);
+                let reserve = serde_json::json!({"queue": "det/q", "visibility_ms": visibility_ms});
+                let settle = rng.random_range(0..3);
+                let request = invoke("queue", "reserve", &reserve.to_string(), 0);
+                let output = self.call_with(request, Some(WAITING_CALL_DEADLINE)).await?;
+                let Some(token) = output.and_then(|o| {
+                    serde_json::from_slice::<serde_json::Value>(&o).ok()?["token"].as_i64()
+                }) else {
+                    return Ok(());
+                };
+                let function = match settle {
+                    0 => "ack",
+                    1 => "nack",
+                    // Left to time out and be redelivered.
+                    _ => return Ok(()),
+                };
+                let input = serde_json::json!({"queue": "det/q", "token": token});
+                (invoke("queue", function, &input.to_string(), 0), None)
+            }
+            10..13 => (
+                invoke("queue", "pop", &queue.to_string(), 0),
+                Some(WAITING_CALL_DEADLINE),
+            ),
+            13..15 => {
+                let function = if rng.random_bool(0.5) {
+                    "length"
+                } else {
+                    "peek"
+                };
+                (invoke("queue", function, &queue.to_string(), 0), None)
+            }
+            15..20 => {
+                let input = serde_json::json!({
+                    "queue": "det/pq", "value": "v", "priority": rng.random_range(0..4),
+                });
+                (
+                    invoke("priority-queue", "enqueue", &input.to_string(), 0),
+                    None,
+                )
+            }
+            20..23 => {
+                let input = serde_json::json!({"queue": "det/pq"});
+                let request = invoke("priority-queue", "dequeue", &input.to_string(), 0);
+                (request, Some(WAITING_CALL_DEADLINE))
+            }
+            23..27 => {
+                let instance = format!("i{}", rng.random_range(0..INSTANCES));
+                let meta = rng.random_range(0..3);
+                let input =
+                    serde_json::json!({"service": "det/svc", "instance": instance, "meta": meta});
+                if rng.random_bool(0.7) {
+                    let request = InvokeRequest {
+                        lease: self.lease,
+                        ..invoke("registry", "register", &input.to_string(), 0)
+                    };
+                    (request, None)
+                } else {
+                    let input = serde_json::json!({"service": "det/svc", "instance": instance});
+                    (
+                        invoke("registry", "deregister", &input.to_string(), 0),
+                        None,
+                    )
+                }
+            }
+            _ => {
+                let since = rng.random_range(0..50);
+                let input = serde_json::json!({"service": "det/svc", "since_revision": since});
+                let request = invoke("registry", "changes", &input.to_string(), 0);
+                (request, Some(WAITING_CALL_DEADLINE))
+            }
+        };
+        self.call_with(request, deadline).await.map(drop)
     }
 
     async fn module_op(&mut self) -> Result<()> {
         let rng = &mut self.rng;
-        match rng.random_range(0..100) {
+        match rng.random_range(0..130) {
+            100.. => self.recipe_op().await,
             0..40 => {
                 let keys: Vec<String> = (0..rng.random_range(1..=3))
                     .map(|_| counter_key(rng))
@@ -276,7 +399,9 @@ async fn replicas_agree_after_random_module_calls() {
         let cluster = Cluster::start(Backend::Baton, 3).await?;
         let mut setup = modules_client(cluster.endpoint(0)).await?;
         wait_deployed(&mut setup, "counter").await?;
-        wait_deployed(&mut setup, "compare-and-move").await?;
+        for name in ["compare-and-move", "queue", "priority-queue", "registry"] {
+            wait_deployed(&mut setup, name).await?;
+        }
         let hostile = DeployRequest {
             name: "hostile".to_string(),
             component: HOSTILE_MODULE.to_vec(),
@@ -286,8 +411,11 @@ async fn replicas_agree_after_random_module_calls() {
         let mut clients = tokio::task::JoinSet::new();
         for client in 0..CLIENTS {
             let member = client % cluster.size();
+            let mut kv = cluster.member_client(member).await?;
+            let lease = kv.lease_grant(REGISTRY_TTL_S, None).await?.id();
             let requester = Requester {
-                kv: cluster.member_client(member).await?,
+                kv,
+                lease,
                 modules: modules_client(cluster.endpoint(member)).await?,
                 rng: StdRng::seed_from_u64(seed.wrapping_add(client as u64)),
                 tally: Tally::new(),
@@ -310,6 +438,9 @@ async fn replicas_agree_after_random_module_calls() {
             "hostile/trap FailedPrecondition",
             "hostile/fail FailedPrecondition",
             "hostile/ok Ok",
+            "queue/push Ok",
+            "priority-queue/enqueue Ok",
+            "registry/register Ok",
             "txn succeeded",
         ] {
             ensure!(
