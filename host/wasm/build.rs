@@ -19,13 +19,15 @@ const GUEST_TARGET: &str = "wasm32-unknown-unknown";
 /// stack sits below the data, so overflowing it is an out-of-bounds trap, never corruption.
 const GUEST_RUSTFLAGS: &str = "-Clink-arg=-zstack-size=65536";
 /// Crates of the guests' workspace; each becomes `OUT_DIR/<name>.wasm` (a component).
-const GUESTS: [&str; 10] = [
+const GUESTS: [&str; 12] = [
     "counter",
     "compare-and-move",
     "hostile",
     "lock",
     "election",
     "queue",
+    "priority-queue",
+    "registry",
     // Semaphore, rwlock and barriers (issue 21).
     "semaphore",
     "rwlock",

@@ -4,7 +4,7 @@
 /// (name, component bytes) of every built-in module. When any of these bytes change (a guest,
 /// the SDK, the toolchain), raise `BUILTIN_SET` in `host/server/src/modules/builtin.rs`: it is
 /// how clusters founded by an older release learn that these are newer.
-pub const BUILTIN_MODULES: [(&str, &[u8]); 9] = [
+pub const BUILTIN_MODULES: [(&str, &[u8]); 11] = [
     (
         "counter",
         include_bytes!(concat!(env!("OUT_DIR"), "/counter.wasm")),
@@ -24,6 +24,14 @@ pub const BUILTIN_MODULES: [(&str, &[u8]); 9] = [
     (
         "queue",
         include_bytes!(concat!(env!("OUT_DIR"), "/queue.wasm")),
+    ),
+    (
+        "priority-queue",
+        include_bytes!(concat!(env!("OUT_DIR"), "/priority-queue.wasm")),
+    ),
+    (
+        "registry",
+        include_bytes!(concat!(env!("OUT_DIR"), "/registry.wasm")),
     ),
     // Semaphore, rwlock and barriers (issue 21).
     (

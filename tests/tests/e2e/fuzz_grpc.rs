@@ -87,7 +87,19 @@ const PREFIX: &[u8] = b"fuzz/";
 const SENTINELS: [&[u8]; 2] = [b"\x01baton-fuzz-sentinel", b"baton-fuzz-sentinel/a"];
 /// Built-in module names: never deleted or overwritten by the fuzzer (not a member-breaking
 /// operation, but later Invoke requests are more interesting against modules that exist).
-const BUILTINS: [&str; 4] = ["counter", "compare-and-move", "lock", "queue"];
+const BUILTINS: [&str; 11] = [
+    "counter",
+    "compare-and-move",
+    "lock",
+    "election",
+    "queue",
+    "priority-queue",
+    "registry",
+    "semaphore",
+    "rwlock",
+    "barrier",
+    "double-barrier",
+];
 
 // ---- raw codec -----------------------------------------------------------------------------
 
@@ -393,7 +405,7 @@ fn invoke_request(g: &mut Gen) -> modpb::InvokeRequest {
     let name = if g.pick(3) == 0 {
         g.name()
     } else {
-        BUILTINS[g.pick(4) as usize].to_string()
+        BUILTINS[g.pick(BUILTINS.len() as u32) as usize].to_string()
     };
     if g.pick(2) == 0 {
         // A call that can succeed, so the fuzzer also reaches the guest and the apply path.
