@@ -87,19 +87,12 @@ const PREFIX: &[u8] = b"fuzz/";
 const SENTINELS: [&[u8]; 2] = [b"\x01baton-fuzz-sentinel", b"baton-fuzz-sentinel/a"];
 /// Built-in module names: never deleted or overwritten by the fuzzer (not a member-breaking
 /// operation, but later Invoke requests are more interesting against modules that exist).
-const BUILTINS: [&str; 11] = [
-    "counter",
-    "compare-and-move",
-    "lock",
-    "election",
-    "queue",
-    "priority-queue",
-    "registry",
-    "semaphore",
-    "rwlock",
-    "barrier",
-    "double-barrier",
-];
+const BUILTINS: [(&str, &[u8]); baton_wasm::builtin::BUILTIN_MODULES.len()] =
+    baton_wasm::builtin::BUILTIN_MODULES;
+
+fn is_builtin(name: &str) -> bool {
+    BUILTINS.iter().any(|(builtin, _)| *builtin == name)
+}
 
 // ---- raw codec -----------------------------------------------------------------------------
 
@@ -405,7 +398,9 @@ fn invoke_request(g: &mut Gen) -> modpb::InvokeRequest {
     let name = if g.pick(3) == 0 {
         g.name()
     } else {
-        BUILTINS[g.pick(BUILTINS.len() as u32) as usize].to_string()
+        BUILTINS[g.pick(BUILTINS.len() as u32) as usize]
+            .0
+            .to_string()
     };
     if g.pick(2) == 0 {
         // A call that can succeed, so the fuzzer also reaches the guest and the apply path.
@@ -894,7 +889,7 @@ fn module_methods() -> Vec<Method> {
             iters_max: ITERS_EXPENSIVE_MAX,
             skip: |b, _| {
                 decoded::<modpb::DeployRequest>(b)
-                    .filter(|r| BUILTINS.contains(&r.name.as_str()))
+                    .filter(|r| is_builtin(&r.name))
                     .map(|_| "would replace a built-in module")
             },
             ..method(
@@ -918,7 +913,7 @@ fn module_methods() -> Vec<Method> {
         baton_only(Method {
             skip: |b, _| {
                 decoded::<modpb::DeleteRequest>(b)
-                    .filter(|r| BUILTINS.contains(&r.name.as_str()))
+                    .filter(|r| is_builtin(&r.name))
                     .map(|_| "would delete a built-in module")
             },
             ..method(
