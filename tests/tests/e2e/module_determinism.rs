@@ -1,8 +1,10 @@
 //! Replicas agree after a storm of module calls: a seeded random mix of counter,
 //! compare-and-move, lock (try-acquire with and without lock-delay, release, fenced-txn) and
 //! election (campaign, proclaim, resign) calls, recipe calls that never wait (semaphore,
-//! rwlock, barrier and double-barrier), each client with its own lease, hostile calls that trap,
-//! run out of fuel, hit the memory cap,
+//! rwlock, barrier and double-barrier), each client with its own lease, queue calls (delayed
+//! pushes, reservations that time out, acks and nacks, pops and reserves whose client deadline
+//! passes while they wait), priority-queue and registry calls, hostile calls that trap, run out
+//! of fuel, hit the memory cap,
 //! overflow the stack or return an error, and plain puts, deletes and txns on the same keys,
 //! sent concurrently by several clients to different members (followers forward). Once every
 //! member has applied the last revision, HashKV must be identical on all three.
@@ -40,6 +42,10 @@ const SPIN_FUEL_MIN: u64 = 2_000;
 const SPIN_FUEL_MAX: u64 = 200_000;
 /// Room for hoard and recurse to reach the memory and stack caps before fuel runs out.
 const CAP_FUEL: u64 = 100_000_000;
+/// Client deadline on calls that may wait (pop, reserve, dequeue, changes): short, so a waiting
+/// call is abandoned and its clean-up goes through the log too.
+const WAITING_CALL_DEADLINE: Duration = Duration::from_millis(300);
+const INSTANCES: usize = 6;
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
 const POLL_PAUSE: Duration = Duration::from_millis(50);
 
@@ -92,19 +98,40 @@ impl Requester {
             lease,
             ..invoke(module, function, &input, fuel)
         };
-        let code = match self.modules.invoke(request).await {
+        self.call_with(request, None).await.map(|(code, _)| code)
+    }
+
+    /// Invokes `request`, with an optional client deadline, and records the outcome; a gRPC code
+    /// the call cannot produce fails the test. Returns the code, and the output on success.
+    async fn call_with(
+        &mut self,
+        request: InvokeRequest,
+        deadline: Option<Duration>,
+    ) -> Result<(Code, Option<Vec<u8>>)> {
+        let (module, function) = (request.name.clone(), request.function.clone());
+        let (module, function) = (module.as_str(), function.as_str());
+        let (input, fuel) = (
+            String::from_utf8_lossy(&request.input).into_owned(),
+            request.fuel,
+        );
+        let mut request = tonic::Request::new(request);
+        if let Some(deadline) = deadline {
+            request.set_timeout(deadline);
+        }
+        let (code, output, message) = match self.modules.invoke(request).await {
             Ok(reply) => {
-                let output: serde_json::Value =
-                    serde_json::from_slice(&reply.into_inner().output).unwrap_or_default();
-                match (module, output["token"].as_i64()) {
+                let output = reply.into_inner().output;
+                let json: serde_json::Value = serde_json::from_slice(&output).unwrap_or_default();
+                match (module, json["token"].as_i64()) {
                     ("lock", Some(token)) => self.lock_token = token,
                     ("election", Some(token)) => self.election_token = token,
                     _ => {}
                 }
-                Code::Ok
+                (Code::Ok, Some(output), String::new())
             }
-            Err(status) => status.code(),
+            Err(status) => (status.code(), None, status.message().to_string()),
         };
+        let waited: &[Code] = &[Code::Ok, Code::DeadlineExceeded, Code::Cancelled];
         let allowed: &[Code] = match (module, function) {
             // A plain put may have left a non-integer in a counter key.
             ("counter", _) => &[Code::Ok, Code::FailedPrecondition],
@@ -117,19 +144,24 @@ impl Requester {
                 &[Code::Ok, Code::FailedPrecondition]
             }
             ("lock" | "election", _) => &[Code::Ok],
+            ("queue", "pop" | "reserve") | ("priority-queue", "dequeue") => waited,
+            ("registry", "changes") => waited,
+            // The reservation may have timed out meanwhile.
+            ("queue", "ack" | "nack") => &[Code::Ok, Code::FailedPrecondition],
+            ("queue" | "priority-queue" | "registry", _) => &[Code::Ok],
             ("hostile", "spin" | "hoard") => &[Code::ResourceExhausted],
             ("hostile", _) => &[Code::FailedPrecondition],
             _ => bail!("no expectation for {module}/{function}"),
         };
         ensure!(
             allowed.contains(&code),
-            "{module}/{function} {input} (fuel {fuel}) answered {code:?}"
+            "{module}/{function} {input} (fuel {fuel}) answered {code:?} {message}"
         );
         *self
             .tally
             .entry(format!("{module}/{function} {code:?}"))
             .or_default() += 1;
-        Ok(code)
+        Ok((code, output))
     }
 
     /// A recipe call that never waits: no writer ever takes the rwlock, try-acquire never
@@ -166,9 +198,97 @@ impl Requester {
             .map(drop)
     }
 
+    /// One call to the queue, priority-queue or registry recipe.
+    async fn queue_op(&mut self) -> Result<()> {
+        let rng = &mut self.rng;
+        let queue = serde_json::json!({"queue": "det/q"});
+        let (request, deadline) = match rng.random_range(0..30) {
+            0..6 => {
+                let mut push = serde_json::json!({"queue": "det/q", "value": rng.random_range(0..100).to_string()});
+                if rng.random_bool(0.3) {
+                    push["delay_ms"] = rng.random_range(50..400).into();
+                }
+                (invoke("queue", "push", &push.to_string(), 0), None)
+            }
+            6..10 => {
+                let visibility_ms = rng.random_range(100..600);
+                let reserve = serde_json::json!({"queue": "det/q", "visibility_ms": visibility_ms});
+                let settle = rng.random_range(0..3);
+                let request = invoke("queue", "reserve", &reserve.to_string(), 0);
+                let (_, output) = self.call_with(request, Some(WAITING_CALL_DEADLINE)).await?;
+                let Some(token) = output.and_then(|o| {
+                    serde_json::from_slice::<serde_json::Value>(&o).ok()?["token"].as_i64()
+                }) else {
+                    return Ok(());
+                };
+                let function = match settle {
+                    0 => "ack",
+                    1 => "nack",
+                    // Left to time out and be redelivered.
+                    _ => return Ok(()),
+                };
+                let input = serde_json::json!({"queue": "det/q", "token": token});
+                (invoke("queue", function, &input.to_string(), 0), None)
+            }
+            10..13 => (
+                invoke("queue", "pop", &queue.to_string(), 0),
+                Some(WAITING_CALL_DEADLINE),
+            ),
+            13..15 => {
+                let function = if rng.random_bool(0.5) {
+                    "length"
+                } else {
+                    "peek"
+                };
+                (invoke("queue", function, &queue.to_string(), 0), None)
+            }
+            15..20 => {
+                let input = serde_json::json!({
+                    "queue": "det/pq", "value": "v", "priority": rng.random_range(0..4),
+                });
+                (
+                    invoke("priority-queue", "enqueue", &input.to_string(), 0),
+                    None,
+                )
+            }
+            20..23 => {
+                let input = serde_json::json!({"queue": "det/pq"});
+                let request = invoke("priority-queue", "dequeue", &input.to_string(), 0);
+                (request, Some(WAITING_CALL_DEADLINE))
+            }
+            23..27 => {
+                let instance = format!("i{}", rng.random_range(0..INSTANCES));
+                let meta = rng.random_range(0..3);
+                let input =
+                    serde_json::json!({"service": "det/svc", "instance": instance, "meta": meta});
+                if rng.random_bool(0.7) {
+                    let request = InvokeRequest {
+                        lease: self.lease,
+                        ..invoke("registry", "register", &input.to_string(), 0)
+                    };
+                    (request, None)
+                } else {
+                    let input = serde_json::json!({"service": "det/svc", "instance": instance});
+                    (
+                        invoke("registry", "deregister", &input.to_string(), 0),
+                        None,
+                    )
+                }
+            }
+            _ => {
+                let since = rng.random_range(0..50);
+                let input = serde_json::json!({"service": "det/svc", "since_revision": since});
+                let request = invoke("registry", "changes", &input.to_string(), 0);
+                (request, Some(WAITING_CALL_DEADLINE))
+            }
+        };
+        self.call_with(request, deadline).await.map(drop)
+    }
+
     async fn module_op(&mut self) -> Result<()> {
         let rng = &mut self.rng;
-        match rng.random_range(0..100) {
+        match rng.random_range(0..130) {
+            100.. => self.queue_op().await,
             0..32 => {
                 let keys: Vec<String> = (0..rng.random_range(1..=3))
                     .map(|_| counter_key(rng))
@@ -411,6 +531,9 @@ async fn replicas_agree_after_random_module_calls() {
         for recipe in [
             "lock",
             "election",
+            "queue",
+            "priority-queue",
+            "registry",
             "semaphore",
             "rwlock",
             "barrier",
@@ -463,6 +586,9 @@ async fn replicas_agree_after_random_module_calls() {
             "double-barrier/leave Ok",
             "lock/try-acquire Ok",
             "election/campaign Ok",
+            "queue/push Ok",
+            "priority-queue/enqueue Ok",
+            "registry/register Ok",
             "txn succeeded",
         ] {
             ensure!(
