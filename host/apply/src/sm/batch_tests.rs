@@ -343,3 +343,34 @@ fn early_replies_are_the_entrys_own_for_key_changing_commands() {
     // The refused put and the trapped call are among them, as refusals.
     assert!(refusal_of(&replies[2]).is_some() && refusal_of(&replies[11]).is_some());
 }
+
+/// A command that never passed the API's checks — here a txn putting one key twice, as a
+/// forwarded command from the peer port can be — is refused at apply with etcd's error and
+/// changes nothing. Applied, it broke the store's invariant on every member at once (the peer
+/// fuzzer found it: "put ... at revision 6 over a live value with ... mod revision 6").
+#[test]
+fn an_unchecked_txn_reaching_the_log_is_refused_not_applied() {
+    use baton_proto::etcdserverpb::{RequestOp, TxnRequest, request_op::Request};
+    let put = |value: &str| RequestOp {
+        request: Some(Request::RequestPut(put_req("twice", value))),
+    };
+    let txn = Op::Txn(TxnRequest {
+        success: vec![put("a"), put("b")],
+        ..Default::default()
+    });
+    let store = TestStore::new();
+    apply_batch(&store, 1, vec![Op::Put(put_req("before", "x"))]);
+    let before = snapshot(&store);
+    let out = apply_batch(&store, 2, vec![txn.clone(), batch(&[txn])]);
+    let (_, message) = refused(&out[0]).expect("the txn must be refused");
+    assert_eq!(message, "etcdserver: duplicate key given in txn request");
+    let Some(log_reply::Result::Batch(LogReplies { replies })) = &out[1].reply.result else {
+        panic!("a batch answers with a batch: {:?}", out[1].reply);
+    };
+    assert!(super::module_tests::refusal_of(&replies[0]).is_some());
+    assert_eq!(
+        snapshot(&store),
+        before,
+        "a refused command changed the store"
+    );
+}

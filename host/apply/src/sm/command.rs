@@ -8,12 +8,14 @@ use redb::WriteTransaction;
 use crate::entry::EarlyReplies;
 use crate::refusal::{Code, Refusal};
 use crate::sm::module::{self, ModuleApplied, ModuleEnv, ResolvedModules};
+use baton_limits::TXN_OPS_MAX;
 use baton_proto::batonpb::{
     ApplyRefusal, LogBatch, LogCommand, LogReplies, LogReply, log_command, log_reply,
 };
 use baton_proto::mvccpb;
 use baton_store::lease::LeaseChange;
 use baton_store::lease::error::LeaseApplyError;
+use baton_store::mvcc::checks::{check_delete_range, check_put, check_txn};
 use baton_store::mvcc::key_index::KeyIndex;
 use baton_store::ops::alarm::{self, NO_SPACE};
 use baton_store::ops::kv::{self, ApplyError, KvOp, KvResponse};
@@ -169,6 +171,19 @@ fn apply_one(
             )));
         }
     };
+    // The API checked the request, but a command can reach the log by other roads (a forwarded
+    // command from the peer port); applying an unchecked one — a txn putting one key twice —
+    // would break the store's invariants on every member at once. The same checks, here, make
+    // it a refusal instead.
+    let checked = match request {
+        KvOp::Put(r) => check_put(r),
+        KvOp::DeleteRange(r) => check_delete_range(r),
+        KvOp::Txn(r) => check_txn(r, TXN_OPS_MAX),
+        KvOp::Compaction(_) => Ok(()),
+    };
+    if let Err(e) = checked {
+        return Ok(refused(Refusal::from(e)));
+    }
     let shared = memo.kv(txn, index)?;
     match kv::apply_kv_shared(txn, &shared, request) {
         Ok(applied) => Ok(CommandOutcome {
