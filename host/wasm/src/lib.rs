@@ -46,3 +46,15 @@ pub fn module_hash(bytes: &[u8]) -> ModuleHash {
 pub fn hash_hex(hash: &[u8]) -> String {
     hash.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// The bytes `text` spells in hex (either case), the inverse of [`hash_hex`]; None unless it is
+/// an even number of hex digits.
+pub fn hex_bytes(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) || !text.is_ascii() {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+        .collect()
+}

@@ -83,7 +83,6 @@ pub type Visit<'a> = dyn FnMut(StoredKv) -> ControlFlow<()> + 'a;
 /// Transactional key-value access for one call. Ranges use etcd's convention: an empty `end`
 /// is just `start`; `end` = `[0]` is every key >= `start`.
 pub trait GuestStore {
-    fn get(&mut self, key: &[u8]) -> Result<Option<StoredKv>, StoreFailure>;
     /// Writes `key`; `lease` 0 means none.
     fn put(&mut self, key: &[u8], value: &[u8], lease: i64) -> Result<(), StoreFailure>;
     /// Deletes the live keys of [start, end); returns how many there were.
@@ -99,6 +98,11 @@ pub trait GuestStore {
     ) -> Result<(), StoreFailure>;
     /// The lease `id`, if it exists.
     fn lease(&mut self, id: i64) -> Result<Option<LeaseFacts>, StoreFailure>;
+
+    /// The live key `key`, if any (a range of one key).
+    fn get(&mut self, key: &[u8]) -> Result<Option<StoredKv>, StoreFailure> {
+        Ok(self.range(key, &[], 1, false)?.pop())
+    }
 
     /// Live keys of [start, end) in key order (reversed when `reverse`), at most `limit`.
     fn range(

@@ -526,20 +526,8 @@ async fn replicas_agree_after_random_module_calls() {
         println!("module determinism seed {seed}; replay with {SEED_ENV}={seed}");
         let cluster = Cluster::start(Backend::Baton, 3).await?;
         let mut setup = modules_client(cluster.endpoint(0)).await?;
-        wait_deployed(&mut setup, "counter").await?;
-        wait_deployed(&mut setup, "compare-and-move").await?;
-        for recipe in [
-            "lock",
-            "election",
-            "queue",
-            "priority-queue",
-            "registry",
-            "semaphore",
-            "rwlock",
-            "barrier",
-            "double-barrier",
-        ] {
-            wait_deployed(&mut setup, recipe).await?;
+        for (builtin, _) in baton_wasm::builtin::BUILTIN_MODULES {
+            wait_deployed(&mut setup, builtin).await?;
         }
         let hostile = DeployRequest {
             name: "hostile".to_string(),

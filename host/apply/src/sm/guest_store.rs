@@ -85,15 +85,6 @@ impl TxnGuestStore {
             merged(latest, &writes, self.write_rev, span, reverse, visit)
         })
     }
-
-    fn first(&self, span: KeySpan<'_>) -> Result<Option<StoredKv>, StoreFailure> {
-        let mut found = None;
-        self.merged(span, false, &mut |kv| {
-            found = Some(kv);
-            ControlFlow::Break(())
-        })?;
-        Ok(found)
-    }
 }
 
 /// Visits the live keys of `span` in `table`, merged with the buffered `writes` (which get
@@ -230,10 +221,6 @@ fn bounds(span: KeySpan<'_>) -> Option<KeyBounds<'_>> {
 }
 
 impl GuestStore for TxnGuestStore {
-    fn get(&mut self, key: &[u8]) -> Result<Option<StoredKv>, StoreFailure> {
-        self.first(KeySpan::Single(key))
-    }
-
     fn put(&mut self, key: &[u8], value: &[u8], lease: i64) -> Result<(), StoreFailure> {
         if key.is_empty() {
             return Err(StoreFailure::Refused(KvError::EmptyKey.to_string()));
@@ -311,15 +298,6 @@ impl ReadOnlyGuestStore {
 }
 
 impl GuestStore for ReadOnlyGuestStore {
-    fn get(&mut self, key: &[u8]) -> Result<Option<StoredKv>, StoreFailure> {
-        let mut found = None;
-        self.scan(key, &[], false, &mut |kv| {
-            found = Some(kv);
-            ControlFlow::Break(())
-        })?;
-        Ok(found)
-    }
-
     fn put(&mut self, _key: &[u8], _value: &[u8], _lease: i64) -> Result<(), StoreFailure> {
         Err(StoreFailure::Refused(READ_ONLY_WRITE.into()))
     }

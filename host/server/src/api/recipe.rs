@@ -10,7 +10,7 @@
 //! answering UNAVAILABLE. The modules' refusals reach clients as etcd's recipe servers send
 //! theirs: code Unknown, etcd's words ([`RecipeError`], [`recipe_status`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -28,6 +28,7 @@ use baton_proto::batonpb::{ModuleInvoke, log_command};
 use baton_proto::etcdserverpb::{LeaseGrantRequest, LeaseGrantResponse, ResponseHeader};
 use baton_proto::mvccpb::KeyValue;
 use baton_wasm::builtin::BUILTIN_MODULES;
+use baton_wasm::{hash_hex, hex_bytes};
 
 /// Refusals of the lock and election services, worded as etcd words them (etcd returns these
 /// as plain errors, which gRPC reports with code Unknown); see `api::status` for the codes.
@@ -51,8 +52,8 @@ const LEASE_NOT_FOUND: &str = "etcdserver: requested lease not found";
 /// A built-in recipe module the services call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Recipe {
-    Lock,
-    Election,
+    Lock = 0,
+    Election = 1,
 }
 
 impl Recipe {
@@ -136,7 +137,7 @@ impl Recipes {
         let builtin = builtin_hash(recipe);
         loop {
             // By the built-in's hash first, then by name.
-            for hash in [builtin.clone(), Vec::new()] {
+            for hash in [builtin.to_vec(), Vec::new()] {
                 if hash.is_empty() && builtin.is_empty() {
                     // Already tried by name: this binary has no such built-in.
                     continue;
@@ -183,8 +184,15 @@ impl Recipes {
     }
 }
 
-/// The hash of the bytes of `recipe` built into this binary (empty if it has none).
-fn builtin_hash(recipe: Recipe) -> Vec<u8> {
+/// The hash of the bytes of `recipe` built into this binary (empty if it has none), hashed
+/// once: every Lock and Campaign names it, and a built-in is ~100 KB to hash.
+fn builtin_hash(recipe: Recipe) -> &'static [u8] {
+    static HASHES: LazyLock<[Vec<u8>; 2]> =
+        LazyLock::new(|| [Recipe::Lock, Recipe::Election].map(hash_of_builtin));
+    &HASHES[recipe as usize]
+}
+
+fn hash_of_builtin(recipe: Recipe) -> Vec<u8> {
     BUILTIN_MODULES
         .iter()
         .find(|(name, _)| *name == recipe.name())
@@ -211,7 +219,7 @@ pub(crate) fn field_bytes(output: &Value, name: &str) -> Result<Vec<u8>, Status>
         return Ok(text.as_bytes().to_vec());
     }
     let hex = output.get(format!("{name}_hex")).and_then(Value::as_str);
-    hex.and_then(from_hex)
+    hex.and_then(hex_bytes)
         .ok_or_else(|| Status::internal(format!("recipe answer without {name}: {output}")))
 }
 
@@ -246,7 +254,7 @@ pub(crate) fn bytes_field(input: &mut Value, name: &str, bytes: &[u8]) {
     object.remove(&hex_name);
     match std::str::from_utf8(bytes) {
         Ok(text) => object.insert(name.to_string(), Value::from(text)),
-        Err(_) => object.insert(hex_name, Value::from(to_hex(bytes))),
+        Err(_) => object.insert(hex_name, Value::from(hash_hex(bytes))),
     };
 }
 
@@ -255,20 +263,6 @@ pub(crate) fn named(name: &[u8]) -> Value {
     let mut input = Value::Object(serde_json::Map::new());
     bytes_field(&mut input, "name", name);
     input
-}
-
-pub(crate) fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn from_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || !text.is_ascii() {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
-        .collect()
 }
 
 /// `<name>/<lease hex>`, the participant key of etcd's layout (Go's `%x` of a signed id).
@@ -306,7 +300,7 @@ mod tests {
             (3, 4, 2, 10)
         );
         assert_eq!(
-            from_hex(&to_hex(b"\x00\x7f\xff")),
+            hex_bytes(&hash_hex(b"\x00\x7f\xff")),
             Some(b"\x00\x7f\xff".to_vec())
         );
         assert!(field_bytes(&serde_json::json!({}), "key").is_err());

@@ -14,7 +14,7 @@ use baton_limits::{GUEST_FUEL_DEFAULT, GUEST_FUEL_MAX, GUEST_INPUT_BYTES_MAX};
 use baton_proto::baton::v1 as pb;
 use baton_proto::baton::v1::modules_server::Modules;
 use baton_proto::batonpb::{self, log_command};
-use baton_wasm::{Runtime, hash_hex};
+use baton_wasm::{Runtime, hash_hex, hex_bytes};
 
 #[derive(Clone)]
 pub(crate) struct ModulesService {
@@ -45,14 +45,8 @@ impl ModulesService {
 }
 
 fn parse_hex(text: &str) -> Result<Vec<u8>, Status> {
-    let invalid = || Status::invalid_argument(format!("hash must be 64 hex digits: {text:?}"));
-    if text.len() != 64 || !text.is_ascii() {
-        return Err(invalid());
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).map_err(|_| invalid()))
-        .collect()
+    let bytes = (text.len() == 64).then(|| hex_bytes(text)).flatten();
+    bytes.ok_or_else(|| Status::invalid_argument(format!("hash must be 64 hex digits: {text:?}")))
 }
 
 fn info(name: String, record: batonpb::ModuleRecord) -> pb::ModuleInfo {
