@@ -22,6 +22,7 @@ const FRAME_HEADER_BYTES: usize = 5;
 /// gRPC paths of the methods the lean callers use (etcd's and Baton's services).
 pub(crate) mod paths {
     pub(crate) const KV_PUT: &str = "/etcdserverpb.KV/Put";
+    pub(crate) const KV_DELETE_RANGE: &str = "/etcdserverpb.KV/DeleteRange";
     pub(crate) const KV_RANGE: &str = "/etcdserverpb.KV/Range";
     pub(crate) const KV_TXN: &str = "/etcdserverpb.KV/Txn";
     pub(crate) const MAINTENANCE_STATUS: &str = "/etcdserverpb.Maintenance/Status";

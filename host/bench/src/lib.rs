@@ -32,12 +32,16 @@ use keys::KeySpace;
 use pool::Pool;
 use summary::{RunShape, Summary};
 use workload::Workload;
+use workload::barrier::{self, ROUNDS_MAX, WAITERS_MAX as BARRIER_WAITERS_MAX};
 use workload::incr::{COUNTERS_MAX, IncrMode, IncrWorkload};
 use workload::keepalive::{self, LEASES_MAX, STREAMS_MAX};
 use workload::lock::{LockWorkload, NAMES_MAX};
 use workload::park::{self, ITEMS_MAX, ParkMode, WAITERS_MAX};
 use workload::put::PutWorkload;
 use workload::range::{Consistency, RangeWorkload};
+use workload::recipe::{
+    NAMES_MAX as RECIPE_NAMES_MAX, PERMITS_MAX, RecipeKind, RecipeMode, RecipeWorkload,
+};
 use workload::watch::{WATCHERS_MAX, WatchWorkload};
 
 /// `baton bench <workload> [options]`
@@ -68,6 +72,112 @@ enum WorkloadCmd {
     /// watch-and-Txn queue recipe); items are pushed one at a time, each timed until a
     /// consumer has it, with the log entries (and member CPU) each push costs.
     Park(ParkArgs),
+    /// One coordination recipe end to end, a full cycle per operation (lock: acquire and
+    /// release; semaphore: the same for one permit; queue: push then pop), as Baton's built-in
+    /// module (`--mode module`) or etcd's client-side algorithm over KV and Watch
+    /// (`--mode client`, any etcd), each requester under its own kept-alive lease.
+    #[command(mut_arg("clients", |a| a.default_value("16")))]
+    Recipe(RecipeArgs),
+    /// Rounds of: hold a barrier, start waiters on it, release it; each round timed from the
+    /// release to the last waiter returning (module waits, or etcd's Barrier recipe).
+    Barrier(BarrierArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+struct RecipeArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    #[arg(long, value_enum, default_value_t = RecipeKind::Lock)]
+    recipe: RecipeKind,
+    /// module: Baton's built-in module (Baton only); client: etcd's client-side algorithm.
+    #[arg(long, value_enum, default_value_t = RecipeMode::Module)]
+    mode: RecipeMode,
+    /// Distinct names (locks, semaphores, queues); operation n uses name n % names.
+    #[arg(long, default_value_t = 1)]
+    names: u64,
+    /// Semaphore permits.
+    #[arg(long, default_value_t = 4)]
+    permits: u64,
+}
+
+impl RecipeArgs {
+    fn validate(&self) -> anyhow::Result<()> {
+        if !(1..=RECIPE_NAMES_MAX).contains(&self.names) {
+            bail!("--names must be between 1 and {RECIPE_NAMES_MAX}");
+        }
+        if !(1..=PERMITS_MAX).contains(&self.permits) {
+            bail!("--permits must be between 1 and {PERMITS_MAX}");
+        }
+        Ok(())
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+struct BarrierArgs {
+    /// Waiters on each round's barrier.
+    #[arg(long, default_value_t = 100)]
+    waiters: usize,
+    /// Barriers held and released, one after the other.
+    #[arg(long, default_value_t = 20)]
+    rounds: u64,
+    /// module: `barrier` module calls (Baton only); client: etcd's Barrier recipe.
+    #[arg(long, value_enum, default_value_t = RecipeMode::Module)]
+    mode: RecipeMode,
+    /// Module mode: waiters call `wait` read-only (re-run on their member, no log entries).
+    #[arg(long)]
+    read_only: bool,
+    /// Connections the waiters share; by default one per 100 waiters.
+    #[arg(long)]
+    conns: Option<usize>,
+    /// Pause once every waiter has sent its wait, before the release.
+    #[arg(long, value_parser = args::parse_duration, default_value = "300ms")]
+    settle: Duration,
+    /// Bound on each phase of a round.
+    #[arg(long, value_parser = args::parse_duration, default_value = "30s")]
+    timeout: Duration,
+    /// Start no round after this long, e.g. 10s (whichever of --rounds/--duration ends first).
+    #[arg(long, value_parser = args::parse_duration)]
+    duration: Option<Duration>,
+    /// Spread waiters over every endpoint given, or send everything to the leader.
+    #[arg(long, value_enum, default_value_t = Target::All)]
+    target: Target,
+    /// Print one JSON object instead of the table and summary line.
+    #[arg(long)]
+    json: bool,
+}
+
+impl BarrierArgs {
+    fn shape(&self) -> anyhow::Result<barrier::Shape> {
+        if !(1..=BARRIER_WAITERS_MAX).contains(&self.waiters) {
+            bail!("--waiters must be between 1 and {BARRIER_WAITERS_MAX}");
+        }
+        if !(1..=ROUNDS_MAX).contains(&self.rounds) {
+            bail!("--rounds must be between 1 and {ROUNDS_MAX}");
+        }
+        let conns = self.conns.unwrap_or(barrier::default_conns(self.waiters));
+        if !(1..=args::CONNS_MAX.min(self.waiters)).contains(&conns) {
+            bail!(
+                "--conns must be between 1 and {} (and at most --waiters)",
+                args::CONNS_MAX
+            );
+        }
+        if self.timeout.is_zero() {
+            bail!("--timeout must be above zero");
+        }
+        if self.read_only && self.mode == RecipeMode::Client {
+            bail!("--read-only is for --mode module");
+        }
+        Ok(barrier::Shape {
+            mode: self.mode,
+            waiters: self.waiters,
+            rounds: self.rounds,
+            conns,
+            read_only: self.read_only,
+            settle: self.settle,
+            timeout: self.timeout,
+            duration: self.duration,
+        })
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -272,6 +382,8 @@ impl BenchArgs {
             WorkloadCmd::Incr(a) => a.common.json,
             WorkloadCmd::Keepalive(a) => a.common.json,
             WorkloadCmd::Park(a) => a.json,
+            WorkloadCmd::Recipe(a) => a.common.json,
+            WorkloadCmd::Barrier(a) => a.json,
         }
     }
 }
@@ -324,6 +436,12 @@ async fn measure(endpoints: Vec<String>, args: BenchArgs) -> anyhow::Result<Summ
             keep_alive(endpoints, &a).await
         }
         WorkloadCmd::Park(a) => parked(endpoints, &a).await,
+        WorkloadCmd::Recipe(a) => {
+            a.validate()?;
+            let w = RecipeWorkload::new(a.recipe, a.mode, a.names, a.permits);
+            execute(w, endpoints, &a.common).await
+        }
+        WorkloadCmd::Barrier(a) => barriers(endpoints, &a).await,
     }
 }
 
@@ -343,6 +461,33 @@ async fn parked(endpoints: Vec<String>, a: &ParkArgs) -> anyhow::Result<Summary>
         clients: shape.waiters,
         conns: shape.conns,
         target: Target::All.as_str(),
+        endpoints: endpoints[..used].to_vec(),
+    };
+    let mut summary = Summary::new(shape, &outcome);
+    summary.extra = extra;
+    Ok(summary)
+}
+
+/// The barrier workload runs rounds of its own, each timed from release to last waiter.
+async fn barriers(endpoints: Vec<String>, a: &BarrierArgs) -> anyhow::Result<Summary> {
+    let shape = a.shape()?;
+    let endpoints = pool::select_endpoints(&endpoints, a.target).await?;
+    let (outcome, extra) = barrier::run(&endpoints, shape).await?;
+    let mut params = BTreeMap::from([
+        ("mode".to_string(), a.mode.as_str().to_string()),
+        ("waiters".to_string(), a.waiters.to_string()),
+        ("rounds".to_string(), a.rounds.to_string()),
+    ]);
+    if a.read_only {
+        params.insert("read_only".to_string(), "true".to_string());
+    }
+    let used = endpoints.len().min(shape.conns);
+    let shape = RunShape {
+        workload: "barrier",
+        params,
+        clients: shape.waiters,
+        conns: shape.conns,
+        target: a.target.as_str(),
         endpoints: endpoints[..used].to_vec(),
     };
     let mut summary = Summary::new(shape, &outcome);

@@ -18,13 +18,12 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::ValueEnum;
 use etcd_client::{Client, GetOptions};
 
-use super::Workload;
+use super::{Workload, run_id};
 use crate::driver::Outcome;
 use crate::lean_grpc::LeanChannel;
 use crate::pool::{CONNECT_TIMEOUT, Pool};
@@ -225,15 +224,6 @@ fn cas_txn(key: &str, mod_revision: i64, next: u64) -> TxnRequest {
             })),
         }],
     }
-}
-
-/// Distinct per run: wall-clock nanoseconds and the process id.
-fn run_id() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("{nanos:x}-{}", std::process::id())
 }
 
 /// A counter's value and mod_revision; a missing key is 0 at mod_revision 0, which is also what

@@ -19,8 +19,7 @@ use crate::pool::{Pool, connect_streaming};
 const LOCK_NAME_PREFIX: &str = "bench/lock/";
 /// Lease TTL of each requester; kept alive every third of it, so a crashed run's lock keys
 /// disappear soon after.
-const LEASE_TTL_S: i64 = 30;
-const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(LEASE_TTL_S as u64 / 3);
+pub(crate) const LEASE_TTL_S: i64 = 30;
 pub(crate) const NAMES_MAX: u64 = 1_000_000;
 
 pub(crate) struct LockWorkload {
@@ -66,7 +65,7 @@ impl Drop for LockWorkload {
 
 /// Refreshes `id` until aborted (or until the member stops answering, which the lock
 /// requests will then report themselves).
-async fn keep_alive(mut leases: LeaseClient, id: i64) {
+async fn keep_alive(mut leases: LeaseClient, id: i64, every: Duration) {
     let (mut keeper, mut stream) = match leases.keep_alive(id).await {
         Ok(pair) => pair,
         Err(e) => {
@@ -75,7 +74,7 @@ async fn keep_alive(mut leases: LeaseClient, id: i64) {
         }
     };
     loop {
-        tokio::time::sleep(KEEP_ALIVE_EVERY).await;
+        tokio::time::sleep(every).await;
         let refreshed = match keeper.keep_alive().await {
             Ok(()) => stream.message().await.map(|_| ()),
             Err(e) => Err(e),
@@ -85,6 +84,36 @@ async fn keep_alive(mut leases: LeaseClient, id: i64) {
             return;
         }
     }
+}
+
+/// Grants one lease of `ttl_s` per requester and keeps each alive (every third of its TTL)
+/// over connections of its own, so renewals do not queue behind measured requests. Returns
+/// the lease ids, requester i's at i, and the keep-alive tasks to abort when the run ends.
+pub(crate) async fn grant_kept_alive(
+    pool: &Pool,
+    ttl_s: i64,
+) -> anyhow::Result<(Vec<i64>, Vec<AbortHandle>)> {
+    let mut streaming = Vec::with_capacity(pool.endpoints.len());
+    for endpoint in &pool.endpoints {
+        streaming.push(connect_streaming(endpoint).await?);
+    }
+    let every = Duration::from_secs(ttl_s.max(3) as u64 / 3);
+    let mut granted = Vec::with_capacity(pool.clients);
+    let mut handles = Vec::with_capacity(pool.clients);
+    for index in 0..pool.clients {
+        let mut leases = streaming
+            .get(index % streaming.len().max(1))
+            .context("no endpoint to keep leases alive on")?
+            .lease_client();
+        let id = leases
+            .grant(ttl_s, None)
+            .await
+            .context("granting a requester's lease")?
+            .id();
+        handles.push(tokio::spawn(keep_alive(leases, id, every)).abort_handle());
+        granted.push(id);
+    }
+    Ok((granted, handles))
 }
 
 impl Workload for LockWorkload {
@@ -101,27 +130,8 @@ impl Workload for LockWorkload {
         ])
     }
 
-    /// Grants one lease per requester and keeps them alive over their own connections.
     async fn prepare(&self, pool: &Pool) -> anyhow::Result<()> {
-        let mut streaming = Vec::with_capacity(pool.endpoints.len());
-        for endpoint in &pool.endpoints {
-            streaming.push(connect_streaming(endpoint).await?);
-        }
-        let mut granted = Vec::with_capacity(pool.clients);
-        let mut handles = Vec::with_capacity(pool.clients);
-        for index in 0..pool.clients {
-            let mut leases = streaming
-                .get(index % streaming.len().max(1))
-                .context("no endpoint to keep leases alive on")?
-                .lease_client();
-            let id = leases
-                .grant(LEASE_TTL_S, None)
-                .await
-                .context("granting a requester's lease")?
-                .id();
-            handles.push(tokio::spawn(keep_alive(leases, id)).abort_handle());
-            granted.push(id);
-        }
+        let (granted, handles) = grant_kept_alive(pool, LEASE_TTL_S).await?;
         *self.leases.lock().unwrap_or_else(|e| e.into_inner()) = granted;
         *self.keep_alives.lock().unwrap_or_else(|e| e.into_inner()) = handles;
         Ok(())

@@ -1,21 +1,33 @@
 //! Workloads: each is one file implementing [`Workload`]; the driver supplies concurrency,
 //! limits and latency recording.
 
+pub(crate) mod barrier;
 pub(crate) mod incr;
 pub(crate) mod keepalive;
 pub(crate) mod lock;
 pub(crate) mod park;
 pub(crate) mod put;
 pub(crate) mod range;
+pub(crate) mod recipe;
 pub(crate) mod watch;
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use anyhow::bail;
 use etcd_client::Client;
+use tokio::time::{Instant, sleep};
 
 use super::driver::Outcome;
+use super::lean_grpc::LeanChannel;
+use super::lean_grpc::paths::MODULES_DESCRIBE;
 use super::pool::Pool;
+use baton_proto::baton::v1 as pb;
+
+/// How long the built-in modules may take to arrive through the log after a member starts.
+const MODULE_WAIT: Duration = Duration::from_secs(30);
+const MODULE_POLL: Duration = Duration::from_millis(200);
 
 /// One kind of request stream. A requester is the per-task state (its connection, its random
 /// generator, and for streaming workloads its open stream); `op` performs one measured request.
@@ -52,4 +64,62 @@ pub(crate) trait Workload: Send + Sync + 'static {
         requester: &mut Self::Requester,
         seq: u64,
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// Waits for the built-in module `name` (built-ins arrive through the log after a start). An
+/// endpoint without the Modules service is not Baton: the error names the option that needs
+/// Baton (`needs`) and the one to use for etcd (`instead`).
+pub(crate) async fn await_module(
+    control: &LeanChannel,
+    name: &str,
+    needs: &str,
+    instead: &str,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + MODULE_WAIT;
+    let describe = pb::DescribeRequest {
+        name: name.to_string(),
+    };
+    loop {
+        let found: Result<pb::ModuleInfo, _> = control.unary(MODULES_DESCRIBE, &describe).await;
+        match found {
+            Ok(_) => return Ok(()),
+            Err(s) if s.code() == tonic::Code::Unimplemented => {
+                bail!("no Modules service: {needs} needs Baton, use {instead} for etcd")
+            }
+            Err(s) if Instant::now() >= deadline => {
+                bail!(
+                    "no `{name}` module after {MODULE_WAIT:?} ({}: {})",
+                    s.code(),
+                    s.message()
+                )
+            }
+            Err(_) => sleep(MODULE_POLL).await,
+        }
+    }
+}
+
+/// Distinct per run: wall-clock nanoseconds and the process id.
+pub(crate) fn run_id() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{nanos:x}-{}", std::process::id())
+}
+
+/// Turns a gRPC status into an error that says which step (`what`) failed.
+pub(crate) fn grpc(what: &str) -> impl FnOnce(tonic::Status) -> anyhow::Error + '_ {
+    move |s| anyhow::anyhow!("{what}: {}: {}", s.code(), s.message())
+}
+
+/// The end of the range of keys starting with `prefix` (etcd's prefix rule).
+pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
 }

@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::ValueEnum;
@@ -29,6 +29,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep};
 
+use super::{await_module, prefix_end, run_id};
 use crate::driver::{LATENCY_US_MAX, Outcome};
 use crate::lean_grpc::LeanChannel;
 use crate::pool::{CONNECT_TIMEOUT, connect_streaming};
@@ -55,18 +56,13 @@ const IDLE_SAMPLE: Duration = Duration::from_secs(2);
 const WAITER_DEADLINE: Duration = Duration::from_secs(24 * 60 * 60);
 /// Linux reports a process's CPU time in USER_HZ ticks, 100 per second on every architecture.
 const PROC_TICKS_PER_S: u64 = 100;
-/// How long the built-in modules may take to arrive through the log after a member starts.
-const MODULE_WAIT: Duration = Duration::from_secs(30);
-const MODULE_POLL: Duration = Duration::from_millis(200);
 /// etcd sheds proposals once its apply falls 5000 entries behind ("too many requests"); a
 /// recipe waiter then pauses this long and tries again, as an application would.
 const REFUSED_PAUSE: Duration = Duration::from_millis(25);
 /// A request refused this many times in a row fails its waiter.
 const REFUSED_ATTEMPTS_MAX: u32 = 1_000;
 const QUEUE_MODULE: &str = "queue";
-use crate::lean_grpc::paths::{
-    KV_PUT, KV_RANGE, KV_TXN, MAINTENANCE_STATUS, MODULES_DESCRIBE, MODULES_INVOKE,
-};
+use crate::lean_grpc::paths::{KV_PUT, KV_RANGE, KV_TXN, MAINTENANCE_STATUS, MODULES_INVOKE};
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ParkMode {
@@ -175,19 +171,6 @@ fn item_seq(queue: &str, key: &str) -> Option<u64> {
         return None;
     }
     rest.parse().ok()
-}
-
-/// The end of the range holding every key that starts with `prefix` (etcd's convention).
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < u8::MAX {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    // All 0xff: to the end of the key space.
-    vec![0]
 }
 
 /// State shared by the controller and the waiters.
@@ -481,41 +464,6 @@ async fn settle(control: &LeanChannel, shared: &Shared, shape: &Shape) -> anyhow
     }
 }
 
-/// Waits for the built-in queue module (it arrives through the log after a start); an
-/// endpoint without the Modules service is not Baton.
-async fn await_queue_module(control: &LeanChannel) -> anyhow::Result<()> {
-    let deadline = Instant::now() + MODULE_WAIT;
-    let describe = pb::DescribeRequest {
-        name: QUEUE_MODULE.to_string(),
-    };
-    loop {
-        let found: Result<pb::ModuleInfo, _> = control.unary(MODULES_DESCRIBE, &describe).await;
-        match found {
-            Ok(_) => return Ok(()),
-            Err(s) if s.code() == tonic::Code::Unimplemented => {
-                bail!("no Modules service: --mode invoke needs Baton, use --mode recipe for etcd")
-            }
-            Err(s) if Instant::now() >= deadline => {
-                bail!(
-                    "no `{QUEUE_MODULE}` module after {MODULE_WAIT:?} ({}: {})",
-                    s.code(),
-                    s.message()
-                )
-            }
-            Err(_) => sleep(MODULE_POLL).await,
-        }
-    }
-}
-
-/// Distinct per run: wall-clock nanoseconds and the process id.
-fn run_id() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("{nanos:x}-{}", std::process::id())
-}
-
 /// Starts the waiters, `conns` connections' worth, spread over `endpoints`.
 async fn start_waiters(
     endpoints: &[String],
@@ -579,7 +527,7 @@ pub(crate) async fn run(
     let first = endpoints.first().context("no endpoints given")?;
     let control = LeanChannel::connect(first, CONNECT_TIMEOUT, shape.timeout).await?;
     if shape.mode == ParkMode::Invoke {
-        await_queue_module(&control).await?;
+        await_module(&control, QUEUE_MODULE, "--mode invoke", "--mode recipe").await?;
     }
     let queue = format!("{PARK_PREFIX}{}", run_id());
     let member = shape.server_pid.map(|pid| Member { pid });
