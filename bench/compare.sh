@@ -16,6 +16,9 @@ Usage: bench/compare.sh [options]
   --threads N      give every member N threads for its own work: Baton members
                    `--worker-threads N`, etcd members GOMAXPROCS=N (default: each system's
                    own default, one per core)
+  --recipes        run the coordination recipes instead (issue 21): lock hand-off, semaphore,
+                   queue push+pop and barrier release to 100 waiters; etcd runs its client-side
+                   algorithms, Baton the same algorithms and its built-in modules
   --no-build       do not build Baton first
   --keep           keep the temporary directory (data and logs) for inspection
   -h, --help       this text
@@ -36,6 +39,7 @@ build=1
 pgo=0
 keep=0
 threads=
+recipes=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --duration) duration=${2:?--duration needs a value}; shift 2 ;;
@@ -44,6 +48,7 @@ while [ $# -gt 0 ]; do
         --match) match=${2:?--match needs a value}; shift 2 ;;
         --pgo) pgo=1; shift ;;
         --threads) threads=${2:?--threads needs a value}; shift 2 ;;
+        --recipes) recipes=1; shift ;;
         --no-build) build=0; shift ;;
         --keep) keep=1; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -183,6 +188,24 @@ BATON_WORKLOADS=(
     "incr invoke 32 clients, 8 counters|incr --mode invoke --clients 32 --conns 8 --counters 8"
 )
 
+# --recipes: each recipe by etcd's client-side algorithm (on both systems) and, on Baton, by its
+# built-in module. A barrier round is timed from the release to the 100th waiter's return.
+if [ "$recipes" = 1 ]; then
+    WORKLOADS=(
+        "lock hand-off, 16 clients|recipe --recipe lock --mode client --clients 16 --conns 4"
+        "semaphore 4 permits, 16 clients|recipe --recipe semaphore --permits 4 --mode client --clients 16 --conns 4"
+        "queue push+pop, 16 clients|recipe --recipe queue --mode client --clients 16 --conns 4"
+        "barrier, 100 waiters|barrier --mode client --waiters 100 --rounds 1000"
+    )
+    BATON_WORKLOADS=(
+        "lock hand-off, 16 clients|recipe --recipe lock --mode module --clients 16 --conns 4"
+        "semaphore 4 permits, 16 clients|recipe --recipe semaphore --permits 4 --mode module --clients 16 --conns 4"
+        "queue push+pop, 16 clients|recipe --recipe queue --mode module --clients 16 --conns 4"
+        "barrier, 100 waiters|barrier --mode module --waiters 100 --rounds 1000"
+        "barrier read-only, 100 waiters|barrier --mode module --read-only --waiters 100 --rounds 1000"
+    )
+fi
+
 # Runs the client in the background and waits, so INT/TERM traps fire at once.
 run_client() {
     local status=0
@@ -263,7 +286,29 @@ report() {
         echo
         n=$((n + 1))
     done
-    report_incr
+    if [ "$recipes" = 1 ]; then report_recipes; else report_incr; fi
+}
+
+# Each recipe: etcd's client-side algorithm on etcd against Baton's built-in module.
+report_recipes() {
+    local n=0 spec e b
+    echo
+    echo "Recipes: Baton's built-in module / etcd 3.4 running etcd's client-side algorithm"
+    echo "(barrier: latency is release to the 100th waiter's return; ops/s counts rounds)."
+    printf '%-32s %10s %10s %6s  %9s %9s %6s  %9s %9s %6s\n' recipe "etcd ops/s" "module" ratio \
+        "etcd p50" "module" ratio "etcd p99" "module" ratio
+    for spec in "${BATON_WORKLOADS[@]}"; do
+        e=$tmp/results.etcd.$(index_of "${spec%% *}")
+        b=$tmp/results.baton.only.$n
+        printf '%-32s %10s %10s %6s' "${spec%%|*}" "$(field "$e" ops/s)" "$(field "$b" ops/s)" \
+            "$(ratio "$(field "$b" ops/s)" "$(field "$e" ops/s)")"
+        for key in p50_ms p99_ms; do
+            printf '  %9s %9s %6s' "$(field "$e" "$key")" "$(field "$b" "$key")" \
+                "$(ratio "$(field "$b" "$key")" "$(field "$e" "$key")")"
+        done
+        echo
+        n=$((n + 1))
+    done
 }
 
 # Contended increments: etcd's CAS loop against Baton's CAS loop and Baton's module call.
