@@ -33,6 +33,7 @@ mod module_lock;
 mod module_priority_queue;
 mod module_queue;
 mod module_read_only;
+mod module_recipe_failover;
 mod module_recipes;
 mod module_registry;
 mod module_rwlock;
