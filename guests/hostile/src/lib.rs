@@ -1,7 +1,7 @@
 //! Hostile: misbehaves on purpose so tests can show Baton contains it. Each function but
 //! `spin-reading` writes a key first, so a test can check that a failed call leaves no partial
 //! writes; `spin-reading` only reads, so it can hog an instance as a read-only call.
-//! Not deployed as a built-in.
+//! `flood` writes large values, to show the write bounds. Not deployed as a built-in.
 
 use baton_sdk::{Module, Reply, store};
 
@@ -26,6 +26,23 @@ impl Module for Hostile {
             "recurse" => Ok(Reply::done(depth(u64::MAX).to_le_bytes())),
             "fail" => Err("hostile: refused on purpose".to_string()),
             "ok" => Ok(Reply::done(b"ok")),
+            // Input: 8 bytes of count then 8 of size, little-endian: puts `count` values of
+            // `size` bytes under distinct keys.
+            "flood" => {
+                let number = |at: usize| {
+                    input
+                        .get(at..at + 8)
+                        .and_then(|b| b.try_into().ok())
+                        .map(u64::from_le_bytes)
+                        .ok_or("hostile: flood takes count and size, 8 bytes each")
+                };
+                let (count, size) = (number(0)?, number(8)?);
+                let value = vec![7u8; usize::try_from(size).map_err(|e| e.to_string())?];
+                for i in 0..count {
+                    store::put(format!("hostile/flood/{i}").as_bytes(), &value);
+                }
+                Ok(Reply::done(b"flooded"))
+            }
             other => Err(format!("hostile: unknown function {other:?}")),
         }
     }

@@ -82,7 +82,8 @@ impl From<GuestFailure> for Refusal {
         let code = match failure {
             GuestFailure::FuelExhausted { .. }
             | GuestFailure::MemoryCap { .. }
-            | GuestFailure::OutputTooLarge { .. } => Code::ResourceExhausted,
+            | GuestFailure::OutputTooLarge { .. }
+            | GuestFailure::WriteLimit(_) => Code::ResourceExhausted,
             GuestFailure::UnknownModule(_) => Code::NotFound,
             GuestFailure::InputTooLarge { .. } => Code::InvalidArgument,
             GuestFailure::Trapped { .. }

@@ -173,6 +173,12 @@ pub const MODULE_NAME_BYTES_MAX: usize = 128;
 pub const GUEST_INPUT_BYTES_MAX: usize = 1024 * 1024;
 /// Largest output of one module call.
 pub const GUEST_OUTPUT_BYTES_MAX: usize = 1024 * 1024;
+/// Largest key plus value one module `put` may write: what one etcd Put request may carry, so
+/// every value in the store fits a request and a watch event whoever wrote it.
+pub const GUEST_PUT_BYTES_MAX: usize = REQUEST_BYTES_MAX;
+/// Most key and value bytes one run of a module call may write (puts add up, an overwrite
+/// counts again). Fuel alone would let one run write about 1 GB on every member in one apply.
+pub const GUEST_RUN_WRITE_BYTES_MAX: usize = 4 * REQUEST_BYTES_MAX;
 /// Most keys one `range` host call returns, whatever limit the guest asks for.
 pub const GUEST_RANGE_KEYS_MAX: usize = 10_000;
 /// Instances the pooling allocator keeps room for; calls run one at a time on the apply path,

@@ -8,7 +8,7 @@ use crate::runtime::CallContext;
 use crate::store::{GuestStore, LeaseFacts, RangeQuery, SortBy, StoreFailure, StoredKv};
 use baton_limits::{
     GUEST_HOST_BYTE_FUEL, GUEST_HOST_CALL_FUEL, GUEST_HOST_KV_FUEL, GUEST_HOST_SCAN_FUEL,
-    GUEST_RANGE_KEYS_MAX, GUEST_TABLE_ELEMENTS_MAX,
+    GUEST_PUT_BYTES_MAX, GUEST_RANGE_KEYS_MAX, GUEST_RUN_WRITE_BYTES_MAX, GUEST_TABLE_ELEMENTS_MAX,
 };
 
 /// Contract 0.1 (`wit/v0.1`): its guests keep running unchanged.
@@ -34,6 +34,8 @@ pub(crate) mod v02 {
 #[derive(Debug)]
 pub(crate) enum HostStop {
     Refused(String),
+    /// The run tried to write past a size bound.
+    WriteLimit(String),
     Fatal(String),
     /// Host calls used up the call's fuel.
     OutOfFuel,
@@ -55,6 +57,8 @@ pub(crate) struct CallState {
     pub(crate) host_fuel: HostFuel,
     /// Set when a host function trapped the guest on purpose.
     pub(crate) stop: Option<HostStop>,
+    /// Key and value bytes this run has put.
+    pub(crate) written_bytes: usize,
 }
 
 /// Caps linear memory per instance and records whether the cap was what stopped a guest.
@@ -139,7 +143,27 @@ impl CallState {
     }
 
     fn put_kv(&mut self, key: &[u8], value: &[u8], lease: Option<i64>) -> wasmtime::Result<()> {
-        self.charge(call(1, key.len() + value.len()))?;
+        let bytes = key.len().saturating_add(value.len());
+        self.charge(call(1, bytes))?;
+        self.written_bytes = self.written_bytes.saturating_add(bytes);
+        let too_large = if bytes > GUEST_PUT_BYTES_MAX {
+            Some(format!(
+                "module put of {bytes} bytes (key and value) exceeds the limit of \
+                 {GUEST_PUT_BYTES_MAX}, the largest etcd request"
+            ))
+        } else if self.written_bytes > GUEST_RUN_WRITE_BYTES_MAX {
+            Some(format!(
+                "module call wrote more than {GUEST_RUN_WRITE_BYTES_MAX} bytes of keys and \
+                 values in one run; spread the writes over several calls"
+            ))
+        } else {
+            None
+        };
+        if let Some(message) = too_large {
+            let error = wasmtime::format_err!("host stopped the guest: {message}");
+            self.stop = Some(HostStop::WriteLimit(message));
+            return Err(error);
+        }
         let done = self.store.put(key, value, lease.unwrap_or(0));
         self.stop(done)
     }

@@ -47,6 +47,9 @@ pub enum GuestFailure {
     InputTooLarge { bytes: usize, bytes_max: usize },
     #[error("output of {bytes} bytes exceeds the limit of {bytes_max}")]
     OutputTooLarge { bytes: usize, bytes_max: usize },
+    /// A put, or a run's puts together, went past a size bound.
+    #[error("{0}")]
+    WriteLimit(String),
 }
 
 /// A failure that is not a property of the call (the database or the host failed, or a module

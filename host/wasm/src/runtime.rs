@@ -107,6 +107,7 @@ impl Runtime {
                 used: 0,
             },
             stop: None,
+            written_bytes: 0,
         };
         let mut wasm = Store::new(&self.engine, state);
         wasm.limiter(|state| &mut state.limiter);
@@ -252,6 +253,9 @@ fn classify(
     match &state.stop {
         Some(HostStop::Fatal(m)) => return Err(RuntimeFatal::Storage(m.clone())),
         Some(HostStop::Refused(m)) => return Ok(Outcome::Failed(GuestFailure::Refused(m.clone()))),
+        Some(HostStop::WriteLimit(m)) => {
+            return Ok(Outcome::Failed(GuestFailure::WriteLimit(m.clone())));
+        }
         Some(HostStop::OutOfFuel) => {
             return Ok(Outcome::Failed(GuestFailure::FuelExhausted { fuel }));
         }

@@ -183,6 +183,59 @@ fn unbounded_allocation_hits_the_memory_cap() {
     );
 }
 
+fn flood(count: u64, size: usize) -> Vec<u8> {
+    let mut input = count.to_le_bytes().to_vec();
+    input.extend_from_slice(&(size as u64).to_le_bytes());
+    input
+}
+
+/// R05: fuel alone let one run write ~1 GB; a put past an etcd request, or a run's puts past
+/// their sum bound, now fail the call (RESOURCE_EXHAUSTED at the API) and commit nothing.
+#[test]
+fn writes_past_the_put_and_run_bounds_fail_the_call() {
+    use baton_limits::{GUEST_FUEL_MAX, GUEST_PUT_BYTES_MAX, GUEST_RUN_WRITE_BYTES_MAX};
+    let rt = Runtime::new().unwrap();
+    let map = Map::default();
+    let value = GUEST_PUT_BYTES_MAX - 64;
+    let within = (GUEST_RUN_WRITE_BYTES_MAX / GUEST_PUT_BYTES_MAX) as u64 - 1;
+    let ok = call(
+        &rt,
+        HOSTILE_MODULE,
+        "flood",
+        &flood(within, value),
+        GUEST_FUEL_MAX,
+        &map,
+    );
+    assert_eq!(output(ok), "flooded");
+
+    let big = call(
+        &rt,
+        HOSTILE_MODULE,
+        "flood",
+        &flood(1, GUEST_PUT_BYTES_MAX + 1),
+        GUEST_FUEL_MAX,
+        &map,
+    );
+    let Outcome::Failed(GuestFailure::WriteLimit(message)) = big else {
+        panic!("an oversized put answered {big:?}");
+    };
+    assert!(message.contains("exceeds the limit"), "{message}");
+
+    let many = within + 2;
+    let flooded = call(
+        &rt,
+        HOSTILE_MODULE,
+        "flood",
+        &flood(many, value),
+        GUEST_FUEL_MAX,
+        &map,
+    );
+    let Outcome::Failed(GuestFailure::WriteLimit(message)) = flooded else {
+        panic!("a run writing past its bound answered {flooded:?}");
+    };
+    assert!(message.contains("in one run"), "{message}");
+}
+
 #[test]
 fn traps_and_guest_errors_are_reported_as_data() {
     let rt = Runtime::new().unwrap();

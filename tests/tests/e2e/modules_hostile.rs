@@ -1,13 +1,13 @@
-//! Hostile modules over gRPC: unbounded allocation and unbounded recursion fail with clear
-//! statuses, components importing WASI or an unknown interface and an oversized module are
-//! refused at Deploy with INVALID_ARGUMENT naming the problem — and after each, the member
-//! still serves a put, a get and a well-behaved call.
+//! Hostile modules over gRPC: unbounded allocation, unbounded recursion and writes past the
+//! size bounds fail with clear statuses, components importing WASI or an unknown interface and
+//! an oversized module are refused at Deploy with INVALID_ARGUMENT naming the problem — and
+//! after each, the member still serves a put, a get and a well-behaved call.
 
 use anyhow::{Context, Result, ensure};
 use baton_e2e::{Backend, Cluster, run_test};
-use baton_limits::{GUEST_MEMORY_BYTES_MAX, MODULE_BYTES_MAX};
-use baton_proto::baton::v1::DeployRequest;
+use baton_limits::{GUEST_FUEL_MAX, GUEST_MEMORY_BYTES_MAX, MODULE_BYTES_MAX};
 use baton_proto::baton::v1::modules_client::ModulesClient;
+use baton_proto::baton::v1::{DeployRequest, InvokeRequest};
 use baton_wasm::builtin::HOSTILE_MODULE;
 use etcd_client::Client;
 use tonic::transport::Channel;
@@ -97,7 +97,28 @@ async fn hostile_calls_fail_cleanly_and_the_member_keeps_serving() {
         )?;
         still_serves(&mut kv, &mut modules, "recurse").await?;
 
-        // Neither failed call left its first write behind.
+        // 200 puts of 1 MiB: fuel alone would have let the run write 200 MB on every member
+        // in one apply (RISKS R05).
+        let mut input = 200u64.to_le_bytes().to_vec();
+        input.extend_from_slice(&(1u64 << 20).to_le_bytes());
+        let flood = InvokeRequest {
+            input,
+            ..invoke("hostile", "flood", "", GUEST_FUEL_MAX)
+        };
+        let flooded = modules.invoke(flood).await;
+        expect_status(
+            flooded,
+            Code::ResourceExhausted,
+            "bytes of keys and values in one run",
+        )?;
+        still_serves(&mut kv, &mut modules, "flood").await?;
+        let written = kv.get("hostile/flood/0", None).await?;
+        ensure!(
+            written.kvs().is_empty(),
+            "the refused flood committed a put"
+        );
+
+        // No failed call left its first write behind.
         let touched = kv.get("hostile/touched", None).await?;
         ensure!(touched.kvs().is_empty(), "{:?}", touched.kvs());
         Ok(())
