@@ -61,6 +61,8 @@ class Session:
         while not self._closed.wait(self._interval()):
             try:
                 ttl = self.client.keep_alive_once(self.lease, timeout=self._interval())
+            except ValueError:
+                return  # the client was closed under us: nobody is left to tell
             except errors.BatonError as error:
                 if isinstance(error, errors.LeaseNotFound):
                     return self._lose(f"lease {self.lease:x} not found: {error.message}")

@@ -43,13 +43,18 @@ class HeldLock:
         self.key = key
         self.token = token
         self.session = lock.session
+        self._lease = self.session.lease
+
+    def _call(self, function: str, input: dict[str, Any]) -> Any:
+        # The grant's own lease, even after release (a late write must be refused, not re-leased).
+        return self._lock.client.call(MODULE, function, input, lease=self._lease)
 
     def fenced_put(self, key: str, value: str) -> int:
         """Writes `key` only while this grant holds the lock; the revision written.
 
         Raises :class:`~baton.errors.StaleFencingToken` once it no longer does.
         """
-        out = self._lock._call("fenced-put", {"name": self.name, "token": self.token, "key": key, "value": value})
+        out = self._call("fenced-put", {"name": self.name, "token": self.token, "key": key, "value": value})
         return int(out["revision"])
 
     def fenced_txn(self, ops: list[Put | Delete]) -> int:
@@ -57,7 +62,7 @@ class HeldLock:
         wire: list[dict[str, str]] = []
         for op in ops:
             wire.append({"put": op.key, "value": op.value} if isinstance(op, Put) else {"delete": op.key})
-        out = self._lock._call("fenced-txn", {"name": self.name, "token": self.token, "ops": wire})
+        out = self._call("fenced-txn", {"name": self.name, "token": self.token, "ops": wire})
         return int(out["revision"])
 
     def release(self) -> None:

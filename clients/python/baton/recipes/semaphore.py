@@ -38,11 +38,13 @@ class Permit:
         self._semaphore = semaphore
         self.key = key
         self.token = token
+        self._lease = semaphore.session.lease
 
     def fenced_put(self, key: str, value: str) -> int:
         """Writes `key` only while this permit is held; raises StaleFencingToken otherwise."""
         s = self._semaphore
-        out = s._call("fenced-put", {"name": s.name, "token": self.token, "key": key, "value": value})
+        input = {"name": s.name, "token": self.token, "key": key, "value": value}
+        out = s.client.call(MODULE, "fenced-put", input, lease=self._lease)
         return int(out["revision"])
 
     def release(self) -> None:
