@@ -1,4 +1,4 @@
-"""Failover on a cluster of its own (this file kills a member): the member a client uses is
+"""Failover on the shared cluster: the member a client uses is
 SIGKILLed, and the next calls (a read-only module call, then writing ones, and the session's
 keep-alives) succeed through another endpoint; a writing call whose first endpoint is down is
 sent to the next one.
@@ -23,16 +23,21 @@ from conftest import CALL_TIMEOUT_S
 SESSION_TTL_S = 8
 
 
-@pytest.fixture(scope="module")
-def own_cluster() -> Iterator[Cluster]:
-    c = Cluster().start()
+@pytest.fixture
+def own_cluster(cluster: Cluster) -> Iterator[Cluster]:
+    """The shared cluster, made whole again after a test killed a member (same data dir: it
+    rejoins), so later tests see three members."""
     try:
-        yield c
+        yield cluster
     finally:
-        c.stop()
+        dead = [m for m in cluster.members if m.process is not None and m.process.poll() is not None]
+        for member in dead:
+            cluster.launch(member)
+        cluster.wait_ready(dead)
 
 
 def test_calls_fail_over_when_the_member_in_use_is_killed(own_cluster: Cluster, name: str) -> None:
+    own_cluster.wait_ready()
     # A budget for the whole call that covers a new election if the leader was the one killed.
     with baton.Client(own_cluster.endpoints, timeout=CALL_TIMEOUT_S * 3) as client:
         counter = client.counter(name)
@@ -53,7 +58,8 @@ def test_calls_fail_over_when_the_member_in_use_is_killed(own_cluster: Cluster, 
 
 
 def test_a_client_whose_first_endpoint_is_down_uses_the_next(own_cluster: Cluster, name: str) -> None:
-    dead = next(m for m in own_cluster.members if m.process is not None and m.process.poll() is not None)
+    dead = own_cluster.members[0]
+    own_cluster.kill(dead)
     endpoints = [dead.endpoint] + [m.endpoint for m in own_cluster.members if m is not dead]
     with baton.Client(endpoints[1:], timeout=CALL_TIMEOUT_S * 3) as survivors:
         survivors.counter(name).get()  # the survivors have a leader again
