@@ -8,6 +8,9 @@ import pytest
 
 import baton
 from baton import errors
+from cluster import REPO
+
+FIXTURE = REPO / "host" / "wasm" / "fixtures" / "counter-v0.1.wasm"
 
 
 def test_list_and_describe_show_the_builtins(client: baton.Client) -> None:
@@ -24,16 +27,24 @@ def test_call_is_json_in_and_out_and_raw_when_asked(client: baton.Client, name: 
     assert client.get(name) == b"2"
 
 
-def test_deploy_a_copy_call_it_and_delete_it(client: baton.Client, name: str, tmp_path) -> None:
-    # A built-in's exact bytes are not served back, so deploy by hash is checked with a copy of
-    # the counter read from the checkout's build when present; else deploy refuses garbage.
-    with pytest.raises(errors.InvalidArgument) as refused:
-        client.deploy(name, b"not wasm")
-    assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
+def test_deploy_call_describe_delete(client: baton.Client, name: str) -> None:
+    # A real component kept in the checkout (a contract-0.1 counter), deployed from its path.
+    hash_hex, version = client.deploy(name, FIXTURE)
+    assert len(hash_hex) == 64 and version >= 1
+    info = client.describe(name)
+    assert info.latest.hash == hash_hex and not info.latest.builtin
+    assert name in {m.name for m in client.list()}
+    assert client.call(name, "add", {"keys": [f"{name}-k"], "by": 4}) == {f"{name}-k": 4}
+    assert client.delete(name) == 1
     with pytest.raises(errors.NotFound):
         client.describe(name)
     with pytest.raises(errors.NotFound):
-        client.delete(name)
+        client.call(name, "add", {"keys": [f"{name}-k"], "by": 1})
+    # Its version stays callable by hash.
+    assert client.call("", "add", {"keys": [f"{name}-k"], "by": 1}, hash=hash_hex) == {f"{name}-k": 5}
+    with pytest.raises(errors.InvalidArgument) as refused:
+        client.deploy(name, b"not wasm")
+    assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_missing_module_and_function_are_not_found(client: baton.Client) -> None:
