@@ -455,3 +455,61 @@ async fn etcdctl_member_commands_print_like_etcd(backend: Backend) -> Result<()>
     );
     Ok(())
 }
+
+/// A member added and started but removed before the leader ever reached it (its advertised
+/// peer URL leads nowhere, so it never receives a log) finds out from the members it was told
+/// about and stops, as a removed member that had its log does. Before, it waited for its log
+/// forever. Baton only: etcd refuses to start a member whose advertised peer URL differs from
+/// its `--initial-cluster` entry, which is how this test keeps the leader away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_removed_before_it_received_its_log_stops() {
+    baton_e2e::run_test(Backend::Baton, async {
+        let mut cluster = Cluster::start(Backend::Baton, 3).await?;
+        let mut client = cluster.client().await?;
+        let addrs = cluster.next_member_addrs()?;
+        let nowhere = format!("http://127.0.0.1:{}", baton_e2e::free_port()?);
+        let added = when_ready("adding a learner nobody can reach", || {
+            let mut client = client.clone();
+            let url = nowhere.clone();
+            let options = MemberAddOptions::new().with_is_learner();
+            async move { client.member_add([url], Some(options)).await }
+        })
+        .await?;
+        let id = added.member().context("added member")?.id();
+        let joined = cluster.start_added(addrs, &["--initial-advertise-peer-urls", &nowhere])?;
+        let deadline = Instant::now() + CATCH_UP_TIMEOUT;
+        while !cluster.log_contains(joined, "joining an existing cluster") {
+            ensure!(
+                !cluster.has_exited(joined),
+                "the added member stopped before it was removed"
+            );
+            ensure!(
+                Instant::now() < deadline,
+                "the added member never learned its id"
+            );
+            sleep(POLL).await;
+        }
+        // Still a member, though unreachable: it waits.
+        sleep(Duration::from_secs(2)).await;
+        ensure!(
+            !cluster.has_exited(joined),
+            "the added member stopped before it was removed"
+        );
+
+        when_ready("removing the unreached learner", || {
+            let mut client = client.clone();
+            async move { client.member_remove(id).await }
+        })
+        .await?;
+        wait_exited(&mut cluster, joined).await?;
+        ensure!(
+            cluster.log_contains(joined, "never received its log"),
+            "the member stopped for another reason:\n{}",
+            cluster.log_tails()
+        );
+        cluster.forget(joined)?;
+        client.put("after-unreached-remove", "v", None).await?;
+        Ok(())
+    })
+    .await;
+}

@@ -78,16 +78,23 @@ fn write(path: &Path, identity: Identity) -> anyhow::Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
-/// Asks every other member in `--initial-cluster`, until one lists our peer URLs.
-async fn look_up(config: &NodeConfig) -> anyhow::Result<Identity> {
+/// The peer URLs of every other member in `--initial-cluster`.
+pub(crate) fn other_peers(config: &NodeConfig) -> Vec<String> {
     let own = &config.initial_advertise_peer_urls;
-    let peers: Vec<&String> = config
+    config
         .initial_cluster
         .iter()
         .filter(|(name, _)| *name != config.name)
         .flat_map(|(_, urls)| urls)
         .filter(|url| !own.contains(url))
-        .collect();
+        .cloned()
+        .collect()
+}
+
+/// Asks every other member in `--initial-cluster`, until one lists our peer URLs.
+async fn look_up(config: &NodeConfig) -> anyhow::Result<Identity> {
+    let own = &config.initial_advertise_peer_urls;
+    let peers = other_peers(config);
     if peers.is_empty() {
         bail!("--initial-cluster-state existing needs the cluster's members in --initial-cluster");
     }
@@ -133,8 +140,11 @@ async fn ask(url: &str, own: &[String]) -> anyhow::Result<Option<Identity>> {
 /// Resolves once this member learns it was removed, like etcd's, which then stops. Either its
 /// own committed membership drops it (a removed leader, or a follower that received the change),
 /// or — while it sees no leader, as a member cut off by its removal does — another member
-/// reports a newer committed membership without it. Ids are never reused, so that is final.
-pub async fn removed_from_cluster(raft: &Raft, id: MemberId) {
+/// reports a newer committed membership without it. A member that never received a membership
+/// listing itself (added, then removed before the leader reached it) asks `initial_peers`
+/// instead, and takes a peer's membership, committed and pending alike, without its id as
+/// final. Ids are never reused, so that is final.
+pub async fn removed_from_cluster(raft: &Raft, id: MemberId, initial_peers: &[String]) {
     let mut listed_before = false;
     for poll in 1u64.. {
         let (listed, index, peers, leaderless) = {
@@ -158,7 +168,11 @@ pub async fn removed_from_cluster(raft: &Raft, id: MemberId) {
             return;
         }
         listed_before |= listed;
-        if listed && leaderless && poll.is_multiple_of(REMOVAL_PROBE_EVERY_POLLS) {
+        let probe = leaderless && poll.is_multiple_of(REMOVAL_PROBE_EVERY_POLLS);
+        if probe && !listed_before && dropped_by_a_peer(initial_peers, id).await {
+            return;
+        }
+        if listed && probe {
             for url in &peers {
                 if let Ok(reply) = membership_of(url).await
                     && reply.committed_membership_index > index
@@ -171,6 +185,23 @@ pub async fn removed_from_cluster(raft: &Raft, id: MemberId) {
         }
         tokio::time::sleep(Duration::from_millis(REMOVAL_POLL_MS)).await;
     }
+}
+
+/// Whether a peer whose membership has been committed at least once lists `id` neither there
+/// nor in a change still pending: asked only by a member that never received its own log, which
+/// got its id from such a membership when it joined.
+async fn dropped_by_a_peer(peers: &[String], id: MemberId) -> bool {
+    for url in peers {
+        if let Ok(reply) = membership_of(url).await
+            && reply.committed_membership_index > 0
+            && !reply.committed_member_ids.contains(&id)
+            && !reply.members.iter().any(|m| m.id == id)
+        {
+            tracing::info!(peer = %url, "a peer's membership does not list this member, which never received its log");
+            return true;
+        }
+    }
+    false
 }
 
 #[cfg(test)]

@@ -70,6 +70,9 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
 /// [`Node::run_until_stopped`] returns.
 pub struct Node {
     member_id: MemberId,
+    /// The other members' peer URLs from `--initial-cluster`: whom a member that never
+    /// received its log asks whether it is still a member.
+    initial_peers: Vec<String>,
     raft: Raft,
     health: liveness::Health,
     /// Fires the [`Shutdown`] every serving loop and waiting task holds.
@@ -148,6 +151,7 @@ impl Node {
         );
         Ok(Self {
             member_id: identity.member_id,
+            initial_peers: join::other_peers(&config),
             raft,
             health,
             trigger,
@@ -164,7 +168,7 @@ impl Node {
                 tracing::info!("shutting down");
                 None
             }
-            () = join::removed_from_cluster(&self.raft, self.member_id) => {
+            () = join::removed_from_cluster(&self.raft, self.member_id, &self.initial_peers) => {
                 tracing::warn!("this member was removed from the cluster; shutting down");
                 None
             }
