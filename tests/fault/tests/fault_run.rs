@@ -1,10 +1,9 @@
-//! The CI runs of the fault harness: a ~2-minute seeded `baton-fault run` against Baton (and a
-//! shorter one against etcd 3.4, the reference), as a
-//! separate process so its namespaces, signals and exit code are exactly the CLI's. Its default
-//! workload has KV, lock (etcd Lock and the `lock` module, fenced writes) and `counter` module
-//! clients, all under the nemesis. Needs root
-//! and `ip netns`; without them it fails (it is not skipped). Replay a failure with the seed it
-//! prints: `BATON_FAULT_SEED=<seed> cargo nextest run -p baton-fault`.
+//! The CI runs of the fault harness: a ~2-minute seeded `baton-fault run` against Baton, and a
+//! shorter one against etcd 3.4 (the reference), each as a separate process so its namespaces,
+//! signals and exit code are exactly the CLI's. The default workload has KV, lock (etcd Lock
+//! and, on Baton, the `lock` module; fenced writes) and `counter` module clients, all under the
+//! nemesis. Needs root and `ip netns`; without them it fails (it is not skipped). Replay a
+//! failure with the seed it prints: `BATON_FAULT_SEED=<seed> cargo nextest run -p baton-fault`.
 
 use std::process::Command;
 
