@@ -1,4 +1,4 @@
-//! Baton's own clients, each tested by its own language's runner against clusters the suite
+//! Baton's own clients and the worked example on them, each tested by its own language's runner against clusters the suite
 //! starts from the `baton` binary under test (`BATON_BIN`): run from here so they share the one
 //! test command and nextest's parallelism with the rest. `.ci/run` installs what they need (the
 //! README's test command): a venv at `target/py-client-venv` holding `clients/python`, and
@@ -63,6 +63,24 @@ async fn python_client_suite_against_a_real_cluster() {
         let dir = repo_root().join("clients/python");
         run_suite(
             "the Python client's pytest suite",
+            &python,
+            &["-m", "pytest", "-q"],
+            &dir,
+        )
+        .await
+    })
+    .await;
+}
+
+/// The seeds' worked example (`examples/cron`): jobs run exactly once while the scheduler is
+/// killed or paused past its lease, fenced by Baton and by an external store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cron_example_runs_every_job_exactly_once_under_crashes() {
+    baton_e2e::run_test(baton_e2e::Backend::Baton, async {
+        let python = venv_python()?;
+        let dir = repo_root().join("examples/cron");
+        run_suite(
+            "examples/cron's pytest suite",
             &python,
             &["-m", "pytest", "-q"],
             &dir,
