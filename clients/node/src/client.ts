@@ -237,7 +237,7 @@ export class Client {
       return null;
     }
     try {
-      return JSON.parse(result.output.toString("utf8"));
+      return parseJson(result.output.toString("utf8"));
     } catch (e) {
       throw toBatonError({ code: Status.INTERNAL, details: `${module} ${fn} answered non-JSON: ${String(e)}` });
     }
@@ -360,6 +360,20 @@ export class Client {
     }
     this.transport.close();
   }
+}
+
+/** A lease field's integer, kept exact: lease ids go past 2^53. */
+const LEASE_FIELD = /"lease":(-?\d+)/g;
+
+/**
+ * JSON.parse, except that every `"lease"` field holding an integer becomes a bigint (the
+ * pattern cannot match inside a string, where quotes are escaped).
+ */
+export function parseJson(text: string): unknown {
+  const quoted = text.replace(LEASE_FIELD, '"lease":"$1"');
+  return JSON.parse(quoted, (key, value) =>
+    key === "lease" && typeof value === "string" && /^-?\d+$/.test(value) ? BigInt(value) : value,
+  );
 }
 
 export function leaseId(lease: LeaseLike | undefined): bigint {

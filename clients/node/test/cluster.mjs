@@ -12,7 +12,7 @@ import { fileURLToPath } from "node:url";
 
 import { Client } from "../dist/index.js";
 
-const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
+export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 /** The server under test: BATON_BIN, else the workspace's debug build. */
 export const BATON_BIN = process.env.BATON_BIN ?? join(REPO_ROOT, "target", "debug", "baton");
 /** Generous: members share two loaded cores with other test runs. */

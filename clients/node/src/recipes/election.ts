@@ -15,8 +15,8 @@ export interface LeaderInfo {
   token: number;
   modRevision: number;
   version: number;
-  /** The leader's lease id (JSON number: exact below 2^53). */
-  lease: number;
+  /** The leader's lease id. */
+  lease: bigint;
 }
 
 interface RawLeader {
@@ -27,7 +27,7 @@ interface RawLeader {
   token: number;
   mod_revision: number;
   version: number;
-  lease: number;
+  lease: bigint;
 }
 
 function leaderInfo(raw: RawLeader): LeaderInfo {

@@ -10,7 +10,7 @@ export interface Instance {
   instance: string;
   addr: string;
   meta: unknown;
-  lease: number;
+  lease: bigint;
   mod_revision: number;
 }
 

@@ -14,7 +14,7 @@ interface Grant {
 
 export interface SemaphoreHolders {
   permits: number;
-  holders: { key: string; lease: number; token: number }[];
+  holders: { key: string; lease: bigint; token: number }[];
   waiting: number;
 }
 
