@@ -34,9 +34,17 @@ export const BUILTIN_MODULES = [
 ];
 
 const running = new Set();
-process.on("exit", () => {
+function killAll() {
   for (const child of running) child.kill("SIGKILL");
-});
+}
+process.on("exit", killAll);
+// The test runner ends a file that overran with a signal: take the members along.
+for (const signal of ["SIGTERM", "SIGINT"]) {
+  process.on(signal, () => {
+    killAll();
+    process.exit(1);
+  });
+}
 
 /** A port nothing listens on now (bound to 0, then released). */
 function freePort() {

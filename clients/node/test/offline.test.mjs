@@ -3,6 +3,7 @@
 // the client the way the failover rule recognises.
 
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
@@ -82,4 +83,11 @@ test("grpc-js reports a call to a dead endpoint as never sent", async () => {
   client.close();
   assert.equal(error.code, grpc.status.UNAVAILABLE, String(error));
   assert.ok(neverSent(error), `not recognised as never sent: ${error.details}`);
+});
+
+test("the README's example type-checks against the package's declarations", () => {
+  const tsc = join(COPY_DIR, "..", "node_modules", "typescript", "bin", "tsc");
+  const project = join(COPY_DIR, "..", "test", "example", "tsconfig.json");
+  const run = spawnSync(process.execPath, [tsc, "-p", project], { encoding: "utf8" });
+  assert.equal(run.status, 0, `tsc failed:\n${run.stdout}${run.stderr}`);
 });

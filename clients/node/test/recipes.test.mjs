@@ -58,8 +58,9 @@ async function session(ttl = TTL_S) {
 }
 
 before(async () => {
-  const dev = process.env.DEV_ENDPOINTS;
-  cluster = dev ? { endpoints: JSON.parse(dev), stop() {} } : await Cluster.start();
+  // BATON_TEST_ENDPOINTS (comma-separated) runs these tests against a cluster already running.
+  const given = process.env.BATON_TEST_ENDPOINTS;
+  cluster = given ? { endpoints: given.split(","), stop() {} } : await Cluster.start();
   client = new Client({ endpoints: cluster.endpoints, timeoutMs: 10_000 });
 });
 
