@@ -1,6 +1,7 @@
-// Every module call and recipe helper of the client against one real 3-member cluster: what
-// each returns, that waiting helpers really wait (and are released by the right event), that
-// fencing refuses stale tokens, and that errors arrive as the documented classes.
+// The client against one real 3-member cluster: every module call and recipe helper (what each
+// returns, that waiting helpers really wait and are released by the right event, that fencing
+// refuses stale tokens, that errors arrive as the documented classes), a session's lease revoked
+// from outside, then failover when the member in use is SIGKILLed.
 
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
@@ -17,7 +18,7 @@ import {
   ResourceExhausted,
   StaleFencingToken,
 } from "../dist/index.js";
-import { Cluster, REPO_ROOT, until } from "./cluster.mjs";
+import { Cluster, REPO_ROOT, sleep, until } from "./cluster.mjs";
 
 /** Long enough that a call which should wait has had every chance to return by mistake. */
 const PARKED_PROOF_MS = 400;
@@ -356,4 +357,51 @@ test("a session's lease revoked from outside surfaces as LeaseLost", async () =>
   await assert.rejects(held.fencedPut(n("lost-k"), "late"), StaleFencingToken);
   const ttl = await client.leaseTimeToLive(s.lease);
   assert.equal(ttl.ttlS, -1);
+});
+
+// Last: it kills a member. When the member a client uses is SIGKILLed, reads and writes continue
+// on another endpoint, a dead endpoint first in the list is skipped for a write (nothing was
+// sent, so the rule allows it), and a session's keep-alives move with the client, so its lease
+// outlives its TTL across the failure.
+describe("failover", { skip: process.env.BATON_TEST_ENDPOINTS ? "needs a cluster the tests started" : false }, () => {
+  const SESSION_TTL_S = 3;
+  /** Generous: after a kill the survivors may have to elect a leader on a loaded machine. */
+  const TIMEOUT_MS = 20_000;
+  test("killing the member in use moves calls and keep-alives to another", async () => {
+    const session = await client.session({ ttl: SESSION_TTL_S });
+    const held = await client.lock(n("failover-db"), { session });
+    await client.counter.add(n("failover"), 1);
+    const used = client.endpoint;
+    const victim = cluster.indexOf(used);
+    assert.ok(victim >= 0, `the client uses a cluster member (${used})`);
+
+    await cluster.kill(victim);
+    // A read moves on after any UNAVAILABLE; the write after it goes to the member it found.
+    assert.ok((await client.modules.list()).length > 0);
+    assert.notEqual(client.endpoint, used, "the client moved to another endpoint");
+    assert.deepEqual(await client.counter.add(n("failover"), 1), { [n("failover")]: 2 });
+    assert.ok(await held.fencedPut(n("failover-k"), "after the kill") > 0, "the lock outlived the kill");
+
+    // Past the TTL, the lease is alive only if keep-alives reached another member.
+    await sleep(SESSION_TTL_S * 1000 * 1.5);
+    assert.equal(session.isLost, false, "the session survived its member's death");
+    const ttl = await client.leaseTimeToLive(session.lease);
+    assert.ok(ttl.ttlS > 0, `the lease is alive (TTL ${ttl.ttlS})`);
+    await session.close();
+    const gone = await client.leaseTimeToLive(session.lease);
+    assert.equal(gone.ttlS, -1, "close() revoked the lease");
+  });
+
+  test("a write skips a dead endpoint listed first", async () => {
+    const dead = cluster.members.find((m) => m.child.exitCode !== null || m.child.signalCode !== null);
+    assert.ok(dead, "the previous test left one member dead");
+    const live = cluster.endpoints.filter((e) => e !== dead.endpoint);
+    const fresh = new Client({ endpoints: [dead.endpoint, ...live], timeoutMs: TIMEOUT_MS });
+    try {
+      assert.deepEqual(await fresh.counter.add(n("skip"), 5), { [n("skip")]: 5 });
+      assert.notEqual(fresh.endpoint, dead.endpoint);
+    } finally {
+      await fresh.close();
+    }
+  });
 });
