@@ -1,9 +1,10 @@
-//! Baton's own clients and the worked example on them, each tested by its own language's runner against clusters the suite
-//! starts from the `baton` binary under test (`BATON_BIN`): run from here so they share the one
-//! test command and nextest's parallelism with the rest. `.ci/run` installs what they need (the
-//! README's test command): a venv at `target/py-client-venv` holding `clients/python`, and
-//! `clients/node`'s npm packages. A missing toolchain fails the test with the command that
-//! installs it; it is never skipped.
+//! Baton's own clients and the worked example on them, each tested by its own language's
+//! runner against clusters the suite starts from the `baton` binary under test (`BATON_BIN`):
+//! run from here so they share the one test command and nextest's parallelism with the rest.
+//! `.ci/run` (the README's test command) installs what they need: a venv at
+//! `target/py-client-venv` holding `clients/python`, and `clients/node`'s npm packages and
+//! TypeScript build. A missing toolchain fails the test with the command that installs it; it
+//! is never skipped.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -65,6 +66,25 @@ async fn python_client_suite_against_a_real_cluster() {
             "the Python client's pytest suite",
             &python,
             &["-m", "pytest", "-q"],
+            &dir,
+        )
+        .await
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_client_suite_against_a_real_cluster() {
+    baton_e2e::run_test(baton_e2e::Backend::Baton, async {
+        let dir = repo_root().join("clients/node");
+        ensure!(
+            dir.join("node_modules").exists() && dir.join("dist/index.js").exists(),
+            "clients/node is not installed and built (there: `npm ci && npm run build`)"
+        );
+        run_suite(
+            "the Node client's test suite",
+            Path::new("npm"),
+            &["test", "--silent"],
             &dir,
         )
         .await
