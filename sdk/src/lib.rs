@@ -10,6 +10,8 @@
 //!   filtered ranges and [`store::lease`] for lease reads;
 //! - [`context`]: facts about the call (revision, leader time, caller, lease);
 //! - [`Reply`] and [`WaitFor`]: finish, or wait for keys, leases or a time and run again;
+//! - [`functions!`]: declare the module's functions (name, reads or writes, waits, summary,
+//!   input and an example) for `baton module describe` and `baton call NAME --help`;
 //! - [`testing`] (native targets only): an in-memory host, so a module's logic is unit-tested
 //!   with `cargo test` and no cluster. On native targets `store` and `context` read and write
 //!   that harness's world instead of calling the host.
@@ -26,11 +28,13 @@
 
 pub mod bytes;
 pub mod context;
+pub mod functions;
 mod reply;
 pub mod store;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 
+pub use functions::Function;
 pub use reply::{KeyRange, Reply, WaitFor};
 /// JSON (de)serialization for inputs and outputs.
 pub use serde_json as json;

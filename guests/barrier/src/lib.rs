@@ -22,6 +22,24 @@ struct Named {
 
 struct Barrier;
 
+baton_sdk::functions! {
+    "hold" writes {
+        summary: "Closes the barrier (creates its key, on the caller's lease if any).",
+        input: "name",
+        example: r#"{"name":"B"}"# => r#"{"created":true}"#,
+    }
+    "release" writes {
+        summary: "Opens the barrier (deletes its key).",
+        input: "name",
+        example: r#"{"name":"B"}"# => r#"{"released":true}"#,
+    }
+    "wait" reads waits {
+        summary: "Waits until the barrier is open.",
+        input: "name",
+        example: r#"{"name":"B"}"# => r#"{"open":true}"#,
+    }
+}
+
 impl Module for Barrier {
     fn invoke(function: &str, input: &[u8]) -> Result<Reply, String> {
         let name = from_json::<Named>(input)?.name;

@@ -52,3 +52,8 @@ fn a_holders_lease_ending_releases_the_barrier() {
     assert!(h.call("nope", B, 0).error().is_some());
     assert_eq!(h.abandon("wait", B, 0), Ok(()), "nothing to withdraw");
 }
+
+#[test]
+fn declared_functions_are_the_ones_it_runs() {
+    baton_sdk::testing::Harness::check_declared::<super::Barrier>(super::FUNCTIONS);
+}

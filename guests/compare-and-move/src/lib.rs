@@ -15,6 +15,14 @@ struct Move {
 
 struct CompareAndMove;
 
+baton_sdk::functions! {
+    "move" writes {
+        summary: "Moves a value from `from` to `to` in one revision, if `from` holds `expect` and `to` is free.",
+        input: "from, to: keys; expect (optional): the value `from` must hold",
+        example: r#"{"from":"queue/job1","to":"running/job1","expect":"v"}"# => r#"{"moved":true}"#,
+    }
+}
+
 impl Module for CompareAndMove {
     fn invoke(function: &str, input: &[u8]) -> Result<Reply, String> {
         if function != "move" {

@@ -60,3 +60,8 @@ fn refuses_and_changes_nothing_otherwise() {
             .is_some_and(|e| e.contains("invalid JSON"))
     );
 }
+
+#[test]
+fn declared_functions_are_the_ones_it_runs() {
+    baton_sdk::testing::Harness::check_declared::<super::CompareAndMove>(super::FUNCTIONS);
+}

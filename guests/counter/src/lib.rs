@@ -23,6 +23,19 @@ struct Get {
 
 struct Counter;
 
+baton_sdk::functions! {
+    "add" writes {
+        summary: "Adds `by` to every counter in `keys` in one revision; returns the new values.",
+        input: "keys: counter keys; by: amount to add (negative subtracts)",
+        example: r#"{"keys":["c1","c2"],"by":2}"# => r#"{"c1":2,"c2":2}"#,
+    }
+    "get" reads waits {
+        summary: "Reads counters (0 when absent); with at_least, waits until every one reaches it.",
+        input: "keys: counter keys; at_least (optional): the value to wait for",
+        example: r#"{"keys":["c1","c3"]}"# => r#"{"c1":2,"c3":0}"#,
+    }
+}
+
 impl Module for Counter {
     fn invoke(function: &str, input: &[u8]) -> Result<Reply, String> {
         let mut totals = BTreeMap::new();

@@ -71,3 +71,8 @@ fn get_at_least_is_a_countdown_latch() {
     let latch = h.resume(&latch).expect("b's change wakes it");
     assert_eq!(latch.json(), json!({"a": 2, "b": 3}));
 }
+
+#[test]
+fn declared_functions_are_the_ones_it_runs() {
+    baton_sdk::testing::Harness::check_declared::<super::Counter>(super::FUNCTIONS);
+}

@@ -40,6 +40,19 @@ struct Enter {
 
 struct DoubleBarrier;
 
+baton_sdk::functions! {
+    "enter" writes waits {
+        summary: "Enters on the caller's lease and waits until `count` callers have entered.",
+        input: "name, count: the number every caller must agree on",
+        example: r#"{"name":"B","count":3}"# => r#"{"key":"B/waiters/694d7a..."}"#,
+    }
+    "leave" writes waits {
+        summary: "Leaves and waits until every entered caller has left.",
+        input: "name",
+        example: r#"{"name":"B"}"# => r#"{"left":true}"#,
+    }
+}
+
 impl Module for DoubleBarrier {
     fn invoke(function: &str, input: &[u8]) -> Result<Reply, String> {
         match function {

@@ -156,3 +156,8 @@ fn abandoned_calls_withdraw_their_keys() {
         "nobody entered"
     );
 }
+
+#[test]
+fn declared_functions_are_the_ones_it_runs() {
+    baton_sdk::testing::Harness::check_declared::<super::DoubleBarrier>(super::FUNCTIONS);
+}

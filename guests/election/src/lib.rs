@@ -57,6 +57,34 @@ const NO_LEADER: &str = "election: no leader";
 
 struct Election;
 
+baton_sdk::functions! {
+    "campaign" writes waits {
+        summary: "Becomes a candidate on the caller's lease and waits until it leads; answers its key and token.",
+        input: "name (or name_hex), value (or value_hex): what the leader proclaims",
+        example: r#"{"name":"E","value":"a"}"# => r#"{"key":"E/694d...","token":42}"#,
+    }
+    "proclaim" writes {
+        summary: "Changes the leader's value, only while the caller leads with `token`.",
+        input: "name, token, value (or value_hex)",
+        example: r#"{"name":"E","token":42,"value":"b"}"# => r#"{"revision":45}"#,
+    }
+    "resign" writes {
+        summary: "Gives up leadership or candidacy (that incarnation when `token` is given); succeeds either way.",
+        input: "name; token (optional)",
+        example: r#"{"name":"E","token":42}"# => r#"{"resigned":true}"#,
+    }
+    "leader" reads {
+        summary: "Answers the current leader, or fails with \"election: no leader\".",
+        input: "name (or name_hex)",
+        example: r#"{"name":"E"}"# => r#"{"key":"E/694d...","value":"b","token":42,"mod_revision":45,"version":2,"lease":...}"#,
+    }
+    "observe" reads waits {
+        summary: "Waits until the leader differs from the one described (or exists), then answers it as `leader` does.",
+        input: "name; key, mod_revision (optional): the leader last seen",
+        example: r#"{"name":"E","key":"E/694d...","mod_revision":45}"# => r#"{"key":"E/7a1c...","value":"c","token":50,...}"#,
+    }
+}
+
 impl Module for Election {
     fn invoke(function: &str, input: &[u8]) -> Result<Reply, String> {
         let req: Request = from_json(input)?;

@@ -225,3 +225,8 @@ fn values_and_names_may_be_any_bytes() {
             .is_some()
     );
 }
+
+#[test]
+fn declared_functions_are_the_ones_it_runs() {
+    baton_sdk::testing::Harness::check_declared::<super::Election>(super::FUNCTIONS);
+}

@@ -100,6 +100,34 @@ struct DelayRecord {
 
 struct Lock;
 
+baton_sdk::functions! {
+    "acquire" writes waits {
+        summary: "Takes the lock on the caller's lease, waiting its turn; answers the owner key and fencing token.",
+        input: "name (or name_hex); lock_delay_ms (optional): hold the lock back this long after a holder's lease ends",
+        example: r#"{"name":"L"}"# => r#"{"key":"L/694d7a...","token":42}"#,
+    }
+    "try-acquire" writes {
+        summary: "Takes the lock if it is free, else answers at once with the holder's token; never waits.",
+        input: "name (or name_hex); lock_delay_ms (optional)",
+        example: r#"{"name":"L"}"# => r#"{"acquired":false,"holder_token":41}"#,
+    }
+    "release" writes {
+        summary: "Releases the caller's hold (or withdraws its wait) on the lock.",
+        input: "name (or name_hex)",
+        example: r#"{"name":"L"}"# => r#"{"released":true}"#,
+    }
+    "fenced-put" writes {
+        summary: "Puts a key only while `token` is the current holder's fencing token.",
+        input: "name, token; key (or key_hex), value (or value_hex)",
+        example: r#"{"name":"L","token":42,"key":"k","value":"v"}"# => r#"{"revision":43}"#,
+    }
+    "fenced-txn" writes {
+        summary: "Applies every put and delete in `ops`, or none, only while `token` is the holder's.",
+        input: "name, token; ops: [{put|put_hex, value|value_hex} or {delete|delete_hex}]",
+        example: r#"{"name":"L","token":42,"ops":[{"put":"k","value":"v"},{"delete":"j"}]}"# => r#"{"revision":43}"#,
+    }
+}
+
 impl Module for Lock {
     fn invoke(function: &str, input: &[u8]) -> Result<Reply, String> {
         match function {

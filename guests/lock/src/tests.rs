@@ -413,3 +413,8 @@ fn abandoning_a_delayed_grant_clears_its_record() {
     h.revoke(l[0]);
     assert!(h.resume(&b).expect("woken").is_done(), "no delay");
 }
+
+#[test]
+fn declared_functions_are_the_ones_it_runs() {
+    baton_sdk::testing::Harness::check_declared::<super::Lock>(super::FUNCTIONS);
+}

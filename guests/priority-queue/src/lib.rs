@@ -83,6 +83,19 @@ fn dequeue(d: Dequeue) -> Result<Reply, String> {
 
 struct PriorityQueue;
 
+baton_sdk::functions! {
+    "enqueue" writes {
+        summary: "Adds an item; lower priority numbers are served first, FIFO within one.",
+        input: "queue, value; priority: 0..=65535",
+        example: r#"{"queue":"jobs","value":"a","priority":3}"# => r#"{"key":"jobs/00003/0000000000000000","value":"a","priority":3}"#,
+    }
+    "dequeue" writes waits {
+        summary: "Removes and answers the first item, waiting for one when the queue is empty.",
+        input: "queue",
+        example: r#"{"queue":"jobs"}"# => r#"{"key":"jobs/00003/0000000000000000","value":"a","priority":3}"#,
+    }
+}
+
 impl Module for PriorityQueue {
     fn invoke(function: &str, input: &[u8]) -> Result<Reply, String> {
         match function {

@@ -107,3 +107,8 @@ fn bad_input_is_refused() {
     assert!(h.call("dequeue", r#"{"queue":""}"#, 0).error().is_some());
     assert!(h.call("push", JOBS, 0).error().is_some());
 }
+
+#[test]
+fn declared_functions_are_the_ones_it_runs() {
+    baton_sdk::testing::Harness::check_declared::<super::PriorityQueue>(super::FUNCTIONS);
+}

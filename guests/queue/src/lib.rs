@@ -542,6 +542,44 @@ fn length(l: &Layout) -> Result<Reply, String> {
 
 struct Queue;
 
+baton_sdk::functions! {
+    "push" writes {
+        summary: "Appends an item, ready now or after a delay.",
+        input: "queue, value; delay_ms or deliver_at_ms (optional)",
+        example: r#"{"queue":"jobs","value":"a"}"# => r#"{"key":"jobs/00000000000000000042","value":"a"}"#,
+    }
+    "pop" writes waits {
+        summary: "Takes the next item for good, waiting for one when none is deliverable.",
+        input: "queue",
+        example: r#"{"queue":"jobs"}"# => r#"{"key":"jobs/00000000000000000042","value":"a"}"#,
+    }
+    "reserve" writes waits {
+        summary: "Takes the next item until acked, nacked, timed out or the caller's lease ends; waits for one.",
+        input: "queue; visibility_ms (default 30000) or until_lease_ends: true",
+        example: r#"{"queue":"jobs","visibility_ms":30000}"# => r#"{"key":"jobs/...42","value":"a","token":57,"deliveries":1,"visible_at_ms":...}"#,
+    }
+    "ack" writes {
+        summary: "Deletes a reserved item for good, while the reservation `token` is still the caller's.",
+        input: "queue, token",
+        example: r#"{"queue":"jobs","token":57}"# => r#"{"acked":"jobs/...42"}"#,
+    }
+    "nack" writes {
+        summary: "Hands a reserved item back for redelivery, optionally after a delay.",
+        input: "queue, token; delay_ms (optional)",
+        example: r#"{"queue":"jobs","token":57}"# => r#"{"nacked":"jobs/...42","visible_at_ms":...}"#,
+    }
+    "peek" reads {
+        summary: "Answers the item `pop` would take now, or null.",
+        input: "queue",
+        example: r#"{"queue":"jobs"}"# => r#"{"key":"jobs/...42","value":"a"}"#,
+    }
+    "length" reads {
+        summary: "Counts ready, delayed and reserved items.",
+        input: "queue",
+        example: r#"{"queue":"jobs"}"# => r#"{"ready":3,"delayed":1,"reserved":2}"#,
+    }
+}
+
 impl Module for Queue {
     fn invoke(function: &str, input: &[u8]) -> Result<Reply, String> {
         let named = || from_json::<Named>(input).and_then(|n| Layout::new(n.queue));

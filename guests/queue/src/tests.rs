@@ -406,3 +406,8 @@ fn unknown_functions_and_bad_input_fail() {
     assert!(h.call("reserve", too_long.to_string(), 0).error().is_some());
     assert_eq!(h.revision(), 1);
 }
+
+#[test]
+fn declared_functions_are_the_ones_it_runs() {
+    baton_sdk::testing::Harness::check_declared::<super::Queue>(super::FUNCTIONS);
+}

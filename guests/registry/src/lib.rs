@@ -315,6 +315,29 @@ fn changes(c: Changes) -> Result<Reply, String> {
 
 struct Registry;
 
+baton_sdk::functions! {
+    "register" writes {
+        summary: "Registers (or updates) an instance of a service on the caller's lease.",
+        input: "service, instance; meta (optional): any JSON",
+        example: r#"{"service":"web","instance":"10.0.0.1:80","meta":{"zone":"a"}}"# => r#"{"key":"web/10.0.0.1:80","revision":42}"#,
+    }
+    "deregister" writes {
+        summary: "Removes an instance of a service.",
+        input: "service, instance",
+        example: r#"{"service":"web","instance":"10.0.0.1:80"}"# => r#"{"deregistered":true}"#,
+    }
+    "list" reads {
+        summary: "Lists a service's instances and the revision they are as of.",
+        input: "service",
+        example: r#"{"service":"web"}"# => r#"{"revision":41,"instances":[{"instance":"10.0.0.1:80","addr":"10.0.0.1:80","meta":{"zone":"a"},"lease":...,"mod_revision":40}]}"#,
+    }
+    "changes" writes waits {
+        summary: "Answers instances that came or went after `since_revision`, waiting for the next change if none.",
+        input: "service, since_revision",
+        example: r#"{"service":"web","since_revision":41}"# => r#"{"revision":57,"came":[],"went":["10.0.0.2:80"]}"#,
+    }
+}
+
 impl Module for Registry {
     fn invoke(function: &str, input: &[u8]) -> Result<Reply, String> {
         match function {

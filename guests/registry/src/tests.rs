@@ -175,3 +175,8 @@ fn abandoning_a_waiting_changes_writes_nothing_and_bad_input_fails() {
     assert!(h.call("list", r#"{"service":""}"#, 0).error().is_some());
     assert!(h.call("watch", WEB, 0).error().is_some());
 }
+
+#[test]
+fn declared_functions_are_the_ones_it_runs() {
+    baton_sdk::testing::Harness::check_declared::<super::Registry>(super::FUNCTIONS);
+}

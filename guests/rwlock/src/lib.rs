@@ -63,6 +63,29 @@ impl Side {
 
 struct RwLock;
 
+baton_sdk::functions! {
+    "rlock" writes waits {
+        summary: "Takes a read hold on the caller's lease, waiting for earlier writers.",
+        input: "name",
+        example: r#"{"name":"L"}"# => r#"{"key":"L/read/694d7a..."}"#,
+    }
+    "lock" writes waits {
+        summary: "Takes the write hold on the caller's lease, waiting for every earlier holder.",
+        input: "name",
+        example: r#"{"name":"L"}"# => r#"{"key":"L/write/694d7a..."}"#,
+    }
+    "runlock" writes {
+        summary: "Releases the caller's read hold.",
+        input: "name",
+        example: r#"{"name":"L"}"# => r#"{"released":true}"#,
+    }
+    "unlock" writes {
+        summary: "Releases the caller's write hold.",
+        input: "name",
+        example: r#"{"name":"L"}"# => r#"{"released":true}"#,
+    }
+}
+
 impl Module for RwLock {
     fn invoke(function: &str, input: &[u8]) -> Result<Reply, String> {
         let side = Side::of(function).ok_or_else(|| {

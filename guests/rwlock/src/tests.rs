@@ -149,3 +149,8 @@ fn the_blocking_writer_is_found_past_ten_thousand_readers() {
     let w = h.call("lock", L, late_writer);
     assert_eq!(waits_on(&w), [KeyRange::key(read_key(late_reader))]);
 }
+
+#[test]
+fn declared_functions_are_the_ones_it_runs() {
+    baton_sdk::testing::Harness::check_declared::<super::RwLock>(super::FUNCTIONS);
+}

@@ -56,6 +56,34 @@ struct FencedPut {
 
 struct Semaphore;
 
+baton_sdk::functions! {
+    "acquire" writes waits {
+        summary: "Takes one of `permits` permits on the caller's lease, waiting its turn; answers the key and fencing token.",
+        input: "name, permits: the count every caller must agree on",
+        example: r#"{"name":"S","permits":3}"# => r#"{"key":"S/contenders/694d7a...","token":42}"#,
+    }
+    "try-acquire" writes {
+        summary: "Takes a permit if one is free, else answers at once without queueing.",
+        input: "name, permits",
+        example: r#"{"name":"S","permits":3}"# => r#"{"acquired":true,"key":"S/contenders/694d7a...","token":42}"#,
+    }
+    "release" writes {
+        summary: "Releases the caller's permit (or withdraws its wait).",
+        input: "name",
+        example: r#"{"name":"S"}"# => r#"{"released":true}"#,
+    }
+    "fenced-put" writes {
+        summary: "Puts a key only while `token` is a current holder's.",
+        input: "name, token, key, value",
+        example: r#"{"name":"S","token":42,"key":"k","value":"v"}"# => r#"{"revision":43}"#,
+    }
+    "holders" reads {
+        summary: "Lists the holders and counts the waiters.",
+        input: "name",
+        example: r#"{"name":"S"}"# => r#"{"permits":3,"holders":[{"key":"S/contenders/694d7a...","lease":...,"token":42}],"waiting":5}"#,
+    }
+}
+
 impl Module for Semaphore {
     fn invoke(function: &str, input: &[u8]) -> Result<Reply, String> {
         match function {

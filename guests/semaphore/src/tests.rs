@@ -299,3 +299,8 @@ fn past_the_wait_bound_the_first_waiter_watches_every_contender() {
     h.call("release", S, l[7]);
     assert!(h.resume(&waiter).expect("woken").is_done());
 }
+
+#[test]
+fn declared_functions_are_the_ones_it_runs() {
+    baton_sdk::testing::Harness::check_declared::<super::Semaphore>(super::FUNCTIONS);
+}

@@ -169,6 +169,14 @@ pub const GUEST_STACK_BYTES: usize = 512 * 1024;
 pub const MODULE_BYTES_MAX: usize = 1024 * 1024;
 /// Longest module name.
 pub const MODULE_NAME_BYTES_MAX: usize = 128;
+/// Largest `baton:functions` custom section (a module's declared functions, JSON) accepted at
+/// deploy; the host parses it at deploy and at every Describe, so it stays small.
+pub const MODULE_FUNCTIONS_SECTION_BYTES_MAX: usize = 64 * 1024;
+/// Most functions one module may declare.
+pub const MODULE_FUNCTIONS_MAX: usize = 256;
+/// Longest declared function name.
+pub const MODULE_FUNCTION_NAME_BYTES_MAX: usize = 128;
+const _: () = assert!(MODULE_FUNCTIONS_SECTION_BYTES_MAX < MODULE_BYTES_MAX);
 /// Largest input of one module call.
 pub const GUEST_INPUT_BYTES_MAX: usize = 1024 * 1024;
 /// Largest output of one module call.

@@ -17,6 +17,7 @@
 pub mod builtin;
 mod cache;
 mod engine;
+mod functions;
 mod host;
 mod outcome;
 mod query;
@@ -27,6 +28,7 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
+pub use functions::{DeclaredFunction, FUNCTIONS_SECTION, declared_functions};
 pub use outcome::{GuestFailure, Outcome, RuntimeFatal, WaitCondition};
 pub use runtime::{CallContext, CallRequest, Entry, Runtime};
 pub use store::{

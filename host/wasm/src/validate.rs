@@ -1,10 +1,12 @@
 //! Deploy-time checks: a module must be a valid component of bounded size that imports only
-//! Baton's interfaces and exports Baton's handler. Deterministic, so the leader's check before
+//! Baton's interfaces, exports Baton's handler and, if it declares its functions, declares
+//! them well ([`crate::functions`]). Deterministic, so the leader's check before
 //! proposing and every replica's check at apply agree.
 
 use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
 
+use crate::functions::declared_functions;
 use crate::runtime::{Pre, Runtime};
 use crate::{ModuleHash, module_hash};
 use baton_limits::MODULE_BYTES_MAX;
@@ -30,6 +32,8 @@ pub enum DeployError {
     ForbiddenImport(String),
     #[error("module does not implement Baton's world: {0}")]
     WrongExports(String),
+    #[error("module's declared functions are invalid: {0}")]
+    BadFunctions(String),
 }
 
 /// A module that passed every check.
@@ -78,6 +82,8 @@ impl Runtime {
                 return Err(DeployError::ForbiddenImport(name.to_string()));
             }
         }
+        // Component::new has checked the bytes are a well-formed component.
+        declared_functions(bytes).map_err(DeployError::BadFunctions)?;
         let exports = ty
             .exports(&self.engine)
             .map(|(name, _)| name.to_string())

@@ -42,7 +42,7 @@ mod tests;
 pub(crate) mod world;
 
 use crate::store::{Kv, Range, RangeResult};
-use crate::{KeyRange, Module, Reply, WaitFor};
+use crate::{Function, KeyRange, Module, Reply, WaitFor};
 use baton_limits::GUEST_WAIT_CONDITIONS_MAX;
 use world::{CallFacts, HostStop, Lease, Scope, World, Writes};
 
@@ -144,6 +144,33 @@ impl Harness {
             abandon: M::abandon,
             world,
             calls: Vec::new(),
+        }
+    }
+
+    /// Checks a module's declaration (the `FUNCTIONS` of [`functions!`](crate::functions!))
+    /// against the module: each function, run on a fresh store with a caller lease and its
+    /// example input, is not refused as unknown, and one declared as only reading runs
+    /// read-only without trying to write. Panics naming the first that fails.
+    pub fn check_declared<M: Module>(functions: &[Function]) {
+        for f in functions {
+            let mut h = Harness::new::<M>("declared");
+            let lease = h.grant_lease(60);
+            let call = if f.writes {
+                h.call(f.name, f.input_example, lease)
+            } else {
+                h.call_read_only(f.name, f.input_example, lease)
+            };
+            let error = call.error().unwrap_or_default();
+            assert!(
+                !error.contains("unknown function"),
+                "{} is declared but the module does not run it: {error}",
+                f.name
+            );
+            assert!(
+                !error.contains(world::READ_ONLY_WRITE),
+                "{} is declared as only reading but writes: {error}",
+                f.name
+            );
         }
     }
 

@@ -570,3 +570,51 @@ fn a_timed_wait_reruns_at_the_later_leader_time() {
     assert_eq!(done.json(), deadline);
     assert_eq!(done.proposal_time_ms, deadline);
 }
+
+mod declared {
+    use super::*;
+
+    /// Runs "get" (reading) and "put" (writing); anything else is unknown.
+    struct Kv;
+    impl Module for Kv {
+        fn invoke(function: &str, _: &[u8]) -> Result<Reply, String> {
+            match function {
+                "get" => Ok(Reply::done(store::get_value("k").unwrap_or_default())),
+                "put" => {
+                    store::put("k", "v");
+                    Ok(Reply::done(""))
+                }
+                other => Err(format!("kv: unknown function {other:?}")),
+            }
+        }
+    }
+
+    const fn declared(name: &'static str, writes: bool) -> crate::Function {
+        crate::Function {
+            name,
+            writes,
+            waits: false,
+            summary: "",
+            input: "",
+            input_example: "",
+            output_example: "",
+        }
+    }
+
+    #[test]
+    fn a_true_declaration_passes() {
+        Harness::check_declared::<Kv>(&[declared("get", false), declared("put", true)]);
+    }
+
+    #[test]
+    #[should_panic(expected = "does not run it")]
+    fn a_function_the_module_does_not_run_is_caught() {
+        Harness::check_declared::<Kv>(&[declared("gte", false)]);
+    }
+
+    #[test]
+    #[should_panic(expected = "declared as only reading but writes")]
+    fn a_writer_declared_as_reading_is_caught() {
+        Harness::check_declared::<Kv>(&[declared("put", false)]);
+    }
+}

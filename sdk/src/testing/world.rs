@@ -19,7 +19,7 @@ const REVISION_INITIAL: i64 = 1;
 /// What etcd answers a put naming a lease that does not exist (clients match on it).
 pub(crate) const LEASE_NOT_FOUND: &str = "etcdserver: requested lease not found";
 const EMPTY_KEY: &str = "etcdserver: key is not provided";
-const READ_ONLY_WRITE: &str =
+pub(crate) const READ_ONLY_WRITE: &str =
     "a read-only call cannot write; call it without read-only to go through the log";
 
 /// A live key's record.

@@ -28,6 +28,7 @@ mod membership_strict;
 mod module_barrier;
 mod module_builtin_upgrade;
 mod module_contract;
+mod module_describe;
 mod module_determinism;
 mod module_double_barrier;
 mod module_lock;

@@ -395,3 +395,15 @@ pub fn describe(
         None => Ok(None),
     }
 }
+
+/// `f` of the stored bytes of module version `hash` as of `txn`, without copying them; None
+/// when no such bytes are stored.
+pub fn with_code<T>(
+    txn: &redb::ReadTransaction,
+    hash: &[u8],
+    f: impl FnOnce(&[u8]) -> T,
+) -> Result<Option<T>, ApplyFatal> {
+    let code = txn.open_table(MODULE_CODE).map_err(fatal)?;
+    let bytes = code.get(hash).map_err(fatal)?;
+    Ok(bytes.map(|bytes| f(bytes.value())))
+}

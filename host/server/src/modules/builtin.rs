@@ -31,7 +31,7 @@ use baton_wasm::module_hash;
 /// a lower set, so a member of an older release leading during an upgrade cannot downgrade.
 /// Set 1 is what Batons recording no origins shipped
 /// ([`baton_apply::sm::builtin::LEGACY_BUILTIN_SET`]).
-pub(crate) const BUILTIN_SET: u32 = 2;
+pub(crate) const BUILTIN_SET: u32 = 3;
 const _: () = assert!(BUILTIN_SET > baton_apply::sm::builtin::LEGACY_BUILTIN_SET);
 
 /// The test-only switch described in the module doc.

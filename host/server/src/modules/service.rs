@@ -1,6 +1,8 @@
 //! Baton's `baton.v1.Modules` service: deploy, list, describe, delete and invoke modules.
 //! Writes go through the log (forwarded to the leader like any write); a deploy is validated
-//! here first so a bad module costs no log entry, and again by every member at apply.
+//! here first so a bad module costs no log entry, and again by every member at apply. Describe
+//! reads each version's declared functions from its stored bytes (nothing replicated records
+//! them).
 
 use std::sync::Arc;
 
@@ -9,12 +11,12 @@ use tonic::{Request, Response, Status};
 use crate::modules::calls::Calls;
 use crate::server::Server;
 use baton_apply::sm::builtin::builtin_set_of;
-use baton_apply::sm::module::{check_name, describe, list};
+use baton_apply::sm::module::{check_name, describe, list, with_code};
 use baton_limits::{GUEST_FUEL_DEFAULT, GUEST_FUEL_MAX, GUEST_INPUT_BYTES_MAX};
 use baton_proto::baton::v1 as pb;
 use baton_proto::baton::v1::modules_server::Modules;
 use baton_proto::batonpb::{self, log_command};
-use baton_wasm::{Runtime, hash_hex, hex_bytes};
+use baton_wasm::{DeclaredFunction, Runtime, declared_functions, hash_hex, hex_bytes};
 
 #[derive(Clone)]
 pub(crate) struct ModulesService {
@@ -62,9 +64,46 @@ fn info(name: String, record: batonpb::ModuleRecord) -> pb::ModuleInfo {
             exports: v.exports,
             builtin: set.is_some(),
             builtin_set: set.unwrap_or(0),
+            // Describe fills these from the stored bytes; List skips that read.
+            functions: Vec::new(),
+            declares_functions: false,
         })
         .collect();
     pb::ModuleInfo { name, versions }
+}
+
+/// The functions the stored module version `hash` declares, None when it declares none. A
+/// declaration deploy would refuse (only possible in bytes stored by a release that did not
+/// check it) describes as none, with a warning, rather than failing the whole Describe.
+fn declared_of(
+    view: &baton_store::mvcc::ReadView,
+    hash: &[u8],
+) -> Result<Option<Vec<DeclaredFunction>>, Status> {
+    let hex = hash_hex(hash);
+    match with_code(view, hash, declared_functions).map_err(storage)? {
+        Some(Ok(functions)) => Ok(functions),
+        Some(Err(why)) => {
+            tracing::warn!(
+                hash = hex,
+                why,
+                "ignoring a stored module's declared functions"
+            );
+            Ok(None)
+        }
+        None => Err(Status::internal(format!("module code {hex} is not stored"))),
+    }
+}
+
+fn function(f: DeclaredFunction) -> pb::ModuleFunction {
+    pb::ModuleFunction {
+        name: f.name,
+        writes: f.writes,
+        waits: f.waits,
+        summary: f.summary,
+        input: f.input,
+        input_example: f.input_example,
+        output_example: f.output_example,
+    }
 }
 
 fn storage(e: impl std::fmt::Display) -> Status {
@@ -118,10 +157,20 @@ impl Modules for ModulesService {
     ) -> Result<Response<pb::ModuleInfo>, Status> {
         let name = request.into_inner().name;
         let view = self.read_view().await?;
-        match describe(&view, &name).map_err(storage)? {
-            Some(record) => Ok(Response::new(info(name, record))),
-            None => Err(Status::not_found(format!("module not found: {name}"))),
+        let Some(record) = describe(&view, &name).map_err(storage)? else {
+            return Err(Status::not_found(format!("module not found: {name}")));
+        };
+        let declared = (record.versions.iter())
+            .map(|v| declared_of(&view, &v.hash))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut info = info(name, record);
+        for (v, functions) in info.versions.iter_mut().zip(declared) {
+            if let Some(functions) = functions {
+                v.declares_functions = true;
+                v.functions = functions.into_iter().map(function).collect();
+            }
         }
+        Ok(Response::new(info))
     }
 
     async fn delete(
