@@ -253,7 +253,7 @@ mod tests {
         assert!(refused.contains("more than the limit"), "{refused}");
 
         // Padding after the JSON is whitespace, which JSON allows: the size alone decides.
-        let exact = format!(r#"{{"functions":[]}}"#);
+        let exact = r#"{"functions":[]}"#;
         let padded = |len: usize| format!("{exact}{}", " ".repeat(len - exact.len()));
         assert!(declared(&padded(MODULE_FUNCTIONS_SECTION_BYTES_MAX)).is_ok());
         let refused = declared(&padded(MODULE_FUNCTIONS_SECTION_BYTES_MAX + 1)).expect_err("big");
