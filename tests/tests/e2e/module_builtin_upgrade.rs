@@ -140,6 +140,19 @@ async fn built_ins_reach_an_older_cluster_without_replacing_users_modules() {
         let leader = cluster.leader().await?;
         for member in 0..cluster.size() {
             let mut client = modules_client(cluster.endpoint(member)).await?;
+            // A member answers from its own applied state, which may trail the one read above.
+            eventually(
+                &format!("member {member} applied the new built-ins"),
+                || {
+                    let mut client = client.clone();
+                    async move {
+                        let counter = versions(&mut client, "counter").await?;
+                        let lock = versions(&mut client, "lock").await?;
+                        Ok(counter.len() == 2 && lock.len() == 1)
+                    }
+                },
+            )
+            .await?;
             let counter = versions(&mut client, "counter").await?;
             ensure!(counter[0] == old_counter[0], "member {member}: {counter:?}");
             ensure!(
