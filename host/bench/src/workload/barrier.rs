@@ -21,11 +21,11 @@ use serde_json::json;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, timeout_at};
 
-use super::recipe::RecipeMode;
-use super::{await_module, grpc, run_id};
+use super::recipe::{RecipeMode, invoke_then};
+use super::{await_module, grpc, next_watch_response, run_id};
 use crate::driver::{LATENCY_US_MAX, Outcome};
 use crate::lean_grpc::LeanChannel;
-use crate::lean_grpc::paths::{KV_DELETE_RANGE, KV_RANGE, KV_TXN, MODULES_INVOKE};
+use crate::lean_grpc::paths::{KV_DELETE_RANGE, KV_RANGE, KV_TXN};
 use crate::pool::{CONNECT_TIMEOUT, connect_streaming};
 use baton_proto::baton::v1 as pb;
 use baton_proto::etcdserverpb::{
@@ -295,14 +295,7 @@ async fn client_wait(
     }
     ready.fetch_add(1, Ordering::AcqRel);
     loop {
-        let response = stream
-            .message()
-            .await
-            .context("watch failed")?
-            .context("watch ended")?;
-        if response.canceled() {
-            bail!("watch canceled: {}", response.cancel_reason());
-        }
+        let response = next_watch_response(&mut stream).await?;
         if response
             .events()
             .iter()
@@ -327,11 +320,7 @@ async fn invoke(
         read_only,
         ..Default::default()
     };
-    let _: pb::InvokeResponse = lean
-        .unary_then(MODULES_INVOKE, &request, sent)
-        .await
-        .map_err(grpc(function))?;
-    Ok(())
+    invoke_then(lean, request, sent).await
 }
 
 #[cfg(test)]

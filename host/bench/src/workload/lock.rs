@@ -26,7 +26,7 @@ pub(crate) struct LockWorkload {
     names: u64,
     /// Lease id of requester i, granted in `prepare`.
     leases: Mutex<Vec<i64>>,
-    keep_alives: Mutex<Vec<AbortHandle>>,
+    keep_alives: KeepAlives,
 }
 
 pub(crate) struct LockRequester {
@@ -42,7 +42,7 @@ impl LockWorkload {
         Self {
             names,
             leases: Mutex::new(Vec::new()),
-            keep_alives: Mutex::new(Vec::new()),
+            keep_alives: KeepAlives::default(),
         }
     }
 
@@ -51,12 +51,19 @@ impl LockWorkload {
     }
 }
 
-impl Drop for LockWorkload {
+/// The keep-alive tasks of a run's leases, stopped when the workload is dropped.
+#[derive(Default)]
+pub(crate) struct KeepAlives(Mutex<Vec<AbortHandle>>);
+
+impl KeepAlives {
+    pub(crate) fn set(&self, handles: Vec<AbortHandle>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = handles;
+    }
+}
+
+impl Drop for KeepAlives {
     fn drop(&mut self) {
-        let handles = self
-            .keep_alives
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner());
+        let handles = self.0.get_mut().unwrap_or_else(|e| e.into_inner());
         for handle in handles.drain(..) {
             handle.abort();
         }
@@ -133,7 +140,7 @@ impl Workload for LockWorkload {
     async fn prepare(&self, pool: &Pool) -> anyhow::Result<()> {
         let (granted, handles) = grant_kept_alive(pool, LEASE_TTL_S).await?;
         *self.leases.lock().unwrap_or_else(|e| e.into_inner()) = granted;
-        *self.keep_alives.lock().unwrap_or_else(|e| e.into_inner()) = handles;
+        self.keep_alives.set(handles);
         Ok(())
     }
 

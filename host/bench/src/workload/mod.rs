@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::bail;
-use etcd_client::Client;
+use anyhow::{Context, bail};
+use etcd_client::{Client, WatchResponse, WatchStream};
 use tokio::time::{Instant, sleep};
 
 use super::driver::Outcome;
@@ -24,6 +24,9 @@ use super::lean_grpc::LeanChannel;
 use super::lean_grpc::paths::MODULES_DESCRIBE;
 use super::pool::Pool;
 use baton_proto::baton::v1 as pb;
+use baton_proto::etcdserverpb::{
+    Compare, DeleteRangeRequest, RequestOp, TxnRequest, compare, request_op,
+};
 
 /// How long the built-in modules may take to arrive through the log after a member starts.
 const MODULE_WAIT: Duration = Duration::from_secs(30);
@@ -122,4 +125,40 @@ pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
         }
     }
     vec![0]
+}
+
+/// The next answer on a watch stream; an ended or canceled stream is an error.
+pub(crate) async fn next_watch_response(stream: &mut WatchStream) -> anyhow::Result<WatchResponse> {
+    let response = stream
+        .message()
+        .await
+        .context("watch failed")?
+        .context("watch ended")?;
+    if response.canceled() {
+        bail!("watch canceled: {}", response.cancel_reason());
+    }
+    Ok(response)
+}
+
+/// etcd's queue recipes' claim: delete `key` if it is still at `mod_revision`, so whoever
+/// deletes it has the item.
+pub(crate) fn claim_txn(key: &[u8], mod_revision: i64) -> TxnRequest {
+    TxnRequest {
+        compare: vec![Compare {
+            result: compare::CompareResult::Equal as i32,
+            target: compare::CompareTarget::Mod as i32,
+            key: key.to_vec(),
+            target_union: Some(compare::TargetUnion::ModRevision(mod_revision)),
+            range_end: Vec::new(),
+        }],
+        success: vec![RequestOp {
+            request: Some(request_op::Request::RequestDeleteRange(
+                DeleteRangeRequest {
+                    key: key.to_vec(),
+                    ..Default::default()
+                },
+            )),
+        }],
+        failure: Vec::new(),
+    }
 }

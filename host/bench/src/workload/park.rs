@@ -29,15 +29,15 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep};
 
-use super::{await_module, prefix_end, run_id};
+use super::{await_module, claim_txn, next_watch_response, prefix_end, run_id};
 use crate::driver::{LATENCY_US_MAX, Outcome};
 use crate::lean_grpc::LeanChannel;
 use crate::pool::{CONNECT_TIMEOUT, connect_streaming};
 use baton_proto::baton::v1 as pb;
 use baton_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use baton_proto::etcdserverpb::{
-    Compare, DeleteRangeRequest, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
-    StatusRequest, StatusResponse, TxnRequest, TxnResponse, compare, request_op,
+    PutRequest, PutResponse, RangeRequest, RangeResponse, StatusRequest, StatusResponse,
+    TxnResponse,
 };
 
 /// Every run's queue is `<this><run id>`, apart from real data and earlier runs.
@@ -278,14 +278,7 @@ async fn recipe(mut conn: Client, channel: &LeanChannel, shared: &Shared) -> any
     }
     shared.ready.fetch_add(1, Ordering::AcqRel);
     loop {
-        let response = stream
-            .message()
-            .await
-            .context("watch failed")?
-            .context("watch ended")?;
-        if response.canceled() {
-            bail!("watch canceled: {}", response.cancel_reason());
-        }
+        let response = next_watch_response(&mut stream).await?;
         for event in response.events() {
             let Some(kv) = event.kv() else { continue };
             if event.event_type() != EventType::Put {
@@ -331,24 +324,7 @@ async fn claim(
     key: &[u8],
     mod_revision: i64,
 ) -> anyhow::Result<bool> {
-    let txn = TxnRequest {
-        compare: vec![Compare {
-            result: compare::CompareResult::Equal as i32,
-            target: compare::CompareTarget::Mod as i32,
-            key: key.to_vec(),
-            target_union: Some(compare::TargetUnion::ModRevision(mod_revision)),
-            range_end: Vec::new(),
-        }],
-        success: vec![RequestOp {
-            request: Some(request_op::Request::RequestDeleteRange(
-                DeleteRangeRequest {
-                    key: key.to_vec(),
-                    ..Default::default()
-                },
-            )),
-        }],
-        failure: Vec::new(),
-    };
+    let txn = claim_txn(key, mod_revision);
     let reply: TxnResponse = call(channel, shared, &shared.txns, KV_TXN, &txn)
         .await
         .context("claim txn")?;

@@ -33,10 +33,9 @@ use anyhow::{Context, bail};
 use clap::ValueEnum;
 use etcd_client::{Client, EventType, WatchFilterType, WatchOptions};
 use serde_json::json;
-use tokio::task::AbortHandle;
 
-use super::lock::{LEASE_TTL_S, grant_kept_alive};
-use super::{Workload, await_module, grpc, prefix_end, run_id};
+use super::lock::{KeepAlives, LEASE_TTL_S, grant_kept_alive};
+use super::{Workload, await_module, claim_txn, grpc, next_watch_response, prefix_end, run_id};
 use crate::driver::Outcome;
 use crate::lean_grpc::LeanChannel;
 use crate::lean_grpc::paths::{KV_DELETE_RANGE, KV_RANGE, KV_TXN, MODULES_INVOKE};
@@ -100,7 +99,7 @@ pub(crate) struct RecipeWorkload {
     /// This run's own prefix, ending in `/`.
     prefix: String,
     leases: Mutex<Vec<i64>>,
-    keep_alives: Mutex<Vec<AbortHandle>>,
+    keep_alives: KeepAlives,
     /// One lean connection per pool connection, to the same member, opened in `prepare`.
     channels: Mutex<Vec<LeanChannel>>,
     /// Client mode: watches opened because the recipe had to wait, and races lost.
@@ -129,7 +128,7 @@ impl RecipeWorkload {
             permits,
             prefix: format!("{RECIPE_PREFIX}{}/", run_id()),
             leases: Mutex::new(Vec::new()),
-            keep_alives: Mutex::new(Vec::new()),
+            keep_alives: KeepAlives::default(),
             channels: Mutex::new(Vec::new()),
             waits: AtomicU64::new(0),
             races_lost: AtomicU64::new(0),
@@ -291,14 +290,7 @@ impl RecipeWorkload {
             .await
             .context("opening watch")?;
         for _ in 0..RACES_MAX {
-            let response = stream
-                .message()
-                .await
-                .context("watch failed")?
-                .context("watch ended")?;
-            if response.canceled() {
-                bail!("watch canceled: {}", response.cancel_reason());
-            }
+            let response = next_watch_response(&mut stream).await?;
             if response.events().is_empty() {
                 continue;
             }
@@ -387,14 +379,7 @@ impl RecipeWorkload {
                 .await
                 .context("opening watch")?;
             let put = loop {
-                let response = stream
-                    .message()
-                    .await
-                    .context("watch failed")?
-                    .context("watch ended")?;
-                if response.canceled() {
-                    bail!("watch canceled: {}", response.cancel_reason());
-                }
+                let response = next_watch_response(&mut stream).await?;
                 if let Some(kv) = response.events().iter().find_map(|e| e.kv()) {
                     break (kv.key().to_vec(), kv.mod_revision());
                 }
@@ -447,18 +432,6 @@ impl RecipeWorkload {
                 && key.ends_with(b"/limit")
         };
         Ok(read.kvs.iter().filter(|kv| !kept(&kv.key)).count() as u64)
-    }
-}
-
-impl Drop for RecipeWorkload {
-    fn drop(&mut self) {
-        let handles = self
-            .keep_alives
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner());
-        for handle in handles.drain(..) {
-            handle.abort();
-        }
     }
 }
 
@@ -524,14 +497,7 @@ async fn wait_delete(conn: &mut Client, key: &[u8], revision: i64) -> anyhow::Re
         .await
         .context("opening watch")?;
     loop {
-        let response = stream
-            .message()
-            .await
-            .context("watch failed")?
-            .context("watch ended")?;
-        if response.canceled() {
-            bail!("watch canceled: {}", response.cancel_reason());
-        }
+        let response = next_watch_response(&mut stream).await?;
         if response
             .events()
             .iter()
@@ -544,24 +510,7 @@ async fn wait_delete(conn: &mut Client, key: &[u8], revision: i64) -> anyhow::Re
 
 /// Deletes `key` if it is still at `mod_revision`: whoever deletes it has the item.
 async fn claim(channel: &LeanChannel, key: &[u8], mod_revision: i64) -> anyhow::Result<bool> {
-    let txn = TxnRequest {
-        compare: vec![Compare {
-            result: compare::CompareResult::Equal as i32,
-            target: compare::CompareTarget::Mod as i32,
-            key: key.to_vec(),
-            target_union: Some(compare::TargetUnion::ModRevision(mod_revision)),
-            range_end: Vec::new(),
-        }],
-        success: vec![RequestOp {
-            request: Some(request_op::Request::RequestDeleteRange(
-                DeleteRangeRequest {
-                    key: key.to_vec(),
-                    ..Default::default()
-                },
-            )),
-        }],
-        failure: Vec::new(),
-    };
+    let txn = claim_txn(key, mod_revision);
     let reply: TxnResponse = channel.unary(KV_TXN, &txn).await.map_err(grpc("claim"))?;
     Ok(reply.succeeded)
 }
@@ -593,10 +542,21 @@ async fn invoke(
         lease,
         ..Default::default()
     };
+    invoke_then(channel, request, || {}).await
+}
+
+/// Sends `request`, calling `sent` once it is handed to the connection (a waiting call's
+/// answer may be long in coming); the module's own refusal comes back as an error.
+pub(crate) async fn invoke_then(
+    channel: &LeanChannel,
+    request: pb::InvokeRequest,
+    sent: impl FnOnce() + Send,
+) -> anyhow::Result<()> {
+    let function = request.function.clone();
     let _: pb::InvokeResponse = channel
-        .unary(MODULES_INVOKE, &request)
+        .unary_then(MODULES_INVOKE, &request, sent)
         .await
-        .map_err(grpc(function))?;
+        .map_err(grpc(&function))?;
     Ok(())
 }
 
@@ -623,7 +583,7 @@ impl Workload for RecipeWorkload {
         self.connect_channels(pool).await?;
         let (granted, handles) = grant_kept_alive(pool, LEASE_TTL_S).await?;
         *self.leases.lock().unwrap_or_else(|e| e.into_inner()) = granted;
-        *self.keep_alives.lock().unwrap_or_else(|e| e.into_inner()) = handles;
+        self.keep_alives.set(handles);
         Ok(())
     }
 
