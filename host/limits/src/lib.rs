@@ -170,6 +170,9 @@ pub const CLI_KILL_GRACE_S: u64 = 10;
 /// unreachable cluster cannot hold the exit: the lease's TTL cleans up anyway.
 pub const CLI_CLEANUP_TIMEOUT_MS: u64 = 5_000;
 const _: () = assert!(CLI_SESSION_TTL_S > 0 && CLI_KEEPALIVES_PER_TTL > 1);
+/// How long a CLI command retries a call the cluster answered UNAVAILABLE (no leader during an
+/// election), when repeating it is harmless (a lease grant, a call bound to its lease, a read).
+pub const CLI_UNAVAILABLE_WAIT_MS: u64 = 10_000;
 
 /// Fuel a module call gets when the caller names none (about one unit per Wasm operator).
 pub const GUEST_FUEL_DEFAULT: u64 = 10_000_000;

@@ -40,6 +40,6 @@ pub(crate) async fn run(endpoints: Vec<String>, command: BarrierCommand) -> Resu
     match recipes.call(call).await {
         Ok(_) => Ok(()),
         Err(CallError::TimedOut(after)) => bail!("barrier still closed after {after:?}"),
-        Err(CallError::Failed(e)) => Err(e),
+        Err(CallError::Failed(e) | CallError::Unavailable(e)) => Err(e),
     }
 }

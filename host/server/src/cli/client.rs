@@ -4,10 +4,13 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use anyhow::{Context, Result};
 use serde_json::Value;
 use tonic::transport::Channel;
 
+use baton_limits::{CLI_KEEPALIVE_RETRY_MS, CLI_UNAVAILABLE_WAIT_MS};
 use baton_proto::baton::v1 as pb;
 use baton_proto::baton::v1::modules_client::ModulesClient;
 
@@ -98,6 +101,9 @@ impl<'a> Call<'a> {
 pub(crate) enum CallError {
     #[error("gave up after {0:?}")]
     TimedOut(Duration),
+    /// No leader, or the member is going away: another try may succeed.
+    #[error(transparent)]
+    Unavailable(anyhow::Error),
     #[error(transparent)]
     Failed(#[from] anyhow::Error),
 }
@@ -115,8 +121,23 @@ impl Recipes {
         Ok(Self { modules, etcd })
     }
 
-    /// Runs the call and parses its JSON answer.
+    /// Runs the call and parses its JSON answer. A call bound to a lease (its effects are
+    /// keyed by that lease) or read-only is repeated while the cluster has no leader.
     pub(crate) async fn call(&mut self, call: Call<'_>) -> Result<Value, CallError> {
+        let repeatable = call.lease != 0 || call.read_only;
+        let give_up = Instant::now() + Duration::from_millis(CLI_UNAVAILABLE_WAIT_MS);
+        loop {
+            match self.call_once(&call).await {
+                Err(CallError::Unavailable(_)) if repeatable && Instant::now() < give_up => {
+                    tokio::time::sleep(Duration::from_millis(CLI_KEEPALIVE_RETRY_MS)).await;
+                }
+                Err(CallError::Unavailable(e)) => return Err(CallError::Failed(e)),
+                other => return other,
+            }
+        }
+    }
+
+    async fn call_once(&mut self, call: &Call<'_>) -> Result<Value, CallError> {
         let mut request = tonic::Request::new(pb::InvokeRequest {
             name: call.module.to_owned(),
             function: call.function.to_owned(),
@@ -141,6 +162,9 @@ impl Recipes {
             Ok(reply) => reply.into_inner(),
             Err(e) if e.code() == tonic::Code::DeadlineExceeded && call.timeout.is_some() => {
                 return Err(CallError::TimedOut(call.timeout.unwrap_or_default()));
+            }
+            Err(e) if e.code() == tonic::Code::Unavailable => {
+                return Err(CallError::Unavailable(status(e)));
             }
             Err(e) => {
                 return Err(status(e)

@@ -119,7 +119,9 @@ async fn acquire(recipes: &mut Recipes, args: &LockArgs, lease: i64) -> Result<(
         Err(CallError::TimedOut(after)) => {
             bail!("timed out after {after:?} waiting for lock {}", args.name)
         }
-        Err(CallError::Failed(e)) => return Err(e.context(format!("acquiring {}", args.name))),
+        Err(CallError::Failed(e) | CallError::Unavailable(e)) => {
+            return Err(e.context(format!("acquiring {}", args.name)));
+        }
     };
     let key = text_field(&reply, "key").context("the grant names no key")?;
     let token = reply["token"].as_i64().context("the grant has no token")?;

@@ -119,7 +119,7 @@ async fn call(
     match recipes.call(call).await {
         Ok(reply) => Ok(reply),
         Err(CallError::TimedOut(after)) => bail!("queue {function}: nothing came within {after:?}"),
-        Err(CallError::Failed(e)) => Err(e),
+        Err(CallError::Failed(e) | CallError::Unavailable(e)) => Err(e),
     }
 }
 

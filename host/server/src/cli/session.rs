@@ -8,13 +8,15 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, timeout, timeout_at};
 use tracing::warn;
 
-use baton_limits::{CLI_CLEANUP_TIMEOUT_MS, CLI_KEEPALIVE_RETRY_MS, CLI_KEEPALIVES_PER_TTL};
+use baton_limits::{
+    CLI_CLEANUP_TIMEOUT_MS, CLI_KEEPALIVE_RETRY_MS, CLI_KEEPALIVES_PER_TTL, CLI_UNAVAILABLE_WAIT_MS,
+};
 
 pub(crate) struct Session {
     client: etcd_client::Client,
@@ -27,11 +29,20 @@ impl Session {
     /// Grants a lease of `ttl_s` seconds and starts keeping it alive.
     pub(crate) async fn grant(client: &etcd_client::Client, ttl_s: i64) -> Result<Self> {
         let mut client = client.clone();
-        let granted_at = Instant::now();
-        let grant = client
-            .lease_grant(ttl_s, None)
-            .await
-            .context("granting the session lease")?;
+        let give_up = Instant::now() + Duration::from_millis(CLI_UNAVAILABLE_WAIT_MS);
+        let (granted_at, grant) = loop {
+            let granted_at = Instant::now();
+            match client.lease_grant(ttl_s, None).await {
+                Ok(grant) => break (granted_at, grant),
+                // No leader for now (an election): a lease granted but unanswered expires.
+                Err(etcd_client::Error::GRpcStatus(s))
+                    if s.code() == tonic::Code::Unavailable && granted_at < give_up =>
+                {
+                    sleep(Duration::from_millis(CLI_KEEPALIVE_RETRY_MS)).await;
+                }
+                Err(e) => return Err(anyhow::Error::new(e).context("granting the session lease")),
+            }
+        };
         let id = grant.id();
         let ttl = Duration::from_secs(u64::try_from(grant.ttl()).unwrap_or(0));
         let (tell, lost) = watch::channel(None);
