@@ -155,6 +155,25 @@ pub const NO_LEADER_REQUEST_WAIT_ELECTIONS: u32 = 1;
 /// How long a process that failed waits for its blocking tasks before it exits anyway.
 pub const FAILED_EXIT_TASKS_WAIT_MS: u64 = 500;
 
+/// `baton lock|elect --ttl`: the session lease's TTL when none is given. Short, so a holder
+/// whose `baton` died frees the lock soon; long enough to ride out a leader election.
+pub const CLI_SESSION_TTL_S: i64 = 10;
+/// Keep-alives a session sends per TTL (etcd's clientv3 renews every third of the TTL), so
+/// one or two lost renewals do not lose the lease.
+pub const CLI_KEEPALIVES_PER_TTL: u32 = 3;
+/// Pause before a session re-opens a keep-alive stream that broke (a member went away).
+pub const CLI_KEEPALIVE_RETRY_MS: u64 = 200;
+/// `--kill-grace`: how long a command whose lock or leadership was lost has to exit after
+/// SIGTERM before it gets SIGKILL (Docker's and Kubernetes' stop grace is of this order).
+pub const CLI_KILL_GRACE_S: u64 = 10;
+/// Bound on each clean-up call (release, resign, lease revoke) on the way out, so an
+/// unreachable cluster cannot hold the exit: the lease's TTL cleans up anyway.
+pub const CLI_CLEANUP_TIMEOUT_MS: u64 = 5_000;
+const _: () = assert!(CLI_SESSION_TTL_S > 0 && CLI_KEEPALIVES_PER_TTL > 1);
+/// How long a CLI command retries a call the cluster answered UNAVAILABLE (no leader during an
+/// election), when repeating it is harmless (a lease grant, a call bound to its lease, a read).
+pub const CLI_UNAVAILABLE_WAIT_MS: u64 = 10_000;
+
 /// Fuel a module call gets when the caller names none (about one unit per Wasm operator).
 pub const GUEST_FUEL_DEFAULT: u64 = 10_000_000;
 /// Most fuel a caller may grant one module call.

@@ -3,6 +3,7 @@
 //! the build's disk use and link time small.
 
 mod bench_incr;
+mod cli_recipes;
 mod clients;
 mod differential;
 mod etcdctl;

@@ -1,9 +1,17 @@
 //! The `baton` command line: `serve` runs a member; client subcommands talk to any
 //! etcd-compatible endpoint given by `--endpoints`, like etcdctl.
 
+mod barrier;
+mod child;
+mod client;
+mod elect;
+mod lock;
 mod module;
+mod queue;
 mod runtime;
 mod serve;
+mod session;
+mod watch;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -43,6 +51,18 @@ enum Command {
     Module(module::ModuleCommand),
     /// Call a function of a module: `baton call counter add '{"keys":["c1"],"by":1}'`.
     Call(module::CallArgs),
+    /// Run a command while holding a lock (or one of N permits): `baton lock NAME -- CMD`.
+    Lock(lock::LockArgs),
+    /// Campaign for leadership (optionally running a command while leader), or observe it.
+    Elect(elect::ElectArgs),
+    /// Push, pop, reserve, ack or nack items of a queue.
+    #[command(subcommand)]
+    Queue(queue::QueueCommand),
+    /// Hold, release or wait for a barrier.
+    #[command(subcommand)]
+    Barrier(barrier::BarrierCommand),
+    /// Print every change under a prefix, optionally running a command for each.
+    Watch(watch::WatchArgs),
 }
 
 /// Parses arguments, sets up logging and runs the chosen subcommand.
@@ -58,7 +78,13 @@ pub fn main() -> ExitCode {
     let workers = match &cli.command {
         Command::Serve(args) => args.worker_threads,
         Command::Bench(_) => Some(runtime::bench_workers()),
-        Command::Module(_) | Command::Call(_) => None,
+        Command::Module(_)
+        | Command::Call(_)
+        | Command::Lock(_)
+        | Command::Elect(_)
+        | Command::Queue(_)
+        | Command::Barrier(_)
+        | Command::Watch(_) => None,
     };
     let runtime = match runtime::build(workers) {
         Ok(rt) => rt,
@@ -68,15 +94,23 @@ pub fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
+        let endpoints = cli.endpoints;
+        let done = |()| ExitCode::SUCCESS;
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
-            Command::Bench(args) => baton_bench::run(cli.endpoints, args).await,
-            Command::Module(command) => module::run_module(cli.endpoints, command).await,
-            Command::Call(args) => module::run_call(cli.endpoints, args).await,
+            Command::Serve(args) => serve::run(args).await.map(done),
+            Command::Bench(args) => baton_bench::run(endpoints, args).await.map(done),
+            Command::Module(command) => module::run_module(endpoints, command).await.map(done),
+            Command::Call(args) => module::run_call(endpoints, args).await.map(done),
+            Command::Lock(args) => lock::run(endpoints, args).await,
+            Command::Elect(args) => elect::run(endpoints, args).await,
+            Command::Queue(command) => queue::run(endpoints, command).await.map(done),
+            Command::Barrier(command) => barrier::run(endpoints, command).await.map(done),
+            Command::Watch(args) => watch::run(endpoints, args).await,
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        // A command's own status, passed through by `lock`, `elect` and `watch`.
+        Ok(code) => code,
         Err(e) => {
             eprintln!("baton: {e:#}");
             // Blocking work still under way (a module compile, a state commit) would otherwise

@@ -13,6 +13,8 @@ use tonic::transport::Channel;
 use baton_proto::baton::v1 as pb;
 use baton_proto::baton::v1::modules_client::ModulesClient;
 
+use super::client::{connect, status};
+
 #[derive(Subcommand, Debug)]
 pub(crate) enum ModuleCommand {
     /// Deploy FILE (a WebAssembly component) as the next version of NAME.
@@ -54,48 +56,6 @@ pub(crate) struct CallArgs {
     /// function's).
     #[arg(short, long, action = ArgAction::SetTrue)]
     help: bool,
-}
-
-/// A client on the first endpoint that accepts a connection.
-async fn connect(endpoints: &[String]) -> Result<ModulesClient<Channel>> {
-    let mut last_error = None;
-    for endpoint in endpoints {
-        let url = if endpoint.contains("://") {
-            endpoint.clone()
-        } else {
-            format!("http://{endpoint}")
-        };
-        match Channel::from_shared(url.clone())
-            .with_context(|| format!("invalid endpoint {endpoint}"))?
-            .connect()
-            .await
-        {
-            Ok(channel) => {
-                return Ok(ModulesClient::new(channel)
-                    .max_decoding_message_size(usize::MAX)
-                    .max_encoding_message_size(usize::MAX));
-            }
-            Err(e) => last_error = Some(anyhow::Error::new(e).context(url)),
-        }
-    }
-    Err(last_error.unwrap_or_else(|| anyhow::anyhow!("no endpoints given")))
-}
-
-/// The code's name (`RESOURCE_EXHAUSTED`), as grpcurl and the docs spell it, then the message.
-fn status(e: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{}: {}", code_name(e.code()), e.message())
-}
-
-fn code_name(code: tonic::Code) -> String {
-    // `Code`'s Debug is the CamelCase name; gRPC's canonical spelling is upper snake case.
-    let mut name = String::new();
-    for (i, c) in format!("{code:?}").chars().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
-            name.push('_');
-        }
-        name.push(c.to_ascii_uppercase());
-    }
-    name
 }
 
 pub(crate) async fn run_module(endpoints: Vec<String>, command: ModuleCommand) -> Result<()> {
@@ -395,15 +355,5 @@ mod tests {
         let usage = call_usage();
         assert!(usage.contains("Usage: baton call"), "{usage}");
         assert!(usage.contains("--help"), "{usage}");
-    }
-
-    #[test]
-    fn codes_are_named_as_grpc_spells_them() {
-        assert_eq!(
-            code_name(tonic::Code::ResourceExhausted),
-            "RESOURCE_EXHAUSTED"
-        );
-        assert_eq!(code_name(tonic::Code::NotFound), "NOT_FOUND");
-        assert_eq!(code_name(tonic::Code::Ok), "OK");
     }
 }
