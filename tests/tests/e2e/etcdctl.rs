@@ -242,8 +242,9 @@ fn table_rows(table: &str) -> Vec<Vec<String>> {
 const SLOW_MACHINE: &str = "--command-timeout=20s";
 
 /// etcdctl 3.4 sends an endpoint given as `http://127.0.0.1:PORT` whole as the HTTP/2
-/// `:authority` of `endpoint status` and `endpoint hashkv`; etcd (grpc-go) never parses it, and
-/// neither may Baton (h2 refused it as malformed before the client port repaired it).
+/// `:authority` of `endpoint status`, `endpoint hashkv` and `defrag`; etcd (grpc-go) never
+/// parses it, and neither may Baton (h2 refused it as malformed before the client port repaired
+/// it).
 async fn ctl_endpoint_status_and_hashkv_with_urls(backend: Backend) -> Result<()> {
     let cluster = Cluster::start(backend, 3).await?;
     cluster.client().await?.put("k", "v", None).await?;
@@ -315,6 +316,13 @@ async fn ctl_endpoint_status_and_hashkv_with_urls(backend: Backend) -> Result<()
         .map(|e| format!("{e}, {}\n", rows[1][1]))
         .collect();
     assert_eq!(lines, expected);
+    // defrag dials each endpoint the same way.
+    let defrag = ok(&cluster, &["defrag", SLOW_MACHINE]).await?;
+    let expected: String = endpoints
+        .iter()
+        .map(|e| format!("Finished defragmenting etcd member[{e}]\n"))
+        .collect();
+    assert_eq!(defrag, expected);
     Ok(())
 }
 
