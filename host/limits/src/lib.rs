@@ -104,6 +104,22 @@ pub const MOVE_LEADER_TIMEOUT_MS: u64 = REQUEST_TIMEOUT_MS;
 /// Election Observe responses queued between its task and gRPC.
 pub const OBSERVE_RESPONSES_QUEUED_MAX: usize = 16;
 
+/// Decoded size of one request's header list a client connection whose `:authority` is being
+/// repaired may send (name + value + 32 per field, as HTTP/2 counts it): hyper's own
+/// SETTINGS_MAX_HEADER_LIST_SIZE, so the repair refuses nothing the server would accept.
+pub const HTTP2_HEADER_LIST_BYTES_MAX: usize = 16 * 1024;
+/// Bytes of HEADERS and CONTINUATION frames (frame headers and padding included) buffered for
+/// one header block on the client port while its `:authority` is checked or repaired.
+pub const HTTP2_HEADER_BLOCK_BYTES_MAX: usize = 2 * HTTP2_HEADER_LIST_BYTES_MAX;
+/// Bytes read from a client connection at a time while its frames are being looked at.
+pub const HTTP2_READ_CHUNK_BYTES: usize = 8 * 1024;
+/// HPACK dynamic table a client encoder may use (HTTP/2's default SETTINGS_HEADER_TABLE_SIZE,
+/// which the server never changes).
+pub const HPACK_TABLE_BYTES: usize = 4096;
+/// Largest frame payload any HTTP/2 peer must accept (the protocol's initial
+/// SETTINGS_MAX_FRAME_SIZE, which a server may only raise): repaired blocks are cut to it.
+pub const HTTP2_FRAME_PAYLOAD_BYTES_MIN: usize = 16 * 1024;
+
 const _: () = assert!(SNAPSHOT_CHUNK_BYTES < PEER_MESSAGE_BYTES_MAX);
 // A full batch plus one largest request (the command that overflows it is proposed alone).
 const _: () = assert!(PROPOSAL_BATCH_BYTES_MAX + GRPC_OVERHEAD_BYTES < PEER_MESSAGE_BYTES_MAX);
@@ -125,6 +141,10 @@ const _: () = assert!(
 const _: () = assert!(GUEST_OUTPUT_BYTES_MAX + GRPC_OVERHEAD_BYTES < PEER_MESSAGE_BYTES_MAX);
 const _: () = assert!(LEASE_CHECKPOINT_BATCH_MAX <= LEASE_CHECKPOINTS_PER_TICK_MAX);
 const _: () = assert!(LEASE_EXPIRY_TICK_MS < LEASE_CHECKPOINT_STALENESS_MS_MAX);
+// A header list at the limit, literally encoded, fits one block (literals are shorter than the
+// 32 bytes per field HTTP/2 adds).
+const _: () = assert!(HTTP2_HEADER_LIST_BYTES_MAX < HTTP2_HEADER_BLOCK_BYTES_MAX);
+const _: () = assert!(HPACK_TABLE_BYTES <= HTTP2_HEADER_LIST_BYTES_MAX);
 
 /// Most learners a cluster may have at once (etcd 3.4's `maxLearners`).
 pub const LEARNERS_MAX: usize = 1;

@@ -21,7 +21,8 @@
 //!
 //! - [`cli`]: the `baton` command line (`serve`, `bench`, `module`, `call`).
 //! - [`node`]: the composition root — opens storage, builds Raft, serves, shuts down; member
-//!   joining and liveness.
+//!   joining and liveness; the client port's gRPC reflection and its repair of the malformed
+//!   `:authority` etcdctl 3.4 sends (`node::authority`).
 //! - [`api`]: tonic services for the etcd API (KV, Watch, Lease, Lock, Election, Cluster,
 //!   Maintenance); [`api::status`] is the one place refusals become gRPC statuses. Lock and
 //!   Election are adapters over the built-in `lock` and `election` modules ([`api::recipe`]).

@@ -48,6 +48,7 @@ mod proposal_batching;
 mod python_etcd3;
 mod raft_log_damage;
 mod recipe_clients;
+mod reflection;
 mod rejoin;
 mod require_leader;
 mod snapshot_catchup;

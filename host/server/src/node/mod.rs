@@ -7,9 +7,11 @@
 //! when the member stops holds a [`Shutdown`] made from the node's one [`Trigger`]; the node
 //! owns all its tasks in one `Tasks` set (`tasks.rs`), which drains some and aborts the rest.
 
+mod authority;
 pub mod config;
 pub mod join;
 mod liveness;
+mod reflection;
 mod tasks;
 
 use std::collections::BTreeMap;
@@ -332,7 +334,16 @@ impl Services {
                 .await
                 .with_context(|| format!("cannot listen for peers on {addr}"))?;
             let router = self.peer_router(trigger);
-            tasks.spawn_drained("serve peers", serve(router, listener, trigger.subscribe()));
+            // Peers are Baton members, whose authority is always well-formed.
+            tasks.spawn_drained(
+                "serve peers",
+                serve(
+                    router,
+                    listener,
+                    std::convert::identity,
+                    trigger.subscribe(),
+                ),
+            );
         }
         Ok(())
     }
@@ -379,13 +390,18 @@ impl Services {
                 &self.hub,
                 config,
                 &signals,
-            );
+            )?;
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen for clients on {addr}"))?;
             tasks.spawn_drained(
                 "serve clients",
-                serve(router, listener, trigger.subscribe()),
+                serve(
+                    router,
+                    listener,
+                    authority::AuthorityRepair::new,
+                    trigger.subscribe(),
+                ),
             );
         }
         Ok(health)
@@ -470,7 +486,7 @@ fn client_router(
     hub: &Arc<WatchHub>,
     config: &NodeConfig,
     signals: &liveness::Signals,
-) -> tonic::transport::server::Router {
+) -> anyhow::Result<tonic::transport::server::Router> {
     // The services enforce etcd's exact size limits themselves (see api::kv); the transport only
     // guards memory.
     let decode_max = PEER_MESSAGE_BYTES_MAX;
@@ -480,7 +496,8 @@ fn client_router(
         lessor.clone(),
         modules.calls().clone(),
     ));
-    tonic::transport::Server::builder()
+    // Services here are listed for reflection in `reflection::CLIENT_SERVICES`.
+    let router = tonic::transport::Server::builder()
         .add_service(LearnerGate::new(
             KvServer::new(api::kv::KvService::new(server.clone()))
                 .max_decoding_message_size(decode_max)
@@ -524,6 +541,9 @@ fn client_router(
             server.clone(),
         ))
         .add_service(signals.health.clone())
+        .add_service(reflection::v1_service()?)
+        .add_service(reflection::v1alpha_service()?);
+    Ok(router)
 }
 
 /// etcd's Watch service; like etcd, its messages may be as large as a request plus gRPC
@@ -544,20 +564,30 @@ fn watch_service(
         .max_encoding_message_size(usize::MAX)
 }
 
-async fn serve(
+/// Serves `router` on every connection `listener` accepts, each wrapped by `wrap`.
+async fn serve<IO>(
     router: tonic::transport::server::Router,
     listener: tokio::net::TcpListener,
+    wrap: fn(tokio::net::TcpStream) -> IO,
     mut shutdown: Shutdown,
-) {
+) where
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+{
     // Builder::tcp_nodelay only applies to sockets tonic binds itself; ours need it set here, or
     // Nagle's algorithm adds ~40 ms to every small reply.
     let incoming = tokio_stream::StreamExt::map(
         tokio_stream::wrappers::TcpListenerStream::new(listener),
-        |accepted| {
-            accepted.inspect(|stream| {
+        move |accepted| {
+            accepted.map(|stream| {
                 if let Err(e) = stream.set_nodelay(true) {
                     tracing::warn!(error = %e, "cannot disable Nagle on a connection");
                 }
+                wrap(stream)
             })
         },
     );
