@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x62\x61ton/v1/modules.proto\x12\x08\x62\x61ton.v1\"0\n\rDeployRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tcomponent\x18\x02 \x01(\x0c\"/\n\x0e\x44\x65ployResponse\x12\x0c\n\x04hash\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\"\r\n\x0bListRequest\"5\n\x0cListResponse\x12%\n\x07modules\x18\x01 \x03(\x0b\x32\x14.baton.v1.ModuleInfo\"\x1f\n\x0f\x44\x65scribeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"E\n\nModuleInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x08versions\x18\x02 \x03(\x0b\x32\x17.baton.v1.ModuleVersion\"y\n\rModuleVersion\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0c\n\x04hash\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x04\x12\x0f\n\x07\x65xports\x18\x04 \x03(\t\x12\x0f\n\x07\x62uiltin\x18\x05 \x01(\x08\x12\x13\n\x0b\x62uiltin_set\x18\x06 \x01(\r\"\x1d\n\rDeleteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\"\n\x0e\x44\x65leteResponse\x12\x10\n\x08versions\x18\x01 \x01(\x04\"|\n\rInvokeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04hash\x18\x02 \x01(\t\x12\x10\n\x08\x66unction\x18\x03 \x01(\t\x12\r\n\x05input\x18\x04 \x01(\x0c\x12\r\n\x05lease\x18\x05 \x01(\x03\x12\x0c\n\x04\x66uel\x18\x06 \x01(\x04\x12\x11\n\tread_only\x18\x07 \x01(\x08\"S\n\x0eInvokeResponse\x12\x0e\n\x06output\x18\x01 \x01(\x0c\x12\x10\n\x08revision\x18\x02 \x01(\x03\x12\x11\n\tfuel_used\x18\x03 \x01(\x04\x12\x0c\n\x04runs\x18\x04 \x01(\r2\xb4\x02\n\x07Modules\x12;\n\x06\x44\x65ploy\x12\x17.baton.v1.DeployRequest\x1a\x18.baton.v1.DeployResponse\x12\x35\n\x04List\x12\x15.baton.v1.ListRequest\x1a\x16.baton.v1.ListResponse\x12;\n\x08\x44\x65scribe\x12\x19.baton.v1.DescribeRequest\x1a\x14.baton.v1.ModuleInfo\x12;\n\x06\x44\x65lete\x12\x17.baton.v1.DeleteRequest\x1a\x18.baton.v1.DeleteResponse\x12;\n\x06Invoke\x12\x17.baton.v1.InvokeRequest\x1a\x18.baton.v1.InvokeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x62\x61ton/v1/modules.proto\x12\x08\x62\x61ton.v1\"0\n\rDeployRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tcomponent\x18\x02 \x01(\x0c\"/\n\x0e\x44\x65ployResponse\x12\x0c\n\x04hash\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\"\r\n\x0bListRequest\"5\n\x0cListResponse\x12%\n\x07modules\x18\x01 \x03(\x0b\x32\x14.baton.v1.ModuleInfo\"\x1f\n\x0f\x44\x65scribeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"E\n\nModuleInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x08versions\x18\x02 \x03(\x0b\x32\x17.baton.v1.ModuleVersion\"\xc2\x01\n\rModuleVersion\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0c\n\x04hash\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x04\x12\x0f\n\x07\x65xports\x18\x04 \x03(\t\x12\x0f\n\x07\x62uiltin\x18\x05 \x01(\x08\x12\x13\n\x0b\x62uiltin_set\x18\x06 \x01(\r\x12+\n\tfunctions\x18\x07 \x03(\x0b\x32\x18.baton.v1.ModuleFunction\x12\x1a\n\x12\x64\x65\x63lares_functions\x18\x08 \x01(\x08\"\x8c\x01\n\x0eModuleFunction\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06writes\x18\x02 \x01(\x08\x12\r\n\x05waits\x18\x03 \x01(\x08\x12\x0f\n\x07summary\x18\x04 \x01(\t\x12\r\n\x05input\x18\x05 \x01(\t\x12\x15\n\rinput_example\x18\x06 \x01(\t\x12\x16\n\x0eoutput_example\x18\x07 \x01(\t\"\x1d\n\rDeleteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\"\n\x0e\x44\x65leteResponse\x12\x10\n\x08versions\x18\x01 \x01(\x04\"|\n\rInvokeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04hash\x18\x02 \x01(\t\x12\x10\n\x08\x66unction\x18\x03 \x01(\t\x12\r\n\x05input\x18\x04 \x01(\x0c\x12\r\n\x05lease\x18\x05 \x01(\x03\x12\x0c\n\x04\x66uel\x18\x06 \x01(\x04\x12\x11\n\tread_only\x18\x07 \x01(\x08\"S\n\x0eInvokeResponse\x12\x0e\n\x06output\x18\x01 \x01(\x0c\x12\x10\n\x08revision\x18\x02 \x01(\x03\x12\x11\n\tfuel_used\x18\x03 \x01(\x04\x12\x0c\n\x04runs\x18\x04 \x01(\r2\xb4\x02\n\x07Modules\x12;\n\x06\x44\x65ploy\x12\x17.baton.v1.DeployRequest\x1a\x18.baton.v1.DeployResponse\x12\x35\n\x04List\x12\x15.baton.v1.ListRequest\x1a\x16.baton.v1.ListResponse\x12;\n\x08\x44\x65scribe\x12\x19.baton.v1.DescribeRequest\x1a\x14.baton.v1.ModuleInfo\x12;\n\x06\x44\x65lete\x12\x17.baton.v1.DeleteRequest\x1a\x18.baton.v1.DeleteResponse\x12;\n\x06Invoke\x12\x17.baton.v1.InvokeRequest\x1a\x18.baton.v1.InvokeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,16 +43,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DESCRIBEREQUEST']._serialized_end=236
   _globals['_MODULEINFO']._serialized_start=238
   _globals['_MODULEINFO']._serialized_end=307
-  _globals['_MODULEVERSION']._serialized_start=309
-  _globals['_MODULEVERSION']._serialized_end=430
-  _globals['_DELETEREQUEST']._serialized_start=432
-  _globals['_DELETEREQUEST']._serialized_end=461
-  _globals['_DELETERESPONSE']._serialized_start=463
-  _globals['_DELETERESPONSE']._serialized_end=497
-  _globals['_INVOKEREQUEST']._serialized_start=499
-  _globals['_INVOKEREQUEST']._serialized_end=623
-  _globals['_INVOKERESPONSE']._serialized_start=625
-  _globals['_INVOKERESPONSE']._serialized_end=708
-  _globals['_MODULES']._serialized_start=711
-  _globals['_MODULES']._serialized_end=1019
+  _globals['_MODULEVERSION']._serialized_start=310
+  _globals['_MODULEVERSION']._serialized_end=504
+  _globals['_MODULEFUNCTION']._serialized_start=507
+  _globals['_MODULEFUNCTION']._serialized_end=647
+  _globals['_DELETEREQUEST']._serialized_start=649
+  _globals['_DELETEREQUEST']._serialized_end=678
+  _globals['_DELETERESPONSE']._serialized_start=680
+  _globals['_DELETERESPONSE']._serialized_end=714
+  _globals['_INVOKEREQUEST']._serialized_start=716
+  _globals['_INVOKEREQUEST']._serialized_end=840
+  _globals['_INVOKERESPONSE']._serialized_start=842
+  _globals['_INVOKERESPONSE']._serialized_end=925
+  _globals['_MODULES']._serialized_start=928
+  _globals['_MODULES']._serialized_end=1236
 # @@protoc_insertion_point(module_scope)

@@ -47,20 +47,42 @@ class ModuleInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., versions: _Optional[_Iterable[_Union[ModuleVersion, _Mapping]]] = ...) -> None: ...
 
 class ModuleVersion(_message.Message):
-    __slots__ = ("version", "hash", "size_bytes", "exports", "builtin", "builtin_set")
+    __slots__ = ("version", "hash", "size_bytes", "exports", "builtin", "builtin_set", "functions", "declares_functions")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     HASH_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     EXPORTS_FIELD_NUMBER: _ClassVar[int]
     BUILTIN_FIELD_NUMBER: _ClassVar[int]
     BUILTIN_SET_FIELD_NUMBER: _ClassVar[int]
+    FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
+    DECLARES_FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
     version: int
     hash: str
     size_bytes: int
     exports: _containers.RepeatedScalarFieldContainer[str]
     builtin: bool
     builtin_set: int
-    def __init__(self, version: _Optional[int] = ..., hash: _Optional[str] = ..., size_bytes: _Optional[int] = ..., exports: _Optional[_Iterable[str]] = ..., builtin: _Optional[bool] = ..., builtin_set: _Optional[int] = ...) -> None: ...
+    functions: _containers.RepeatedCompositeFieldContainer[ModuleFunction]
+    declares_functions: bool
+    def __init__(self, version: _Optional[int] = ..., hash: _Optional[str] = ..., size_bytes: _Optional[int] = ..., exports: _Optional[_Iterable[str]] = ..., builtin: _Optional[bool] = ..., builtin_set: _Optional[int] = ..., functions: _Optional[_Iterable[_Union[ModuleFunction, _Mapping]]] = ..., declares_functions: _Optional[bool] = ...) -> None: ...
+
+class ModuleFunction(_message.Message):
+    __slots__ = ("name", "writes", "waits", "summary", "input", "input_example", "output_example")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    WRITES_FIELD_NUMBER: _ClassVar[int]
+    WAITS_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    INPUT_EXAMPLE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_EXAMPLE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    writes: bool
+    waits: bool
+    summary: str
+    input: str
+    input_example: str
+    output_example: str
+    def __init__(self, name: _Optional[str] = ..., writes: _Optional[bool] = ..., waits: _Optional[bool] = ..., summary: _Optional[str] = ..., input: _Optional[str] = ..., input_example: _Optional[str] = ..., output_example: _Optional[str] = ...) -> None: ...
 
 class DeleteRequest(_message.Message):
     __slots__ = ("name",)
