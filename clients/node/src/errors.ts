@@ -66,6 +66,9 @@ export class Unavailable extends BatonError {
 // that no longer leads).
 const LEASE_NOT_FOUND = "requested lease not found";
 const STALE_MESSAGES = ["stale fencing token", "is not held", "election: not leader"];
+// The server's side of a call's deadline: when its timer fires before the client's, the call
+// ends CANCELLED with this message (tonic's wording) instead of DEADLINE_EXCEEDED.
+const SERVER_TIMEOUT = "Timeout expired";
 
 /** A status as grpc-js reports it. */
 export interface StatusLike {
@@ -99,6 +102,11 @@ export function toBatonError(e: StatusLike | BatonError): BatonError {
       return new ResourceExhausted(code, details, options);
     case Status.DEADLINE_EXCEEDED:
       return new DeadlineExceeded(code, details, options);
+    case Status.CANCELLED:
+      if (details === SERVER_TIMEOUT) {
+        return new DeadlineExceeded(code, details, options);
+      }
+      return new BatonError(code, details, options);
     case Status.UNAVAILABLE:
       return new Unavailable(details, true, options);
     default:

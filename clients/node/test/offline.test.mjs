@@ -45,6 +45,8 @@ test("statuses map to the documented error classes", () => {
     [Status.NOT_FOUND, "module not found: nope", NotFound],
     [Status.RESOURCE_EXHAUSTED, "fuel exhausted", ResourceExhausted],
     [Status.DEADLINE_EXCEEDED, "Deadline exceeded", DeadlineExceeded],
+    [Status.CANCELLED, "Timeout expired", DeadlineExceeded],
+    [Status.CANCELLED, "Cancelled on client", BatonError],
     [Status.UNAVAILABLE, "etcdserver: request timed out", Unavailable],
     [Status.INVALID_ARGUMENT, "module imports wasi", InvalidArgument],
     [Status.INTERNAL, "boom", BatonError],
