@@ -154,7 +154,8 @@ impl BarrierArgs {
         if !(1..=ROUNDS_MAX).contains(&self.rounds) {
             bail!("--rounds must be between 1 and {ROUNDS_MAX}");
         }
-        let conns = self.conns.unwrap_or(barrier::default_conns(self.waiters));
+        // Spread like the park workload's waiters.
+        let conns = self.conns.unwrap_or(park::default_conns(self.waiters));
         if !(1..=args::CONNS_MAX.min(self.waiters)).contains(&conns) {
             bail!(
                 "--conns must be between 1 and {} (and at most --waiters)",

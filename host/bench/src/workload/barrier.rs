@@ -21,24 +21,19 @@ use serde_json::json;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, timeout_at};
 
-use super::recipe::{RecipeMode, invoke_then};
+use super::recipe::{RecipeMode, delete, invoke_then, put_if_absent};
 use super::{await_module, grpc, next_watch_response, run_id};
 use crate::driver::{LATENCY_US_MAX, Outcome};
 use crate::lean_grpc::LeanChannel;
-use crate::lean_grpc::paths::{KV_DELETE_RANGE, KV_RANGE, KV_TXN};
+use crate::lean_grpc::paths::{KV_RANGE, KV_TXN};
 use crate::pool::{CONNECT_TIMEOUT, connect_streaming};
 use baton_proto::baton::v1 as pb;
-use baton_proto::etcdserverpb::{
-    Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest, RangeRequest, RangeResponse,
-    RequestOp, TxnRequest, TxnResponse, compare, request_op,
-};
+use baton_proto::etcdserverpb::{RangeRequest, RangeResponse, TxnResponse};
 
 /// Every run's barriers are `<this><run id>/<round>`, apart from real data and earlier runs.
 const BARRIER_PREFIX: &str = "bench/barrier/";
 pub(crate) const WAITERS_MAX: usize = 10_000;
 pub(crate) const ROUNDS_MAX: u64 = 10_000;
-/// Waiters per HTTP/2 connection unless `--conns` says otherwise (as `park`).
-const WAITERS_PER_CONN: usize = 100;
 const READY_POLL: Duration = Duration::from_millis(5);
 const BARRIER_MODULE: &str = "barrier";
 
@@ -58,11 +53,6 @@ pub(crate) struct Shape {
     pub(crate) timeout: Duration,
     /// No round starts after this long.
     pub(crate) duration: Option<Duration>,
-}
-
-/// Connections for `waiters` unless the caller chose: one per [`WAITERS_PER_CONN`].
-pub(crate) fn default_conns(waiters: usize) -> usize {
-    waiters.div_ceil(WAITERS_PER_CONN).max(1)
 }
 
 /// The connections the waiters share.
@@ -209,22 +199,7 @@ async fn hold(control: &LeanChannel, mode: RecipeMode, name: &str) -> anyhow::Re
         RecipeMode::Module => invoke(control, "hold", name, false, || {}).await,
         RecipeMode::Client => {
             // recipe.Barrier.Hold: create the key, only if absent.
-            let txn = TxnRequest {
-                compare: vec![Compare {
-                    result: compare::CompareResult::Equal as i32,
-                    target: compare::CompareTarget::Version as i32,
-                    key: name.as_bytes().to_vec(),
-                    target_union: Some(compare::TargetUnion::Version(0)),
-                    range_end: Vec::new(),
-                }],
-                success: vec![RequestOp {
-                    request: Some(request_op::Request::RequestPut(PutRequest {
-                        key: name.as_bytes().to_vec(),
-                        ..Default::default()
-                    })),
-                }],
-                failure: Vec::new(),
-            };
+            let txn = put_if_absent(name, Vec::new());
             let reply: TxnResponse = control.unary(KV_TXN, &txn).await.map_err(grpc("hold"))?;
             if !reply.succeeded {
                 bail!("{name}: the barrier already exists");
@@ -237,17 +212,7 @@ async fn hold(control: &LeanChannel, mode: RecipeMode, name: &str) -> anyhow::Re
 async fn release(control: &LeanChannel, mode: RecipeMode, name: &str) -> anyhow::Result<()> {
     match mode {
         RecipeMode::Module => invoke(control, "release", name, false, || {}).await,
-        RecipeMode::Client => {
-            let request = DeleteRangeRequest {
-                key: name.as_bytes().to_vec(),
-                ..Default::default()
-            };
-            let _: DeleteRangeResponse = control
-                .unary(KV_DELETE_RANGE, &request)
-                .await
-                .map_err(grpc("release"))?;
-            Ok(())
-        }
+        RecipeMode::Client => delete(control, name).await,
     }
 }
 
@@ -321,16 +286,4 @@ async fn invoke(
         ..Default::default()
     };
     invoke_then(lean, request, sent).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_connection_per_hundred_waiters() {
-        assert_eq!(default_conns(1), 1);
-        assert_eq!(default_conns(100), 1);
-        assert_eq!(default_conns(101), 2);
-    }
 }

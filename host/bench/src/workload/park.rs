@@ -702,6 +702,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_connection_per_hundred_waiters() {
+        assert_eq!(default_conns(1), 1);
+        assert_eq!(default_conns(100), 1);
+        assert_eq!(default_conns(101), 2);
+    }
+
+    #[test]
     fn item_keys_sort_in_push_order_and_parse_back() {
         let (k9, k10) = (item_key("q", 9), item_key("q", 10));
         assert!(k9 < k10, "{k9} {k10}");

@@ -322,17 +322,7 @@ impl RecipeWorkload {
             // etcd's key is the nanoseconds alone; the requester keeps ours unique when two
             // requesters read the same clock.
             let key = format!("{queue}{nanos:020}-{index}");
-            let txn = TxnRequest {
-                compare: vec![Compare {
-                    result: compare::CompareResult::Equal as i32,
-                    target: compare::CompareTarget::Version as i32,
-                    key: key.clone().into_bytes(),
-                    target_union: Some(compare::TargetUnion::Version(0)),
-                    range_end: Vec::new(),
-                }],
-                success: vec![put_op(&key, seq.to_string().into_bytes(), 0)],
-                failure: Vec::new(),
-            };
+            let txn = put_if_absent(&key, seq.to_string().into_bytes());
             let reply: TxnResponse = channel.unary(KV_TXN, &txn).await.map_err(grpc("put"))?;
             if reply.succeeded {
                 return Ok(());
@@ -465,6 +455,21 @@ fn create_if_absent(key: &str, lease: i64, and_then: RangeRequest) -> TxnRequest
     }
 }
 
+/// etcd's recipes' `putNewKV`: put `key` (no lease) only if it does not exist.
+pub(crate) fn put_if_absent(key: &str, value: Vec<u8>) -> TxnRequest {
+    TxnRequest {
+        compare: vec![Compare {
+            result: compare::CompareResult::Equal as i32,
+            target: compare::CompareTarget::Version as i32,
+            key: key.as_bytes().to_vec(),
+            target_union: Some(compare::TargetUnion::Version(0)),
+            range_end: Vec::new(),
+        }],
+        success: vec![put_op(key, value, 0)],
+        failure: Vec::new(),
+    }
+}
+
 fn put_op(key: &str, value: Vec<u8>, lease: i64) -> RequestOp {
     RequestOp {
         request: Some(request_op::Request::RequestPut(PutRequest {
@@ -515,7 +520,8 @@ async fn claim(channel: &LeanChannel, key: &[u8], mod_revision: i64) -> anyhow::
     Ok(reply.succeeded)
 }
 
-async fn delete(channel: &LeanChannel, key: &str) -> anyhow::Result<()> {
+/// Deletes `key`.
+pub(crate) async fn delete(channel: &LeanChannel, key: &str) -> anyhow::Result<()> {
     let request = DeleteRangeRequest {
         key: key.as_bytes().to_vec(),
         ..Default::default()

@@ -168,36 +168,37 @@ pub async fn removed_from_cluster(raft: &Raft, id: MemberId, initial_peers: &[St
             return;
         }
         listed_before |= listed;
-        let probe = leaderless && poll.is_multiple_of(REMOVAL_PROBE_EVERY_POLLS);
-        if probe && !listed_before && dropped_by_a_peer(initial_peers, id).await {
-            return;
-        }
-        if listed && probe {
-            for url in &peers {
-                if let Ok(reply) = membership_of(url).await
-                    && reply.committed_membership_index > index
-                    && !reply.committed_member_ids.contains(&id)
-                {
-                    tracing::info!(peer = %url, "a peer's newer membership no longer lists this member");
-                    return;
-                }
+        if leaderless && poll.is_multiple_of(REMOVAL_PROBE_EVERY_POLLS) {
+            // Listed: the members of its own membership, for a newer one without it. Never
+            // listed (no log yet): the members it was told about, for any without it.
+            let dropped = if listed {
+                dropped_by_a_peer(&peers, id, index, false).await
+            } else {
+                dropped_by_a_peer(initial_peers, id, 0, true).await
+            };
+            if dropped {
+                return;
             }
         }
         tokio::time::sleep(Duration::from_millis(REMOVAL_POLL_MS)).await;
     }
 }
 
-/// Whether a peer whose membership has been committed at least once lists `id` neither there
-/// nor in a change still pending: asked only by a member that never received its own log, which
-/// got its id from such a membership when it joined.
-async fn dropped_by_a_peer(peers: &[String], id: MemberId) -> bool {
+/// Whether one of `peers` reports a membership committed after `index` that does not list
+/// `id` — and, with `pending_too`, no change still pending that lists it either (asked by a
+/// member that never received its own log, which got its id from such a membership).
+async fn dropped_by_a_peer(peers: &[String], id: MemberId, index: u64, pending_too: bool) -> bool {
     for url in peers {
         if let Ok(reply) = membership_of(url).await
-            && reply.committed_membership_index > 0
+            && reply.committed_membership_index > index
             && !reply.committed_member_ids.contains(&id)
-            && !reply.members.iter().any(|m| m.id == id)
+            && !(pending_too && reply.members.iter().any(|m| m.id == id))
         {
-            tracing::info!(peer = %url, "a peer's membership does not list this member, which never received its log");
+            if pending_too {
+                tracing::info!(peer = %url, "a peer's membership does not list this member, which never received its log");
+            } else {
+                tracing::info!(peer = %url, "a peer's newer membership no longer lists this member");
+            }
             return true;
         }
     }
